@@ -1,0 +1,29 @@
+# harness: run `make help` for the targets.
+PY        ?= python3
+VENV      ?= .venv
+BIN       := $(VENV)/bin
+EXPERIMENT ?= fig2_decay
+ARGS      ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-fast lint demo sweep sweep-plan report bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+install: ## create .venv with the project (editable) and its dev + slurm extras
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev,slurm]'
+
+test: ## run every test, slow ones included (CPU, about 15 minutes on 2 cores)
+	$(BIN)/python -m pytest -q
+
+test-fast: ## run the tests not marked slow
+	$(BIN)/python -m pytest -q -m 'not slow'
+
+lint: ## ruff over src and tests
+	$(BIN)/python -m ruff check src tests
+
+clean: ## remove caches (never results/)
+	rm -rf .pytest_cache build src/*.egg-info outputs multirun

@@ -1,0 +1,112 @@
+"""Step time of harness optimizers vs torch's foreach optimizers on ResNet-18-sized params.
+
+The param list has the 62 tensor shapes of a CIFAR ResNet-18 (11.2M params: convs, BatchNorm
+weights and biases, the classifier). Every contender gets its own copy of the params and shares
+one set of fixed random gradients; steps are timed one at a time, interleaved across
+contenders (round r times every contender once, starting one further along), after warmup.
+The table gives the median wall-clock and CPU (process) time per step and their ratios to the
+torch reference of the same family; on a loaded machine the CPU-time ratio is the steadier.
+
+    .venv/bin/python benchmarks/bench_optim.py            # CPU, about 30 s on 2 cores
+    .venv/bin/python benchmarks/bench_optim.py --device cuda --steps 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from harness.optim import build_optimizer
+
+LR_ADAM, LR_SGD, WEIGHT_DECAY = 1e-3, 0.1, 5e-4
+
+
+def resnet18_shapes(num_classes: int = 10) -> list[tuple[int, ...]]:
+    """Parameter shapes of a CIFAR ResNet-18 (3x3 stem, 4 stages of 2 basic blocks)."""
+    shapes: list[tuple[int, ...]] = [(64, 3, 3, 3), (64,), (64,)]
+    in_c = 64
+    for out_c, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        for block in range(2):
+            shapes += [(out_c, in_c, 3, 3), (out_c,), (out_c,)]
+            shapes += [(out_c, out_c, 3, 3), (out_c,), (out_c,)]
+            if block == 0 and (stride != 1 or in_c != out_c):
+                shapes += [(out_c, in_c, 1, 1), (out_c,), (out_c,)]
+            in_c = out_c
+    return shapes + [(num_classes, 512), (num_classes,)]
+
+
+CONTENDERS: dict[str, tuple[str, Callable[[list[Tensor]], torch.optim.Optimizer]]] = {
+    # name: (reference row for the ratio, factory)
+    "torch AdamW foreach": ("torch AdamW foreach", lambda p: torch.optim.AdamW(
+        p, LR_ADAM, weight_decay=WEIGHT_DECAY, foreach=True)),
+    "harness adam/decoupled_lr": ("torch AdamW foreach", lambda p: build_optimizer(
+        p, "adam", "decoupled_lr", LR_ADAM, WEIGHT_DECAY)),
+    "harness adam/decoupled": ("torch AdamW foreach", lambda p: build_optimizer(
+        p, "adam", "decoupled", LR_ADAM, WEIGHT_DECAY * LR_ADAM)),
+    "harness adam/l2": ("torch AdamW foreach", lambda p: build_optimizer(
+        p, "adam", "l2", LR_ADAM, WEIGHT_DECAY)),
+    "torch SGD foreach": ("torch SGD foreach", lambda p: torch.optim.SGD(
+        p, LR_SGD, momentum=0.9, weight_decay=WEIGHT_DECAY, foreach=True)),
+    "harness sgd/decoupled": ("torch SGD foreach", lambda p: build_optimizer(
+        p, "sgd", "decoupled", LR_SGD, WEIGHT_DECAY * LR_SGD)),
+    "harness sgd/l2": ("torch SGD foreach", lambda p: build_optimizer(
+        p, "sgd", "l2", LR_SGD, WEIGHT_DECAY)),
+}
+
+
+def bench(steps: int, warmup: int, device: str) -> dict[str, tuple[float, float]]:
+    """Median (wall, CPU) seconds per optimizer step for every contender."""
+    gen = torch.Generator().manual_seed(0)
+    shapes = resnet18_shapes()
+    init = [torch.randn(s, generator=gen).to(device) * 0.05 for s in shapes]
+    grads = [torch.randn(s, generator=gen).to(device) * 0.01 for s in shapes]
+    opts = {}
+    for name, (_, factory) in CONTENDERS.items():
+        params = [t.clone().requires_grad_() for t in init]
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g
+        opts[name] = factory(params)
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in opts}
+    names = list(opts)
+    for r in range(warmup + steps):
+        for name in names[r % len(names):] + names[: r % len(names)]:  # rotate the order
+            opt = opts[name]
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start, cpu = time.perf_counter(), time.process_time()
+            opt.step()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            if r >= warmup:
+                times[name].append((time.perf_counter() - start, time.process_time() - cpu))
+    return {
+        name: (statistics.median(t[0] for t in ts), statistics.median(t[1] for t in ts))
+        for name, ts in times.items()
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per contender")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    args = parser.parse_args()
+    n = sum(torch.Size(s).numel() for s in resnet18_shapes())
+    print(f"{len(resnet18_shapes())} tensors, {n / 1e6:.2f}M params, float32, {args.device}, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"median of {args.steps} steps after {args.warmup} warmup")
+    medians = bench(args.steps, args.warmup, args.device)
+    print(f"{'optimizer':27s} {'wall ms':>8s} {'ratio':>6s} {'cpu ms':>8s} {'ratio':>6s}  reference")
+    for name, (ref, _) in CONTENDERS.items():
+        (wall, cpu), (ref_wall, ref_cpu) = medians[name], medians[ref]
+        print(f"{name:27s} {wall * 1e3:8.1f} {wall / ref_wall:6.2f} {cpu * 1e3:8.1f} "
+              f"{cpu / ref_cpu:6.2f}  {ref}")
+
+
+if __name__ == "__main__":
+    main()

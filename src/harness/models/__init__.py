@@ -1,0 +1,70 @@
+"""Model registry: short keys -> CIFAR-style networks, built with the conventional init.
+
+`build_model(name, num_classes, in_channels, image_size)` looks `name` up in `MODELS` (an unknown
+key raises ValueError listing the valid ones), builds the network and initialises it:
+conv weights kaiming-normal (fan_out, ReLU gain), BatchNorm weight 1 and bias 0, linear bias 0
+(linear weight keeps torch's default). Every model ends in adaptive average pooling, so any
+`image_size` >= 8 works (28 for Fashion-MNIST, 32 for CIFAR).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from harness.models.resnet import preact_resnet18, resnet20, resnet56
+from harness.models.shake_shake import shake_shake_26_2x64d, shake_shake_26_2x96d
+from harness.models.small import SmallConvNet
+
+MIN_IMAGE_SIZE = 8  # three stride-2 reductions (PreAct ResNet-18) still leave >= 1 pixel
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "small": SmallConvNet,
+    "resnet20": resnet20,  # 0.27M params, option A shortcuts
+    "resnet56": resnet56,  # 0.85M
+    "preact_resnet18": preact_resnet18,  # 11.17M
+    "shake_shake_26_2x64d": shake_shake_26_2x64d,  # 11.6M, the paper's Figures 1-2 network
+    "shake_shake_26_2x96d": shake_shake_26_2x96d,  # 26.2M
+}
+
+
+def init_weights(model: nn.Module) -> nn.Module:
+    """Kaiming-normal convs (fan_out, ReLU), BN weight 1 / bias 0, linear bias 0; in place."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+    return model
+
+
+def _check_positive(name: str, value: int, minimum: int) -> None:
+    if not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}={value!r} is invalid; expected an integer >= {minimum}")
+
+
+def build_model(
+    name: str, num_classes: int = 10, in_channels: int = 3, image_size: int = 32
+) -> nn.Module:
+    """Build and initialise the registry model `name` for (in_channels, image_size) inputs."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(sorted(MODELS))}")
+    _check_positive("num_classes", num_classes, 1)
+    _check_positive("in_channels", in_channels, 1)
+    _check_positive("image_size", image_size, MIN_IMAGE_SIZE)
+    model = MODELS[name](num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+    return init_weights(model)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters (requires_grad) in `model`."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+__all__ = ["MODELS", "build_model", "count_parameters", "init_weights"]

@@ -1,0 +1,35 @@
+"""Shared test helpers: the repository root, the real Fashion-MNIST, and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FASHION_MNIST = ROOT.parent / "shared" / "datasets" / "fashion-mnist"
+# A tiny synthetic cell: trains in a couple of seconds on one CPU core.
+TINY = ["dataset=synthetic", "model=small", "dataset.train_subset=512",
+        "dataset.test_subset=256", "train.epochs=2", "train.batch_size=64", "train.device=cpu",
+        "logger=none", "logger.progress=none", "optimizer=adam", "decay=decoupled",
+        "optimizer.lr=0.01"]
+
+
+def fashion_mnist_root() -> Path:
+    """The real Fashion-MNIST files; skip outside CI when absent, fail in CI."""
+    for path in (FASHION_MNIST, Path("/usr/share/datasets/fashion-mnist")):
+        if (path / "train-images-idx3-ubyte.gz").exists():
+            return path
+    if os.environ.get("CI"):
+        pytest.fail(f"real Fashion-MNIST missing at {FASHION_MNIST}")
+    pytest.skip("real Fashion-MNIST not available")
+
+
+def harness_cli(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `python -m harness ...` in a fresh process, as a user would."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", WANDB_SILENT="true")
+    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,189 @@
+"""Tests for harness.models: shapes, backward, parameter counts, shake-shake semantics, speed."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from harness.models import MODELS, build_model, count_parameters
+from harness.models.shake_shake import ShakeBlock, ShakeShake
+
+# Published parameter counts at 3x32x32 input, 10 classes (He 2016; Gastaldi 2017; Loshchilov
+# & Hutter 2019 for 2x64d's 11.6M; PreAct-18 as in the common CIFAR implementations).
+PUBLISHED_PARAMS = {
+    "resnet20": 0.27e6,
+    "resnet56": 0.85e6,
+    "preact_resnet18": 11.17e6,
+    "shake_shake_26_2x64d": 11.6e6,
+    "shake_shake_26_2x96d": 26.2e6,
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("in_channels,image_size", [(3, 32), (1, 28)])
+def test_forward_shape_and_backward(name: str, in_channels: int, image_size: int) -> None:
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=10, in_channels=in_channels, image_size=image_size)
+    x = torch.randn(2, in_channels, image_size, image_size)
+    out = model(x)
+    assert out.shape == (2, 10)
+    assert torch.isfinite(out).all()
+    F.cross_entropy(out, torch.tensor([1, 7])).backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_PARAMS))
+def test_parameter_count_matches_published(name: str) -> None:
+    n = count_parameters(build_model(name))
+    published = PUBLISHED_PARAMS[name]
+    assert abs(n - published) / published < 0.02, f"{name}: {n} vs {published:.0f}"
+
+
+def test_small_model_size_and_num_classes() -> None:
+    model = build_model("small", num_classes=7, in_channels=1, image_size=28)
+    assert 80_000 < count_parameters(model) < 120_000
+    assert model(torch.randn(3, 1, 28, 28)).shape == (3, 7)
+
+
+def test_conventional_init() -> None:
+    model = build_model("resnet20")
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(torch.equal(m.weight, torch.ones_like(m.weight)) for m in bns)
+    assert all(torch.equal(m.bias, torch.zeros_like(m.bias)) for m in bns)
+    conv = model.stages[-1].conv2  # 64 -> 64, 3x3: kaiming fan_out std = sqrt(2 / (9 * 64))
+    assert conv.weight.std().item() == pytest.approx((2 / (9 * 64)) ** 0.5, rel=0.05)
+
+
+def test_unknown_name_raises_listing_keys() -> None:
+    with pytest.raises(ValueError, match="resnet20.*shake_shake_26_2x64d") as info:
+        build_model("resnet18")
+    assert "'resnet18'" in str(info.value)
+    assert all(key in str(info.value) for key in MODELS)
+
+
+@pytest.mark.parametrize("kwargs", [{"num_classes": 0}, {"in_channels": 0}, {"image_size": 4}])
+def test_bad_sizes_raise(kwargs: dict[str, int]) -> None:
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        build_model("small", **kwargs)
+
+
+def test_option_a_shortcut_is_parameter_free() -> None:
+    block = build_model("resnet20").stages[3]  # first block of stage 2: 16 -> 32, stride 2
+    assert sum(p.numel() for p in block.shortcut.parameters()) == 0
+    x = torch.randn(2, 16, 8, 8)
+    s = block.shortcut(x)
+    assert s.shape == (2, 32, 4, 4)
+    assert torch.equal(s[:, :16], x[:, :, ::2, ::2])
+    assert torch.equal(s[:, 16:], torch.zeros_like(s[:, 16:]))
+
+
+# --- shake-shake -------------------------------------------------------------------------------
+
+
+def _block_and_input(seed: int = 0) -> tuple[ShakeBlock, torch.Tensor]:
+    torch.manual_seed(seed)
+    block = ShakeBlock(8, 8, 1)  # identity shortcut: y = x + mix(b1(x), b2(x))
+    return block, torch.randn(4, 8, 6, 6)
+
+
+def test_shake_eval_is_deterministic_half_mix() -> None:
+    block, x = _block_and_input()
+    block.eval()
+    with torch.no_grad():
+        out1, out2 = block(x), block(x)
+        expected = x + 0.5 * block.branch1(x) + 0.5 * block.branch2(x)
+    assert torch.equal(out1, out2)
+    torch.testing.assert_close(out1, expected)
+
+
+def test_shake_train_forward_is_random_and_seeded() -> None:
+    block, x = _block_and_input()
+    block.train()
+    out1, out2 = block(x), block(x)
+    assert not torch.allclose(out1, out2)
+    torch.manual_seed(123)
+    again1 = block(x)
+    torch.manual_seed(123)
+    again2 = block(x)
+    torch.testing.assert_close(again1, again2, rtol=0, atol=0)
+
+
+def test_shake_function_forward_alpha_backward_beta() -> None:
+    x1 = torch.randn(3, 2, 4, 4, requires_grad=True)
+    x2 = torch.randn(3, 2, 4, 4, requires_grad=True)
+    alpha = torch.tensor([0.1, 0.5, 0.9]).view(3, 1, 1, 1)
+    beta = torch.tensor([0.7, 0.2, 0.4]).view(3, 1, 1, 1)
+    out = ShakeShake.apply(x1, x2, alpha, beta)
+    torch.testing.assert_close(out, alpha * x1 + (1 - alpha) * x2)
+    upstream = torch.randn_like(out)
+    out.backward(upstream)
+    torch.testing.assert_close(x1.grad, beta * upstream)
+    torch.testing.assert_close(x2.grad, (1 - beta) * upstream)
+
+
+def test_shake_block_backward_uses_independent_beta_per_image() -> None:
+    """Recover alpha (forward) and beta (backward) per image from the real block's tensors."""
+    block, x = _block_and_input(seed=1)
+    block.train()
+    branches = []
+
+    def keep(_module, _inputs, output):  # noqa: ANN001, ANN202
+        output.retain_grad()
+        branches.append(output)
+
+    block.branch1.register_forward_hook(keep)
+    block.branch2.register_forward_hook(keep)
+    out = block(x)
+    b1, b2 = branches
+    upstream = torch.randn_like(out)
+    out.backward(upstream)
+    # gradients to the two branches sum to the upstream gradient, element by element
+    torch.testing.assert_close(b1.grad + b2.grad, upstream)
+    beta = b1.grad / upstream  # one value per image, constant over C, H, W
+    alpha = (out - x - b2) / (b1 - b2)
+    for coeff in (alpha, beta):
+        per_image = coeff.flatten(1)
+        constant = per_image[:, :1].expand_as(per_image)
+        torch.testing.assert_close(per_image, constant, atol=1e-3, rtol=1e-3)
+        assert ((per_image >= 0) & (per_image <= 1)).all()
+    alpha_img, beta_img = alpha.flatten(1)[:, 0], beta.flatten(1)[:, 0]
+    assert alpha_img.unique().numel() == 4  # per image, not per batch
+    assert (alpha_img - beta_img).abs().min() > 1e-4  # backward coefficient differs from forward
+
+
+def test_shake_shake_downsampling_shortcut_shape() -> None:
+    torch.manual_seed(0)
+    block = ShakeBlock(16, 32, 2)
+    assert block(torch.randn(2, 16, 8, 8)).shape == (2, 32, 4, 4)
+
+
+# --- speed of the CPU demo model ---------------------------------------------------------------
+
+
+def test_small_model_training_step_time() -> None:
+    torch.manual_seed(0)
+    model = build_model("small", num_classes=10, in_channels=1, image_size=28)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x, y = torch.randn(128, 1, 28, 28), torch.randint(0, 10, (128,))
+    times, losses = [], []
+    for _ in range(8):
+        start = time.perf_counter()
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - start)
+        losses.append(loss.item())
+    step = statistics.median(times[2:])
+    threads = torch.get_num_threads()
+    print(
+        f"small: {step * 1e3:.1f} ms/step (batch 128, 1x28x28, {threads} threads); "
+        f"~{step * 10_000 / 128:.1f} s per 10k images"
+    )
+    assert losses[-1] < losses[0]  # the timed steps really train (fits the fixed batch)
