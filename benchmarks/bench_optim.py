@@ -7,7 +7,7 @@ contenders (round r times every contender once, starting one further along), aft
 The table gives the median wall-clock and CPU (process) time per step and their ratios to the
 torch reference of the same family; on a loaded machine the CPU-time ratio is the steadier.
 
-    .venv/bin/python benchmarks/bench_optim.py            # CPU, about 30 s on 2 cores
+    .venv/bin/python benchmarks/bench_optim.py            # CPU: about 15 s on 2 idle cores
     .venv/bin/python benchmarks/bench_optim.py --device cuda --steps 50
 """
 
@@ -48,7 +48,9 @@ CONTENDERS: dict[str, tuple[str, Callable[[list[Tensor]], torch.optim.Optimizer]
         p, "adam", "decoupled_lr", LR_ADAM, WEIGHT_DECAY)),
     "harness adam/decoupled": ("torch AdamW foreach", lambda p: build_optimizer(
         p, "adam", "decoupled", LR_ADAM, WEIGHT_DECAY * LR_ADAM)),
-    "harness adam/l2": ("torch AdamW foreach", lambda p: build_optimizer(
+    "torch Adam(wd) foreach": ("torch Adam(wd) foreach", lambda p: torch.optim.Adam(
+        p, LR_ADAM, weight_decay=WEIGHT_DECAY, foreach=True)),
+    "harness adam/l2": ("torch Adam(wd) foreach", lambda p: build_optimizer(
         p, "adam", "l2", LR_ADAM, WEIGHT_DECAY)),
     "torch SGD foreach": ("torch SGD foreach", lambda p: torch.optim.SGD(
         p, LR_SGD, momentum=0.9, weight_decay=WEIGHT_DECAY, foreach=True)),
@@ -56,6 +58,10 @@ CONTENDERS: dict[str, tuple[str, Callable[[list[Tensor]], torch.optim.Optimizer]
         p, "sgd", "decoupled", LR_SGD, WEIGHT_DECAY * LR_SGD)),
     "harness sgd/l2": ("torch SGD foreach", lambda p: build_optimizer(
         p, "sgd", "l2", LR_SGD, WEIGHT_DECAY)),
+    "torch RMSprop(wd) foreach": ("torch RMSprop(wd) foreach", lambda p: torch.optim.RMSprop(
+        p, LR_ADAM, weight_decay=WEIGHT_DECAY, foreach=True)),
+    "harness rmsprop/l2": ("torch RMSprop(wd) foreach", lambda p: build_optimizer(
+        p, "rmsprop", "l2", LR_ADAM, WEIGHT_DECAY)),
 }
 
 
@@ -92,16 +98,22 @@ def bench(steps: int, warmup: int, device: str) -> dict[str, tuple[float, float]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per contender")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per contender")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads (0: torch's default); 1 gives steady CPU times on a "
+                             "loaded machine, where idle threads spin and inflate them")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     n = sum(torch.Size(s).numel() for s in resnet18_shapes())
     print(f"{len(resnet18_shapes())} tensors, {n / 1e6:.2f}M params, float32, {args.device}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"median of {args.steps} steps after {args.warmup} warmup")
     medians = bench(args.steps, args.warmup, args.device)
-    print(f"{'optimizer':27s} {'wall ms':>8s} {'ratio':>6s} {'cpu ms':>8s} {'ratio':>6s}  reference")
+    print(f"{'optimizer':27s} {'wall ms':>8s} {'ratio':>6s} {'cpu ms':>8s} {'ratio':>6s}  "
+          "reference")
     for name, (ref, _) in CONTENDERS.items():
         (wall, cpu), (ref_wall, ref_cpu) = medians[name], medians[ref]
         print(f"{name:27s} {wall * 1e3:8.1f} {wall / ref_wall:6.2f} {cpu * 1e3:8.1f} "

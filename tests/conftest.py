@@ -14,7 +14,7 @@ FASHION_MNIST = ROOT.parent / "shared" / "datasets" / "fashion-mnist"
 # A tiny synthetic cell: trains in a couple of seconds on one CPU core.
 TINY = ["dataset=synthetic", "model=small", "dataset.train_subset=512",
         "dataset.test_subset=256", "train.epochs=2", "train.batch_size=64", "train.device=cpu",
-        "logger=none", "logger.progress=none", "optimizer=adam", "decay=decoupled",
+        "logger=none", "logger.progress=line", "optimizer=adam", "decay=decoupled",
         "optimizer.lr=0.01"]
 
 

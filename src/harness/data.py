@@ -93,7 +93,8 @@ def fetch(name: str, root: str | os.PathLike | None = None) -> Path:
     raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
 
 
-def _read(name: str, root, path, download: bool, sizes: tuple[int | None, int | None]) -> RawData:
+def _read(name: str, root: str | None, path: str | None, download: bool,
+          sizes: tuple[int | None, int | None]) -> RawData:
     if name == "synthetic":
         n_train, n_test = sizes
         return synthetic.generate(n_train or synthetic.DEFAULT_TRAIN,

@@ -219,6 +219,11 @@ def param_groups(
     return [g for g in groups if g["params"]]
 
 
+def group_lr_multiplier(group: dict[str, Any]) -> float:
+    """eta_t of a param group: current lr / initial lr (works for float and PerModel lrs)."""
+    return _lr_and_eta(group)[1]
+
+
 def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
     if value not in valid:
         raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")

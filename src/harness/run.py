@@ -151,7 +151,7 @@ def main(argv: list[str]) -> int:
     user_set = {o.split("=", 1)[0].lstrip("+") for o in overrides}
     extra = [e for e in extra if e.split("=", 1)[0] not in user_set]
     try:
-        _hydra(argv + extra)
+        _hydra(flags + overrides + extra)
     except ConfigError as err:  # e.g. a batch larger than an npz training set
         print(f"harness run: error: {err}", file=sys.stderr)
         return 2

@@ -10,6 +10,9 @@ resnet20 (n=3): 0.27M parameters; resnet56 (n=9): 0.85M.
 `PreActResNet18`: conv3x3(64) -> 4 stages of 2 pre-activation blocks (64/128/256/512) ->
 BN -> ReLU -> global average pool -> linear; block: y = conv(ReLU(BN(conv(ReLU(BN(x)))))) +
 shortcut, the shortcut a 1x1 conv on ReLU(BN(x)) when the shape changes. 11.17M parameters.
+
+`packs` = K > 1 builds K independent copies side by side (see `harness.models.packing`):
+input (N, C, H, W) shared by all, logits (N, K, num_classes).
 """
 
 from __future__ import annotations
@@ -18,35 +21,39 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.models.packing import conv, linear, pad_channels
 
-def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+
+def conv3x3(in_channels: int, out_channels: int, stride: int = 1, packs: int = 1,
+            shared_input: bool = False) -> nn.Conv2d:
+    return conv(in_channels, out_channels, 3, stride, 1, packs, shared_input)
 
 
 class ZeroPadShortcut(nn.Module):
-    """Option A shortcut: subsample by `stride`, then zero-pad channels up to `out_channels`."""
+    """Option A shortcut: subsample by `stride`, then zero-pad channels up to `out_channels`
+    (each packed model's own channels)."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int, packs: int = 1) -> None:
         super().__init__()
-        self.stride, self.extra = stride, out_channels - in_channels
+        self.stride, self.extra, self.packs = stride, out_channels - in_channels, packs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x[:, :, :: self.stride, :: self.stride]
-        return F.pad(x, (0, 0, 0, 0, 0, self.extra))
+        return pad_channels(x, self.extra, self.packs)
 
 
 class BasicBlock(nn.Module):
     """Post-activation basic block with an option-A shortcut."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int, packs: int = 1) -> None:
         super().__init__()
-        self.conv1 = conv3x3(in_channels, out_channels, stride)
-        self.bn1 = nn.BatchNorm2d(out_channels)
-        self.conv2 = conv3x3(out_channels, out_channels)
-        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.conv1 = conv3x3(in_channels, out_channels, stride, packs)
+        self.bn1 = nn.BatchNorm2d(packs * out_channels)
+        self.conv2 = conv3x3(out_channels, out_channels, packs=packs)
+        self.bn2 = nn.BatchNorm2d(packs * out_channels)
         changes = stride != 1 or in_channels != out_channels
         self.shortcut = (
-            ZeroPadShortcut(in_channels, out_channels, stride) if changes else nn.Identity()
+            ZeroPadShortcut(in_channels, out_channels, stride, packs) if changes else nn.Identity()
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -58,16 +65,14 @@ class BasicBlock(nn.Module):
 class PreActBlock(nn.Module):
     """Pre-activation basic block; 1x1 conv projection shortcut when the shape changes."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int, packs: int = 1) -> None:
         super().__init__()
-        self.bn1 = nn.BatchNorm2d(in_channels)
-        self.conv1 = conv3x3(in_channels, out_channels, stride)
-        self.bn2 = nn.BatchNorm2d(out_channels)
-        self.conv2 = conv3x3(out_channels, out_channels)
+        self.bn1 = nn.BatchNorm2d(packs * in_channels)
+        self.conv1 = conv3x3(in_channels, out_channels, stride, packs)
+        self.bn2 = nn.BatchNorm2d(packs * out_channels)
+        self.conv2 = conv3x3(out_channels, out_channels, packs=packs)
         changes = stride != 1 or in_channels != out_channels
-        self.shortcut = (
-            nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False) if changes else None
-        )
+        self.shortcut = conv(in_channels, out_channels, 1, stride, packs=packs) if changes else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = F.relu(self.bn1(x))
@@ -77,13 +82,14 @@ class PreActBlock(nn.Module):
         return out + shortcut
 
 
-def _stages(block: type[nn.Module], widths: list[int], blocks: int, in_ch: int) -> nn.Sequential:
+def _stages(block: type[nn.Module], widths: list[int], blocks: int, in_ch: int,
+            packs: int) -> nn.Sequential:
     """Stages of `blocks` blocks each; the first stage keeps the resolution, the others halve it."""
     layers: list[nn.Module] = []
     for i, width in enumerate(widths):
         for j in range(blocks):
             stride = 2 if i > 0 and j == 0 else 1
-            layers.append(block(in_ch, width, stride))
+            layers.append(block(in_ch, width, stride, packs))
             in_ch = width
     return nn.Sequential(*layers)
 
@@ -91,11 +97,14 @@ def _stages(block: type[nn.Module], widths: list[int], blocks: int, in_ch: int) 
 class CifarResNet(nn.Module):
     """He et al. 2016 CIFAR ResNet of depth 6n+2 (option A shortcuts)."""
 
-    def __init__(self, n: int, num_classes: int = 10, in_channels: int = 3) -> None:
+    def __init__(self, n: int, num_classes: int = 10, in_channels: int = 3,
+                 packs: int = 1) -> None:
         super().__init__()
-        self.stem = nn.Sequential(conv3x3(in_channels, 16), nn.BatchNorm2d(16), nn.ReLU())
-        self.stages = _stages(BasicBlock, [16, 32, 64], n, 16)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes))
+        self.stem = nn.Sequential(conv3x3(in_channels, 16, packs=packs, shared_input=True),
+                                  nn.BatchNorm2d(packs * 16), nn.ReLU())
+        self.stages = _stages(BasicBlock, [16, 32, 64], n, 16, packs)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                  linear(64, num_classes, packs))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.stages(self.stem(x)))
@@ -104,34 +113,35 @@ class CifarResNet(nn.Module):
 class PreActResNet18(nn.Module):
     """PreAct ResNet-18 for CIFAR (3x3 stem, no max pool), final BN-ReLU before pooling."""
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 3) -> None:
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, packs: int = 1) -> None:
         super().__init__()
-        self.stem = conv3x3(in_channels, 64)
-        self.stages = _stages(PreActBlock, [64, 128, 256, 512], 2, 64)
+        self.stem = conv3x3(in_channels, 64, packs=packs, shared_input=True)
+        self.stages = _stages(PreActBlock, [64, 128, 256, 512], 2, 64, packs)
         self.head = nn.Sequential(
-            nn.BatchNorm2d(512),
+            nn.BatchNorm2d(packs * 512),
             nn.ReLU(),
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
-            nn.Linear(512, num_classes),
+            linear(512, num_classes, packs),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.stages(self.stem(x)))
 
 
-def resnet20(num_classes: int = 10, in_channels: int = 3, image_size: int = 32) -> CifarResNet:
+def resnet20(num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
+             packs: int = 1) -> CifarResNet:
     del image_size  # adaptive pooling: any size works
-    return CifarResNet(3, num_classes, in_channels)
+    return CifarResNet(3, num_classes, in_channels, packs)
 
 
-def resnet56(num_classes: int = 10, in_channels: int = 3, image_size: int = 32) -> CifarResNet:
+def resnet56(num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
+             packs: int = 1) -> CifarResNet:
     del image_size
-    return CifarResNet(9, num_classes, in_channels)
+    return CifarResNet(9, num_classes, in_channels, packs)
 
 
-def preact_resnet18(
-    num_classes: int = 10, in_channels: int = 3, image_size: int = 32
-) -> PreActResNet18:
+def preact_resnet18(num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
+                    packs: int = 1) -> PreActResNet18:
     del image_size
-    return PreActResNet18(num_classes, in_channels)
+    return PreActResNet18(num_classes, in_channels, packs)

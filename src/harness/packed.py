@@ -1,0 +1,316 @@
+"""Train K cells of a grid at once as one packed network (`build_model(..., packs=K)`).
+
+All K cells see the same batches; cell k owns the slice p.view(K, -1)[k] of every parameter,
+buffer and optimizer moment, so its lr and weight_decay are entry k of the optimizer's
+per-model tensors (`harness.optim`). Per-model independence holds because grouped convs,
+per-channel BatchNorm, the batched linear and the foreach optimizer ops never mix slices, and
+
+    total = sum_{k active} mean_n CE(logits[n, k], y[n])
+
+gives model k the gradient of its own loss only: K packed cells train like K solo runs.
+
+A diverged cell (non-finite loss) is masked by `mask_diverged`: its lr and weight_decay
+entries become 0, its grads and moments are zeroed now and its grads at every later backward
+(a hook), so its update is exactly 0 and nothing of it reaches the other slices.
+
+`max_pack` picks K from free device memory:
+    peak(K) = fixed + K * per_model        (measured at K = 1 and K = 2 by a probe step)
+    K_max   = floor((safety * free - fixed) / per_model)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from harness.models import build_model
+from harness.optim import PerModel, build_optimizer
+
+CPU_MAX_PACK = 1  # on a CPU packing does not pay (see the module's benchmark); one at a time
+MEMORY_SAFETY = 0.85  # fraction of free memory a pack may plan to use (allocator slack, cuDNN)
+
+
+# --- state dicts ------------------------------------------------------------------------------
+
+
+def _shared_scalar(name: str, values: list[Any]) -> Any:
+    if any(not _equal(v, values[0]) for v in values[1:]):
+        raise ValueError(f"{name} differs between the cells ({values!r}); valid: equal values")
+    return values[0]
+
+
+def _equal(a: Any, b: Any) -> bool:
+    return bool(torch.equal(a, b)) if isinstance(a, Tensor) else a == b
+
+
+def pack_states(states: Sequence[Mapping[str, Tensor]]) -> dict[str, Tensor]:
+    """K solo model state_dicts -> the packed model's: tensors concatenated along dim 0 (model
+    k is p.view(K, -1)[k]); 0-dim buffers (BatchNorm's num_batches_tracked) must be equal."""
+    if not states:
+        raise ValueError("pack_states needs at least one state; valid: a list of K >= 1 states")
+    packed = {}
+    for key, first in states[0].items():
+        values = [s[key] for s in states]
+        if first.dim() == 0:
+            packed[key] = _shared_scalar(key, values).clone()
+        else:
+            packed[key] = torch.cat([v.detach() for v in values], dim=0)
+    return packed
+
+
+def _slice(t: Tensor, k: int, packs: int) -> Tensor:
+    """Model k's part of a packed tensor, a copy in the solo shape (a view would make
+    torch.save write the whole packed storage)."""
+    return t.detach().view(packs, -1)[k].view(t.shape[0] // packs, *t.shape[1:]).clone()
+
+
+def unpack_state(packed_state: Mapping[str, Tensor], k: int, packs: int) -> dict[str, Tensor]:
+    """Model k's solo state_dict (copies) out of a packed model's state_dict of `packs` models."""
+    _check_index(k, packs)
+    return {key: t.clone() if t.dim() == 0 else _slice(t, k, packs)
+            for key, t in packed_state.items()}
+
+
+def _check_index(k: int, packs: int) -> None:
+    if not 0 <= k < packs:
+        raise ValueError(f"model index k={k} is out of range; valid: 0 <= k < {packs}")
+
+
+def pack_optimizer_states(states: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """K solo `ChainOptimizer.state_dict()`s (same param groups) -> the packed optimizer's.
+
+    Moments are concatenated like parameters; lr becomes a `PerModel` (values = each cell's
+    initial lr, shared schedule scale), weight_decay a K-vector where cells differ."""
+    groups = []
+    for i, group in enumerate(states[0]["param_groups"]):
+        solo = [s["param_groups"][i] for s in states]
+        packed = dict(group)
+        initial = torch.tensor([g["initial_lr"] for g in solo], dtype=torch.float64)
+        scale = _shared_scalar("lr / initial_lr", [_ratio(g["lr"], g["initial_lr"]) for g in solo])
+        packed["initial_lr"] = PerModel(initial)
+        packed["lr"] = PerModel(initial, scale)
+        decays = [float(g["weight_decay"]) for g in solo]
+        packed["weight_decay"] = decays[0] if len(set(decays)) == 1 else torch.tensor(decays)
+        groups.append(packed)
+    state = {}
+    for index, first in states[0]["state"].items():
+        state[index] = {name: torch.cat([s["state"][index][name] for s in states], dim=0)
+                        if isinstance(value, Tensor) and value.dim() > 0
+                        else _shared_scalar(name, [s["state"][index][name] for s in states])
+                        for name, value in first.items()}
+    return {"state": state, "param_groups": groups}
+
+
+def _ratio(lr: float, initial: float) -> float:
+    return round(lr / initial, 12) if initial else 1.0
+
+
+def unpack_optimizer_state(packed: Mapping[str, Any], k: int, packs: int) -> dict[str, Any]:
+    """Cell k's solo optimizer state_dict (float lr / weight_decay, moment copies)."""
+    _check_index(k, packs)
+    groups = []
+    for group in packed["param_groups"]:
+        solo = dict(group)
+        for name in ("lr", "initial_lr"):
+            value = group[name]
+            solo[name] = float(value.tensor()[k]) if isinstance(value, PerModel) else value
+        decay = group["weight_decay"]
+        solo["weight_decay"] = float(decay[k]) if isinstance(decay, Tensor) else decay
+        groups.append(solo)
+    state = {index: {name: _slice(v, k, packs) if isinstance(v, Tensor) and v.dim() > 0 else v
+                     for name, v in entry.items()}
+             for index, entry in packed["state"].items()}
+    return {"state": state, "param_groups": groups}
+
+
+# --- loss, divergence -------------------------------------------------------------------------
+
+
+def packed_logits(model: nn.Module, x: Tensor) -> Tensor:
+    """Logits (N, K, C) of a packed model; a solo model's (N, C) as (N, 1, C)."""
+    out = model(x)
+    return out.unsqueeze(1) if out.dim() == 2 else out
+
+
+def per_model_cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
+    """(N, K) cross-entropy of every image under every model, in float32."""
+    n, k, _ = logits.shape
+    return F.cross_entropy(logits.float().transpose(1, 2), y[:, None].expand(n, k),
+                           reduction="none")
+
+
+def packed_loss(logits: Tensor, y: Tensor, active: Tensor) -> tuple[Tensor, Tensor]:
+    """(total, per_model): per_model[k] = mean_n CE(logits[n, k], y[n]) (K,), total = the sum
+    over active k. Inactive models add exactly 0 even when their loss is NaN (torch.where)."""
+    per_model = per_model_cross_entropy(logits, y).mean(dim=0)
+    zero = torch.zeros((), device=per_model.device, dtype=per_model.dtype)
+    return torch.where(active.to(per_model.device), per_model, zero).sum(), per_model
+
+
+def packs_of(optimizer: torch.optim.Optimizer) -> int:
+    """K, from the optimizer's per-model lr (a `PerModel`)."""
+    sizes = {g["lr"].values.numel() for g in optimizer.param_groups
+             if isinstance(g["lr"], PerModel)}
+    if len(sizes) != 1:
+        raise ValueError(f"optimizer has per-model lr sizes {sorted(sizes)}; valid: one K, "
+                         "with lr given as a 1-D tensor to build_optimizer")
+    return sizes.pop()
+
+
+def mask_diverged(optimizer: torch.optim.Optimizer, model: nn.Module, k: int) -> None:
+    """Make cell k inert from now on, the other cells unchanged.
+
+    Sets its lr and weight_decay entries to 0, zeroes its slice of every grad and moment
+    (Adam's m and v, SGD's buffer; NaN moments times lr 0 would still be NaN), and registers a
+    hook zeroing its grads after every later backward. Its update is then exactly 0 (its
+    params stay as they were); only Adam/RMSprop with eps = 0 would give 0/0 in its slice.
+    Call it again after rebuilding the model or optimizer (e.g. on resume)."""
+    packs = packs_of(optimizer)
+    _check_index(k, packs)
+    for group in optimizer.param_groups:
+        for name in ("lr", "initial_lr"):
+            if isinstance(group.get(name), PerModel):
+                group[name].values[k] = 0.0
+        if isinstance(group["weight_decay"], Tensor):
+            group["weight_decay"][k] = 0.0
+        elif group["weight_decay"] != 0.0:
+            group["weight_decay"] = torch.full((packs,), float(group["weight_decay"]))
+            group["weight_decay"][k] = 0.0
+        for p in group["params"]:
+            for value in optimizer.state[p].values():
+                if isinstance(value, Tensor) and value.shape == p.shape:
+                    value.view(packs, -1)[k] = 0.0
+    for p in model.parameters():
+        if p.grad is not None:
+            p.grad.view(packs, -1)[k] = 0.0
+        p.register_post_accumulate_grad_hook(_zero_grad_slice(k, packs))
+
+
+def _zero_grad_slice(k: int, packs: int):  # noqa: ANN202 (a hook)
+    def hook(p: Tensor) -> None:
+        p.grad.view(packs, -1)[k] = 0.0  # an assignment, not a product: NaN becomes 0
+
+    return hook
+
+
+# --- per-model metrics ------------------------------------------------------------------------
+
+
+def error_counts(logits: Tensor, y: Tensor, topk: int = 1) -> Tensor:
+    """(K,) number of images whose label is not among model k's `topk` highest logits."""
+    top = logits.topk(min(topk, logits.shape[-1]), dim=-1).indices  # (N, K, topk)
+    return (top != y[:, None, None]).all(dim=-1).sum(dim=0)
+
+
+@dataclass(frozen=True)
+class PackedEval:
+    """Per-model test metrics, each a (K,) float64 tensor on the CPU; errors are fractions."""
+
+    loss: Tensor
+    error: Tensor
+    error_top5: Tensor
+
+
+@torch.no_grad()
+def evaluate_packed(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]],
+                    amp: torch.dtype | None = None) -> PackedEval:
+    """Mean test cross-entropy, top-1 and top-5 error of every packed model (eval mode;
+    the model's train/eval mode is restored afterwards)."""
+    was_training = model.training
+    model.eval()
+    loss = wrong1 = wrong5 = None
+    n = 0
+    for x, y in batches:
+        with torch.autocast(x.device.type, dtype=amp, enabled=amp is not None):
+            logits = packed_logits(model, x).float()
+        sums = (per_model_cross_entropy(logits, y).sum(0), error_counts(logits, y, 1),
+                error_counts(logits, y, 5))
+        loss, wrong1, wrong5 = sums if loss is None else (loss + sums[0], wrong1 + sums[1],
+                                                          wrong5 + sums[2])
+        n += len(y)
+    model.train(was_training)
+    if loss is None:
+        raise ValueError("evaluate_packed got no batches; valid: at least one (x, y) batch")
+    to = {"device": "cpu", "dtype": torch.float64}
+    return PackedEval(loss.to(**to) / n, wrong1.to(**to) / n, wrong5.to(**to) / n)
+
+
+def param_norms(model: nn.Module, packs: int) -> Tensor:
+    """(K,) ||theta_k||_2 over all of model k's parameters, in float32."""
+    squares = [p.detach().float().view(packs, -1).square().sum(dim=1) for p in model.parameters()]
+    return torch.stack(squares).sum(dim=0).sqrt()
+
+
+# --- how many models fit ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemoryProbe:
+    """Peak device memory of one training step: fixed_bytes + K * per_model_bytes."""
+
+    fixed_bytes: int      # shared: the input batch, cuDNN workspace, allocator rounding
+    per_model_bytes: int  # params + grads + optimizer state + activations of one model
+
+
+def pack_size(free_bytes: int, probe: MemoryProbe, safety: float = MEMORY_SAFETY) -> int:
+    """K_max = floor((safety * free - fixed) / per_model), at least 1."""
+    budget = safety * free_bytes - probe.fixed_bytes
+    return max(1, math.floor(budget / max(probe.per_model_bytes, 1)))
+
+
+def probe_memory(model_name: str, num_classes: int, in_channels: int, image_size: int,
+                 batch_size: int, optimizer: str, device: torch.device,
+                 amp: torch.dtype | None = None) -> MemoryProbe:
+    """Measure peak CUDA memory of two forward/backward/optimizer steps at K = 1 and K = 2."""
+    peaks = [_peak_bytes(model_name, num_classes, in_channels, image_size, batch_size,
+                         optimizer, device, amp, packs) for packs in (1, 2)]
+    per_model = max(peaks[1] - peaks[0], 1)
+    return MemoryProbe(fixed_bytes=max(peaks[0] - per_model, 0), per_model_bytes=per_model)
+
+
+def _peak_bytes(model_name: str, num_classes: int, in_channels: int, image_size: int,
+                batch_size: int, optimizer: str, device: torch.device,
+                amp: torch.dtype | None, packs: int) -> int:
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    model = build_model(model_name, num_classes, in_channels, image_size, packs=packs)
+    model = model.to(device, memory_format=torch.channels_last)
+    rates = torch.full((packs,), 1e-3)
+    opt = build_optimizer(model.parameters(), optimizer, "decoupled", rates, rates)
+    x = torch.randn(batch_size, in_channels, image_size, image_size, device=device)
+    y = torch.randint(0, num_classes, (batch_size,), device=device)
+    active = torch.ones(packs, dtype=torch.bool, device=device)
+    for _ in range(2):  # the second step holds the optimizer state too
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            total, _ = packed_loss(packed_logits(model, x), y, active)
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+    peak = torch.cuda.max_memory_allocated(device) - base
+    del model, opt, x, y, total
+    torch.cuda.empty_cache()
+    return peak
+
+
+def max_pack(model_name: str, num_classes: int, in_channels: int, image_size: int,
+             batch_size: int, optimizer: str, device: torch.device | str,
+             amp: torch.dtype | None = None, free_bytes: int | None = None) -> int:
+    """How many cells to pack (train.pack=auto): CPU_MAX_PACK on a CPU; on CUDA
+    `pack_size(free, probe_memory(...))` with free = torch.cuda.mem_get_info() unless given.
+    The caller caps it by the number of cells."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return CPU_MAX_PACK
+    if free_bytes is None:
+        torch.cuda.empty_cache()
+        free_bytes = torch.cuda.mem_get_info(device)[0]
+    probe = probe_memory(model_name, num_classes, in_channels, image_size, batch_size,
+                         optimizer, device, amp)
+    return pack_size(free_bytes, probe)
