@@ -27,3 +27,19 @@ lint: ## ruff over src and tests
 
 clean: ## remove caches (never results/)
 	rm -rf .pytest_cache build src/*.egg-info outputs multirun
+
+sweep: ## run a study's grid, resuming where it stopped (EXPERIMENT=fig2_decay ARGS=overrides)
+	$(BIN)/python -m harness run -m +experiment=$(EXPERIMENT) $(ARGS)
+
+sweep-plan: ## dry run: cells, cells done, images to train (EXPERIMENT=...)
+	$(BIN)/python -m harness run -m +experiment=$(EXPERIMENT) run.plan=true $(ARGS)
+
+report: ## figures + report.md of a study from its parquet files (EXPERIMENT=...)
+	$(BIN)/python -m harness report $(EXPERIMENT)
+
+demo: ## the main job on a CPU: the demo study on real Fashion-MNIST, then its report
+	$(BIN)/python -m harness run -m +experiment=demo $(ARGS)
+	$(BIN)/python -m harness report demo
+
+bench: ## training throughput: naive loop vs harness vs packed cells (writes results/bench/)
+	$(BIN)/python -m harness bench $(ARGS)

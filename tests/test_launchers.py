@@ -163,4 +163,4 @@ def test_submitit_local_pins_each_worker_to_its_own_gpu(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     df = landed(tmp_path, "gpus")
     assert (df["status"] == "completed").all()
-    assert dict(zip(df["seed"], df["device"])) == {0: "cuda:0", 1: "cuda:1"}
+    assert dict(zip(df["seed"], df["device"], strict=True)) == {0: "cuda:0", 1: "cuda:1"}

@@ -191,13 +191,4 @@ def run_cell(cfg: Config, resolved: dict[str, Any]) -> str:
 
 def run_cells(cells: list[Config], resolved: dict[str, Any]) -> dict[str, str]:
     """Run the cells of one job in order; returns {run_id: outcome}."""
-    if cells[0].run.plan:
-        from harness.config import planned_images
-
-        outcomes = {c.run_id: run_cell(c, resolved) for c in cells}
-        todo = [c for c in cells if outcomes[c.run_id] == "planned"]
-        images = sum(planned_images(c) or 0 for c in todo)
-        print(f"plan: {len(cells)} cells, {len(cells) - len(todo)} done, "
-              f"{images:,} images to train")
-        return outcomes
     return {c.run_id: run_cell(c, resolved) for c in cells}

@@ -167,7 +167,7 @@ def adam(u: Updates, ctx: StepContext) -> Updates:
     """Adam as torch.optim.Adam: m <- b1*m + (1-b1)*g; v <- b2*v + (1-b2)*g^2;
     d = (m / (1 - b1^t)) / (sqrt(v) / sqrt(1 - b2^t) + eps), computed as
     sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps*sqrt(1 - b2^t)) (one pass less).
-    In place in the one fresh buffer (sqrt's): on a CPU, allocations cost more than passes."""
+    In place in one fresh buffer: on a CPU, allocations cost more than passes."""
     g = materialize(u, ctx.params)
     beta1, beta2 = ctx.hyper["betas"]
     m = _state_list(ctx, "exp_avg", g)
@@ -176,7 +176,12 @@ def adam(u: Updates, ctx: StepContext) -> Updates:
     torch._foreach_mul_(v, beta2)
     torch._foreach_addcmul_(v, g, g, value=1.0 - beta2)
     root_bc2 = (1.0 - beta2**ctx.step) ** 0.5
-    denom = torch._foreach_sqrt(v)
+    if g is u.direction:  # g is p.grad: sqrt(v) needs a fresh buffer
+        denom = torch._foreach_sqrt(v)
+    else:  # g is l2's fresh g + lambda*theta, no longer needed: reuse it
+        denom = g
+        torch._foreach_copy_(denom, v)
+        torch._foreach_sqrt_(denom)
     torch._foreach_add_(denom, ctx.hyper["eps"] * root_bc2)
     torch._foreach_reciprocal_(denom)
     torch._foreach_mul_(denom, m)

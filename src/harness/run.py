@@ -27,7 +27,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from harness.cells import run_cells
-from harness.config import ConfigError, expand
+from harness.config import ConfigError, expand, planned_images
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 OUTCOMES = "outcomes.json"
@@ -110,10 +110,12 @@ def validate(overrides: list[str]) -> None:
 
 def _task(cfg: DictConfig) -> None:
     raw = OmegaConf.to_container(cfg, resolve=True)
-    outcomes = run_cells(expand(raw), raw)
+    cells = expand(raw)
+    outcomes = run_cells(cells, raw)
+    images = sum(planned_images(c) or 0 for c in cells if outcomes[c.run_id] == "planned")
     out = Path(HydraConfig.get().runtime.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / OUTCOMES).write_text(json.dumps(outcomes))
+    (out / OUTCOMES).write_text(json.dumps({"outcomes": outcomes, "images": images}))
 
 
 def _hydra(argv: list[str]) -> None:
@@ -146,7 +148,8 @@ def main(argv: list[str]) -> int:
     stamp = f"{time.strftime('%Y-%m-%d_%H-%M-%S')}-{os.getpid()}"
     extra = [f"hydra.run.dir=outputs/${{study}}/run-{stamp}",
              f"hydra.sweep.dir=outputs/${{study}}/sweep-{stamp}"]
-    if any(o.startswith("run.plan=true") for o in overrides):
+    plan = any(o.lower() == "run.plan=true" for o in overrides)
+    if plan:
         extra.append("hydra/launcher=basic")
     user_set = {o.split("=", 1)[0].lstrip("+") for o in overrides}
     extra = [e for e in extra if e.split("=", 1)[0] not in user_set]
@@ -156,7 +159,13 @@ def main(argv: list[str]) -> int:
         print(f"harness run: error: {err}", file=sys.stderr)
         return 2
     outcomes: dict[str, str] = {}
+    images = 0
     for path in Path("outputs").glob(f"*/*-{stamp}/**/{OUTCOMES}"):
-        outcomes |= json.loads(path.read_text())
+        job = json.loads(path.read_text())
+        outcomes |= job["outcomes"]
+        images += job["images"]
     print(f"harness run: {summarize(outcomes)}")
+    if plan:
+        print(f"harness run: plan: {len(outcomes)} cells, "
+              f"{sum(o == 'done' for o in outcomes.values())} done, {images:,} images to train")
     return 1 if "failed" in outcomes.values() else 0
