@@ -7,7 +7,8 @@ contenders (round r times every contender once, starting one further along), aft
 The table gives the median wall-clock and CPU (process) time per step and their ratios to the
 torch reference of the same family; on a loaded machine the CPU-time ratio is the steadier.
 
-    .venv/bin/python benchmarks/bench_optim.py            # CPU: about 15 s on 2 idle cores
+    .venv/bin/python benchmarks/bench_optim.py              # CPU, 1 thread: about 10-20 s
+    .venv/bin/python benchmarks/bench_optim.py --threads 0  # torch's default thread count
     .venv/bin/python benchmarks/bench_optim.py --device cuda --steps 50
 """
 
@@ -101,9 +102,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed steps per contender")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--threads", type=int, default=0,
-                        help="CPU threads (0: torch's default); 1 gives steady CPU times on a "
-                             "loaded machine, where idle threads spin and inflate them")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads (0: torch's default). 1 by default: on a loaded "
+                             "machine a second thread spins at barriers and inflates times")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

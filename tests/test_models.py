@@ -67,7 +67,9 @@ def test_unknown_name_raises_listing_keys() -> None:
     assert all(key in str(info.value) for key in MODELS)
 
 
-@pytest.mark.parametrize("kwargs", [{"num_classes": 0}, {"in_channels": 0}, {"image_size": 4}])
+@pytest.mark.parametrize(
+    "kwargs", [{"num_classes": 0}, {"in_channels": 0}, {"image_size": 4}, {"packs": 0}]
+)
 def test_bad_sizes_raise(kwargs: dict[str, int]) -> None:
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         build_model("small", **kwargs)
@@ -81,6 +83,22 @@ def test_option_a_shortcut_is_parameter_free() -> None:
     assert s.shape == (2, 32, 4, 4)
     assert torch.equal(s[:, :16], x[:, :, ::2, ::2])
     assert torch.equal(s[:, 16:], torch.zeros_like(s[:, 16:]))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_packed_model_layout(name: str) -> None:
+    """packs=K: same parameter names, every parameter K solo ones stacked on dim 0."""
+    solo = build_model(name, num_classes=7, in_channels=1, image_size=8)
+    packed = build_model(name, num_classes=7, in_channels=1, image_size=8, packs=3)
+    shapes = {n: p.shape for n, p in solo.named_parameters()}
+    for n, p in packed.named_parameters():
+        assert p.shape == (3 * shapes[n][0], *shapes[n][1:]), n
+    assert list(shapes) == [n for n, _ in packed.named_parameters()]
+    assert count_parameters(packed) == 3 * count_parameters(solo)
+    out = packed(torch.randn(2, 1, 8, 8))
+    assert out.shape == (2, 3, 7)
+    out.sum().backward()
+    assert all(p.grad is not None for p in packed.parameters())
 
 
 # --- shake-shake -------------------------------------------------------------------------------

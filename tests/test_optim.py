@@ -243,6 +243,19 @@ def test_packed_equals_separate(name, lrs, decay):
         assert (part - alone).abs().max() < 1e-12
 
 
+@pytest.mark.parametrize("decay", ["none", "l2", "decoupled", "decoupled_lr"])
+@pytest.mark.parametrize("name", ["sgd", "adam", "rmsprop"])
+def test_step_leaves_gradients_untouched(name, decay):
+    params = make_params()
+    opt = build_optimizer(params, name, decay, 0.01, 0.1)
+    for _ in range(3):
+        opt.zero_grad()
+        loss_fn(params).backward()
+        grads = [p.grad.clone() for p in params]
+        opt.step()
+        assert all(torch.equal(p.grad, g) for p, g in zip(params, grads, strict=True))
+
+
 def test_params_without_grad_keep_their_own_step_count():
     """A param frozen for the first steps gets Adam bias correction from its own step count."""
     def run(make_opt):

@@ -28,7 +28,7 @@ def write_run(runs: Path, *, optimizer: str, decay: str, lr: float, lam: float, 
         "run_id": run_id, "study": runs.parent.name, "status": status,
         "error_message": "CUDA out of memory" if status == "failed" else "",
         "dataset": "cifar10", "model": "resnet20", "optimizer": optimizer, "decay": decay,
-        "lr": lr, "weight_decay": math.nan if status == "failed"  # as records.py writes it
+        "lr": lr, "weight_decay": math.nan if status == "failed" and normalized  # as records.py
         else lam * (math.sqrt(128 / (50000 * epochs)) if normalized else 1),
         "weight_decay_norm": lam if normalized else math.nan, "normalized": normalized,
         "schedule": "cosine", "epochs": epochs, "batch_size": 128, "n_train": 50000, "seed": 0,
@@ -80,7 +80,7 @@ def test_write_report(study: Path) -> None:
     assert "| sgd / l2 | -1.00 | 0.00 | 3 | coupled |" in text
     assert "| adam / decoupled | +0.00 |" in text and "separable |" in text
     assert "skipped file: corrupt.parquet" in text
-    assert "failed cell: sgd / l2 α=2^-8 λ=unknown: CUDA out of memory" in text
+    assert "failed cell: sgd / l2 α=2^-8 λ=2^-5: CUDA out of memory" in text
     assert "cells (grid points) | 50; runs 50: 47 completed, 2 diverged, 1 failed" in text
     assert "0123abc" in text and "cuda:0 (H100)" in text
     assert "![heatmaps](heatmaps.png)" in text

@@ -159,6 +159,9 @@ def _train_cell(cfg: Config, resolved: dict[str, Any], paths: CellPaths) -> str:
         sink.finish("failed")
         raise
     except Exception as err:  # noqa: BLE001 - a failing cell must not stop the sweep
+        if type(err).__module__.startswith("submitit"):  # job preempted or timed out:
+            sink.finish("failed")                        # keep the checkpoint for the requeue
+            raise
         status, error = "failed", f"{type(err).__name__}: {err}"
         print(f"[{_label(cfg)}] failed: {error}\n{traceback.format_exc()}", file=sys.stderr)
     n_train = ds.n_train if ds is not None else 0

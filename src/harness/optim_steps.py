@@ -93,7 +93,7 @@ def _axpy_(ys: list[Tensor], xs: list[Tensor], c: Coef) -> None:
 
 
 def materialize(u: Updates, params: list[Tensor]) -> list[Tensor]:
-    """The tensors of u, out of place (never writes into p.grad or a moment buffer)."""
+    """The tensors of u: fresh ones, or u.direction itself (then p.grad: never write it)."""
     if _is(u.decay_coef, 0.0):
         return u.direction if _is(u.coef, 1.0) else torch._foreach_mul(u.direction, u.coef)
     if _is(u.coef, 1.0) and isinstance(u.decay_coef, list):
@@ -131,9 +131,9 @@ def scale_by_schedule(u: Updates, ctx: StepContext) -> Updates:
 
 
 def _state_list(ctx: StepContext, key: str, like: list[Tensor]) -> list[Tensor]:
-    """The per-parameter moment buffers `key`, zeros at the first step."""
-    if ctx.step == 1:
-        for s, g in zip(ctx.states, like, strict=True):
+    """The per-parameter moment buffers `key`, zeros where missing (the first step)."""
+    for s, g in zip(ctx.states, like, strict=True):
+        if key not in s:
             s[key] = torch.zeros_like(g, memory_format=torch.preserve_format)
     return [s[key] for s in ctx.states]
 
@@ -144,13 +144,13 @@ def sgd(u: Updates, ctx: StepContext) -> Updates:
 
     The paper's Alg. 1 keeps eta_t*alpha inside the buffer (m <- mu*m + eta_t*alpha*g);
     this buffer holds raw gradients and eta_t*alpha multiplies it afterwards. The two agree
-    for a constant schedule and differ slightly when eta_t changes.
+    for a constant schedule and differ when eta_t changes (tests/test_optim.py measures it).
     """
     g = materialize(u, ctx.params)
     mu, dampening = ctx.hyper["momentum"], ctx.hyper["dampening"]
     if mu == 0:
         return Updates(g)
-    if ctx.step == 1:
+    if "momentum_buffer" not in ctx.states[0]:
         for s, gi in zip(ctx.states, g, strict=True):
             s["momentum_buffer"] = gi.detach().clone()
         bufs = [s["momentum_buffer"] for s in ctx.states]

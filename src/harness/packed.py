@@ -139,9 +139,10 @@ def packed_logits(model: nn.Module, x: Tensor) -> Tensor:
 
 
 def per_model_cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
-    """(N, K) cross-entropy of every image under every model, in float32."""
+    """(N, K) cross-entropy of every image under every model, in float32 or wider."""
     n, k, _ = logits.shape
-    return F.cross_entropy(logits.float().transpose(1, 2), y[:, None].expand(n, k),
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    return F.cross_entropy(logits.transpose(1, 2), y[:, None].expand(n, k),
                            reduction="none")
 
 
@@ -268,15 +269,17 @@ def probe_memory(model_name: str, num_classes: int, in_channels: int, image_size
                  batch_size: int, optimizer: str, device: torch.device,
                  amp: torch.dtype | None = None) -> MemoryProbe:
     """Measure peak CUDA memory of two forward/backward/optimizer steps at K = 1 and K = 2."""
-    peaks = [_peak_bytes(model_name, num_classes, in_channels, image_size, batch_size,
+    peaks = [step_peak_bytes(model_name, num_classes, in_channels, image_size, batch_size,
                          optimizer, device, amp, packs) for packs in (1, 2)]
     per_model = max(peaks[1] - peaks[0], 1)
     return MemoryProbe(fixed_bytes=max(peaks[0] - per_model, 0), per_model_bytes=per_model)
 
 
-def _peak_bytes(model_name: str, num_classes: int, in_channels: int, image_size: int,
+def step_peak_bytes(model_name: str, num_classes: int, in_channels: int, image_size: int,
                 batch_size: int, optimizer: str, device: torch.device,
-                amp: torch.dtype | None, packs: int) -> int:
+                    amp: torch.dtype | None, packs: int) -> int:
+    """Peak CUDA bytes allocated by building a pack of `packs` models and taking two training
+    steps (channels_last, autocast `amp`), above what was allocated before."""
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
     base = torch.cuda.memory_allocated(device)

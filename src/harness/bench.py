@@ -1,0 +1,406 @@
+"""`python -m harness bench`: steady-state training throughput, naive loop vs harness vs packs.
+
+On synthetic CIFAR-shaped data (3 x 32 x 32 uint8, 10 classes; speed does not depend on pixel
+values), in one process, for each model:
+
+    naive    the loop a user would write: a torch Dataset over the uint8 images with per-sample
+             torchvision transforms on PIL images (RandomCrop(32, padding=4),
+             RandomHorizontalFlip, ToTensor, Normalize), a DataLoader with workers (pinned
+             memory on CUDA), fp32, eager, torch.optim.SGD(lr=0.1, momentum=0.9,
+             weight_decay=5e-4), one model. Timed over `steps` batches after `warmup` batches.
+    harness  `harness.train.train` on K cells packed as one wide model (K = 1 is the single-cell
+             path): data and augmentation on the device, bf16 autocast on GPU, channels_last,
+             harness SGD with decoupled decay. Epochs of L = min(warmup, steps) batches;
+             ceil(warmup / L) warm-up epochs, then ceil(steps / L) timed epochs whose
+             `images_per_s` (evaluation is outside the timer) give the throughput. K grows along
+             `--packs` until CUDA runs out of memory; that K is recorded as "oom".
+
+images_per_s is summed over cells: K x the images per second of the shared batch stream.
+ratio = images_per_s / the naive loop's. peak_memory_gib = torch.cuda.max_memory_allocated
+during that measurement (reset before it; None on CPU).
+MFU = F * images_per_s / P, where F = FLOPs of one forward + backward of one training image
+through the solo model, counted by torch.utils.flop_counter.FlopCounterMode (a multiply-add
+is 2 FLOPs; ResNet-20: 81.1 MFLOPs forward, 242 MFLOPs forward + backward), and P = the
+device's dense bf16 peak (`PEAK_BF16_FLOPS`; the fp32 naive loop is rated against it too);
+None when P is unknown (every CPU).
+
+Writes `<out>/<device slug>.json` (e.g. results/bench/nvidia-h100-80gb-hbm3.json, cpu.json) and
+prints a table. GPU defaults: both paper models, K = 1, 4, 16, 64, batch 128; CPU defaults are
+small (ResNet-20, K = 1, 4, batch 128, 20 steps: about a minute on 2 cores).
+
+    python -m harness bench                     # full set on GPU, tiny on CPU
+    python -m harness bench --quick             # smoke run: seconds
+    python -m harness bench --models resnet20 --packs 1,8,32 --steps 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import json
+import math
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import harness
+from harness import config as cf
+from harness import data as data_mod
+from harness.config import Config
+from harness.models import MODELS, build_model
+from harness.train import train
+
+# Dense (no sparsity) bf16 tensor-core peak FLOP/s, matched in order against the device name.
+PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = (
+    ("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("A100", 312e12))
+LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 5e-4  # naive SGD; weight_decay is its L2 lambda
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class Settings:
+    models: tuple[str, ...]
+    packs: tuple[int, ...]      # K values, ascending
+    steps: int                  # timed batches per measurement
+    warmup: int                 # untimed batches before them (whole epochs for the harness)
+    batch_size: int
+    device: torch.device
+    out: Path                   # directory of <slug>.json
+
+
+@dataclass(frozen=True)
+class Result:
+    model: str
+    method: str                 # naive | harness
+    K: int                      # cells trained at once
+    status: str                 # ok | oom
+    images_per_s: float | None  # summed over the K cells
+    peak_memory_gib: float | None
+    mfu: float | None
+    ratio_vs_naive: float | None
+
+
+@dataclass(frozen=True)
+class FlopCount:
+    forward: float              # FLOPs per image, multiply-add = 2
+    training: float             # forward + backward per image
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        return re.search(r"model name\s*:\s*(.+)", cpuinfo).group(1).strip()
+    except (OSError, AttributeError):
+        return "cpu"
+
+
+def device_slug(device: torch.device | str) -> str:
+    """'cpu' for a CPU; the lower-cased GPU name with non-alphanumerics as '-' otherwise."""
+    if isinstance(device, torch.device):
+        if device.type != "cuda":
+            return device.type
+        device = device_name(device)
+    return re.sub(r"[^a-z0-9]+", "-", device.lower()).strip("-")
+
+
+def peak_flops(name: str) -> float | None:
+    """Dense bf16 peak FLOP/s of the device called `name`, None when unknown."""
+    return next((peak for key, peak in PEAK_BF16_FLOPS if key.lower() in name.lower()), None)
+
+
+def count_flops(model_name: str, batch: int = 2) -> FlopCount:
+    """FLOPs per image of one forward and one forward + backward (train mode, fp32, CPU)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = build_model(model_name).train()
+    x, y = torch.randn(batch, 3, 32, 32), torch.arange(batch) % 10
+    with FlopCounterMode(display=False) as counter:
+        loss = F.cross_entropy(model(x), y)
+        forward = counter.get_total_flops()
+        loss.backward()
+    return FlopCount(forward / batch, counter.get_total_flops() / batch)
+
+
+class NaiveCifar(torch.utils.data.Dataset):
+    """torchvision.datasets.CIFAR10's way: one PIL image per sample through `transform`."""
+
+    def __init__(self, x_nhwc: np.ndarray, y: np.ndarray, transform: Callable) -> None:
+        self.x, self.y, self.transform = x_nhwc, y, transform
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        from PIL import Image
+        return self.transform(Image.fromarray(self.x[i])), int(self.y[i])
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def naive_images_per_s(model_name: str, s: Settings) -> float:
+    """Images per second of the hand-written fp32 eager loop (see the module docstring)."""
+    import torchvision.transforms as T
+
+    from harness.datasets import synthetic
+
+    raw = synthetic.generate((s.warmup + s.steps) * s.batch_size, 1)
+    x = np.ascontiguousarray(raw.x_train.transpose(0, 2, 3, 1))
+    mean, std = (x / 255.0).mean(axis=(0, 1, 2)), (x / 255.0).std(axis=(0, 1, 2))
+    transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
+                           T.Normalize(mean.tolist(), std.tolist())])
+    cuda = s.device.type == "cuda"
+    loader = torch.utils.data.DataLoader(
+        NaiveCifar(x, raw.y_train, transform), batch_size=s.batch_size, shuffle=True,
+        num_workers=min(8, os.cpu_count() or 1) if cuda else 2, pin_memory=cuda, drop_last=True)
+    model = build_model(model_name).to(s.device).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM,
+                                weight_decay=WEIGHT_DECAY)
+    tic = time.perf_counter()
+    for i, (xb, yb) in enumerate(loader):
+        if i == s.warmup:
+            _sync(s.device)
+            tic = time.perf_counter()
+        xb, yb = xb.to(s.device, non_blocking=True), yb.to(s.device, non_blocking=True)
+        loss = F.cross_entropy(model(xb), yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if i + 1 == s.warmup + s.steps:  # stop the clock before the workers shut down
+            _sync(s.device)
+            break
+    return s.steps * s.batch_size / (time.perf_counter() - tic)
+
+
+def bench_cells(model_name: str, packs: int, epoch_steps: int, epochs: int,
+                s: Settings) -> list[Config]:
+    """K cells of an lr grid on synthetic data of `epoch_steps` batches; decoupled lambda =
+    5e-5 = the naive loop's alpha * lambda, so both decay theta by the same amount per step."""
+    base = Config(
+        study="bench", model=cf.ModelConfig(model_name),
+        dataset=cf.DatasetConfig("synthetic", train_subset=epoch_steps * s.batch_size,
+                                 test_subset=s.batch_size),
+        optimizer=cf.OptimizerConfig("sgd", lr=LR, momentum=MOMENTUM),
+        decay=cf.DecayConfig("decoupled", weight_decay=LR * WEIGHT_DECAY),
+        train=cf.TrainConfig(epochs=epochs, batch_size=s.batch_size, eval_every=10**9,
+                             device=str(s.device), checkpoint_every=0, pack=str(packs)),
+        logger=cf.LoggerConfig(wandb_mode="disabled", progress="none"))
+    return [dataclasses.replace(base, optimizer=dataclasses.replace(
+        base.optimizer, lr=LR * 2.0 ** -(k % 4))) for k in range(packs)]
+
+
+def harness_images_per_s(model_name: str, packs: int, s: Settings) -> float:
+    """Images per second summed over `packs` cells trained by `harness.train.train`."""
+    epoch_steps = min(s.warmup, s.steps) if s.warmup else s.steps
+    warm, timed = math.ceil(s.warmup / epoch_steps), math.ceil(s.steps / epoch_steps)
+    cells = bench_cells(model_name, packs, epoch_steps, warm + timed, s)
+    ds = data_mod.load_dataset("synthetic", train_subset=epoch_steps * s.batch_size,
+                               test_subset=s.batch_size, device=s.device)
+    rates = [epochs[0].metrics.images_per_s for epochs in _train(cells, ds, s.device)]
+    if len(rates) < warm + timed:
+        raise RuntimeError(f"{model_name} K={packs} diverged after {len(rates)} epochs")
+    timed_rates = rates[warm:]
+    return packs * len(timed_rates) / sum(1 / r for r in timed_rates)  # images / seconds
+
+
+def _train(cells: list[Config], ds: data_mod.Dataset, device: torch.device):
+    """Epoch lists from `train` (list-of-cells API), or the one-cell API while K = 1 only."""
+    import inspect
+    if "cells" in inspect.signature(train).parameters:
+        yield from train(cells, ds, device)
+        return
+    if len(cells) != 1:
+        raise RuntimeError("this harness.train trains one cell at a time; use --packs 1")
+    for epoch in train(cells[0], ds, device):
+        yield [epoch]
+
+
+def _measured(fn: Callable[[], float], device: torch.device) -> tuple[float, float | None]:
+    """(fn(), peak GiB allocated during it on CUDA, else None)."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    rate = fn()
+    peak = torch.cuda.max_memory_allocated(device) / GIB if device.type == "cuda" else None
+    return rate, peak
+
+
+def measure_packs(model_name: str, s: Settings, flops: float, naive: float,
+                  measure: Callable[[str, int, Settings], float] = harness_images_per_s,
+                  ) -> list[Result]:
+    """One harness Result per K in s.packs; the first K that runs out of memory ends the list."""
+    peak = peak_flops(device_name(s.device)) if s.device.type == "cuda" else None
+    results = []
+    for packs in s.packs:
+        try:
+            rate, memory = _measured(lambda k=packs: measure(model_name, k, s), s.device)
+        except torch.cuda.OutOfMemoryError:
+            results.append(Result(model_name, "harness", packs, "oom", None, None, None, None))
+            _log(f"{model_name} harness K={packs}: out of memory; not trying larger K")
+            break
+        results.append(_result(model_name, "harness", packs, rate, memory, flops, peak, naive))
+    return results
+
+
+def _result(model: str, method: str, packs: int, rate: float, memory: float | None,
+            flops: float, peak: float | None, naive: float) -> Result:
+    mfu = flops * rate / peak if peak else None
+    _log(f"{model} {method} K={packs}: {rate:.1f} images/s")
+    return Result(model, method, packs, "ok", rate, memory, mfu, rate / naive)
+
+
+def _log(line: str) -> None:
+    print(f"bench: {line}", file=sys.stderr, flush=True)
+
+
+def run_bench(s: Settings) -> dict:
+    """Measure every model and K; write and return the report (see the module docstring)."""
+    name = device_name(s.device)
+    peak = peak_flops(name) if s.device.type == "cuda" else None
+    flops, results = {}, []
+    for model_name in s.models:
+        flops[model_name] = count_flops(model_name)
+        per_image = flops[model_name].training
+        naive, memory = _measured(lambda m=model_name: naive_images_per_s(m, s), s.device)
+        results.append(_result(model_name, "naive", 1, naive, memory, per_image, peak, naive))
+        results += measure_packs(model_name, s, per_image, naive)
+    report = {
+        "device": name, "device_slug": device_slug(s.device), "torch_version": torch.__version__,
+        "harness_version": harness.__version__, "git_sha": _git_sha(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpu_count": os.cpu_count(),
+        "load_average": list(os.getloadavg()), "peak_bf16_flops": peak,
+        "settings": {"models": list(s.models), "packs": list(s.packs), "steps": s.steps,
+                     "warmup": s.warmup, "batch_size": s.batch_size, "device": str(s.device)},
+        "flops_per_image": {m: dataclasses.asdict(f) for m, f in flops.items()},
+        "results": [dataclasses.asdict(r) for r in results]}
+    _write_json(report, s.out / f"{report['device_slug']}.json")
+    return report
+
+
+def _git_sha() -> str:
+    from harness.records import git_sha
+    return git_sha()
+
+
+def _write_json(report: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def format_table(report: dict) -> str:
+    """The results as an aligned text table, one row per measurement."""
+    def num(value: float | None, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    rows = [("model", "method", "K", "images/s", "vs naive", "peak GiB", "MFU")]
+    for r in report["results"]:
+        rate = "OOM" if r["status"] == "oom" else num(r["images_per_s"], ",.0f")
+        rows.append((r["model"], r["method"], str(r["K"]), rate, num(r["ratio_vs_naive"], ".2f"),
+                     num(r["peak_memory_gib"], ".2f"), num(r["mfu"], ".1%")))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in
+                       enumerate(zip(row, widths, strict=True))) for row in rows]
+    head = f"{report['device']} | torch {report['torch_version']}"
+    return "\n".join([head, lines[0], "-" * len(lines[0]), *lines[1:]])
+
+
+# --- command line ---------------------------------------------------------------------------
+
+# (models, packs, steps, warmup, batch_size) when not given
+DEFAULTS = {"cuda": (("resnet20", "shake_shake_26_2x64d"), (1, 4, 16, 64), 50, 10, 128),
+            "cpu": (("resnet20",), (1, 4), 20, 5, 128),
+            "quick": (("resnet20",), (1, 2), 2, 1, 16)}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse adds the usage)
+        print(f"harness bench: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _models(value: str) -> tuple[str, ...]:
+    names = _csv(value)
+    bad = [n for n in names if n not in MODELS] or ([] if names else [value])
+    if bad:
+        raise argparse.ArgumentTypeError(
+            f"unknown model {bad[0]!r}; valid: {', '.join(MODELS)}")
+    return tuple(names)
+
+
+def _packs(value: str) -> tuple[int, ...]:
+    try:
+        packs = [int(v) for v in _csv(value)]
+    except ValueError:
+        packs = []
+    if not packs or min(packs) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not valid; give integers >= 1 like 1,4,16")
+    return tuple(sorted(set(packs)))
+
+
+def _count(minimum: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        if not re.fullmatch(r"\d+", value.strip()) or int(value) < minimum:
+            raise argparse.ArgumentTypeError(f"{value!r} is not valid; give an integer >= "
+                                             f"{minimum}")
+        return int(value)
+    return parse
+
+
+def _device(value: str) -> torch.device:
+    if value == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not valid; choose auto, cpu or cuda[:N]")
+    if value.startswith("cuda") and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{value!r} is not available: no CUDA device here")
+    return torch.device(value)
+
+
+def parse_args(argv: Sequence[str]) -> Settings:
+    p = _Parser(prog="python -m harness bench", description=__doc__.split("\n")[0])
+    p.add_argument("--models", type=_models, help="comma-separated registry keys")
+    p.add_argument("--packs", type=_packs, help="K values, e.g. 1,4,16,64")
+    p.add_argument("--steps", type=_count(1), help="timed batches per measurement")
+    p.add_argument("--warmup", type=_count(0), help="untimed batches before them")
+    p.add_argument("--batch-size", type=_count(1), help="images per batch")
+    p.add_argument("--out", type=Path, default=Path("results/bench"), help="output directory")
+    p.add_argument("--device", type=_device, default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--quick", action="store_true", help="tiny smoke run (seconds)")
+    a = p.parse_args(list(argv))
+    profile = "quick" if a.quick else a.device.type if a.device.type == "cuda" else "cpu"
+    models, packs, steps, warmup, batch = DEFAULTS[profile]
+    pick = lambda given, default: default if given is None else given  # noqa: E731
+    return Settings(pick(a.models, models), pick(a.packs, packs), pick(a.steps, steps),
+                    pick(a.warmup, warmup), pick(a.batch_size, batch), a.device, a.out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = parse_args(sys.argv[1:] if argv is None else argv)
+    report = run_bench(settings)
+    print(format_table(report))
+    print(f"wrote {settings.out / (report['device_slug'] + '.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
