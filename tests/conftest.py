@@ -18,6 +18,9 @@ TINY = ["dataset=synthetic", "model=small", "dataset.train_subset=512",
         "optimizer.lr=0.01"]
 
 
+CLI_ENV = {"PYTHONUNBUFFERED": "1", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"}
+
+
 def fashion_mnist_root() -> Path:
     """The real Fashion-MNIST files; skip outside CI when absent, fail in CI."""
     for path in (FASHION_MNIST, Path("/usr/share/datasets/fashion-mnist")):
@@ -29,7 +32,8 @@ def fashion_mnist_root() -> Path:
 
 
 def harness_cli(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run `python -m harness ...` in a fresh process, as a user would."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1", WANDB_SILENT="true")
+    """Run `python -m harness ...` in a fresh process, as a user would (one CPU thread: jobs
+    the command starts in parallel must not fight over 2 cores with spinning OpenMP threads)."""
+    env = dict(os.environ, **CLI_ENV)
     return subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)

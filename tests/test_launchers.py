@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 import torch
 
-from .conftest import ROOT, TINY, harness_cli
+from .conftest import CLI_ENV, ROOT, TINY, harness_cli
 
 LRS = (0.003, 0.01)
 SLURM = ["hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug",
@@ -129,7 +129,7 @@ def test_preempted_slurm_job_requeues_and_resumes_from_its_checkpoint(tmp_path):
     checkpoints = tmp_path / "results" / "requeue" / "checkpoints"
     log = (tmp_path / "harness.log").open("w")
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                            env=dict(os.environ, **CLI_ENV))
     try:
         wait_for(lambda: any(checkpoints.glob("*.pt")) or proc.poll() is not None, 300,
                  "the epoch-1 checkpoint")

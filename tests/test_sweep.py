@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from .conftest import TINY, harness_cli
+from .conftest import CLI_ENV, TINY, harness_cli
 
 pytestmark = pytest.mark.slow
 GRID = ["-m", "optimizer.lr=0.01,0.003", "decay.weight_decay=0,0.0001", "train.epochs=1"]
@@ -43,7 +43,7 @@ def test_a_2x2_sweep_completes_and_a_rerun_trains_nothing(tmp_path):
 
 def test_sigkill_mid_cell_resumes_from_checkpoint_bit_identical(tmp_path):
     cell = ["train.epochs=4", "dataset.train_subset=1024"]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, **CLI_ENV)
     proc = subprocess.Popen([sys.executable, "-m", "harness", "run", *TINY, "study=s",
                              "run.results_dir=results", *cell], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -83,7 +83,7 @@ def test_a_failing_cell_does_not_stop_the_others(tmp_path):
 def test_two_processes_on_one_study_train_each_cell_once(tmp_path):
     args = [sys.executable, "-m", "harness", "run", *TINY, "study=s", "run.results_dir=results",
             "optimizer.lr=[0.01,0.003,0.001]", "decay.weight_decay=[0,0.0001]"]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, **CLI_ENV)
     procs = [subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=600)[0] for p in procs]
