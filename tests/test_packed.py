@@ -4,12 +4,15 @@ Tolerance. Packing changes only the order of float sums (a grouped conv, BatchNo
 channels, a batched linear instead of K separate ones). In float64 packed and solo runs agree
 to ~1e-12 after several steps for every optimizer and decay mode, so the optimizer matrix runs
 in float64 at 1e-9 (x1000 margin; a wrong lr or lambda entry, a mixed-up slice or a leaked
-gradient is off by >= 1e-3). In float32 the forward agrees to ~1e-7 and SGD's weights to
-~3e-6 after 5 steps (1e-5 here), but Adam and RMSprop are not comparable element by element in
-float32: their first update is ~lr * g / |g|, so a weight whose gradient is at the rounding
-noise (|g| ~ 1e-9, seen in resnet20) flips sign and moves by 2*lr. That is the optimizer
-amplifying float32 noise, not packing, hence float64 for them. Errors are measured relative
-to each tensor's largest entry (`assert_scaled`).
+gradient is off by >= 1e-3). In float32, with the same weights, packed and solo logits and
+gradients agree to ~1e-6 of each tensor's largest entry at every step; trajectories, though,
+are only as stable as the training itself: Adam's first update is ~lr * g / |g|, so a weight
+whose gradient is at rounding level (|g| ~ 1e-9 in resnet20) flips sign and moves by 2*lr, and
+SGD at lr 0.1 on random labels reaches states where a 1e-7 relative weight perturbation moves
+the gradient by 3% (measured; the solo float32 run strays from float64 just as much there).
+So float32 trajectories are checked for SGD in a well-conditioned setting (small net, lr <=
+0.03, 4 steps: observed <= 1e-6, asserted 1e-5). Errors are relative to each tensor's largest
+entry (`assert_scaled`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from harness.optim import build_optimizer
 from harness.packed import (
     CPU_MAX_PACK,
     MemoryProbe,
+    StepShape,
     error_counts,
     evaluate_packed,
     mask_diverged,
@@ -142,8 +146,8 @@ def test_packed_resnet20_trains_like_solo_runs_float64(optimizer: str) -> None:
 
 @pytest.mark.parametrize("decay", ["none", "l2", "decoupled", "decoupled_lr"])
 def test_packed_sgd_float32_matches_solo_at_1e5(decay: str) -> None:
-    solos, packed, losses = train_both("resnet20", "sgd", decay, torch.float32, 16, steps=4,
-                                       k=2)
+    solos, packed, losses = train_both("small", "sgd", decay, torch.float32, 16, steps=4,
+                                       lrs=[0.03, 0.01], k=2)
     for solo, per_model in losses:
         assert_scaled(per_model, solo, 1e-5)
     assert_states_match(solos, packed, 1e-5)
@@ -213,16 +217,20 @@ def test_packed_shake_draws_alpha_per_model_per_image() -> None:
 
 
 def test_packed_loss_is_nan_safe() -> None:
-    logits = torch.randn(6, 3, 10, requires_grad=True)
+    logits = torch.randn(6, 3, 10)
+    logits[:, 1] = float("nan")  # model 1 diverged
+    logits.requires_grad_(True)
     y = torch.randint(0, 10, (6,))
-    poisoned = torch.where(torch.arange(3)[None, :, None] == 1, float("nan"), logits)
-    total, per_model = packed_loss(poisoned, y, torch.tensor([True, False, True]))
-    expected = [F.cross_entropy(logits[:, k], y) for k in (0, 2)]
+    total, per_model = packed_loss(logits, y, torch.tensor([True, False, True]))
     assert torch.isnan(per_model[1])
+    expected = [F.cross_entropy(logits[:, k].detach(), y) for k in (0, 2)]
     torch.testing.assert_close(total, expected[0] + expected[1])
+    torch.testing.assert_close(per_model[[0, 2]], torch.stack(expected))
     total.backward()
-    assert torch.isfinite(logits.grad).all()
-    assert torch.equal(logits.grad[:, 1], torch.zeros(6, 10))
+    for k in (0, 2):  # each active model gets the gradient of its own mean loss, finite
+        solo = logits[:, k].detach().requires_grad_(True)
+        F.cross_entropy(solo, y).backward()
+        torch.testing.assert_close(logits.grad[:, k], solo.grad)
 
 
 def test_nan_in_one_slice_leaves_other_slices_bitwise_equal() -> None:
@@ -402,7 +410,7 @@ def test_pack_size_formula() -> None:
     probe = MemoryProbe(fixed_bytes=2_000, per_model_bytes=1_000)
     assert pack_size(10_000, probe, safety=0.8) == 6  # (8000 - 2000) / 1000
     assert pack_size(1_000, probe, safety=0.8) == 1  # never below one
-    assert max_pack("resnet20", 10, 3, 32, 128, "sgd", "cpu") == CPU_MAX_PACK
+    assert max_pack(StepShape("resnet20", 10, 3, 32, 128), "cpu") == CPU_MAX_PACK
 
 
 @pytest.mark.gpu
@@ -412,7 +420,7 @@ def test_max_pack_fits_on_the_gpu() -> None:
     device = torch.device("cuda")
     torch.cuda.empty_cache()
     free = torch.cuda.mem_get_info(device)[0]
-    k = max_pack("resnet20", 10, 3, 32, 128, "adam", device, amp=torch.bfloat16)
-    assert k >= 2
-    peak = step_peak_bytes("resnet20", 10, 3, 32, 128, "adam", device, torch.bfloat16, k)
-    assert peak <= free
+    shape = StepShape("resnet20", 10, 3, 32, 128, "adam", torch.bfloat16)
+    k = max_pack(shape, device)
+    assert k >= 4
+    assert step_peak_bytes(shape, device, k) <= free

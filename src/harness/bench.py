@@ -57,6 +57,7 @@ from harness import config as cf
 from harness import data as data_mod
 from harness.config import Config
 from harness.models import MODELS, build_model
+from harness.records import git_sha
 from harness.train import train
 
 # Dense (no sparsity) bf16 tensor-core peak FLOP/s, matched in order against the device name.
@@ -209,23 +210,12 @@ def harness_images_per_s(model_name: str, packs: int, s: Settings) -> float:
     cells = bench_cells(model_name, packs, epoch_steps, warm + timed, s)
     ds = data_mod.load_dataset("synthetic", train_subset=epoch_steps * s.batch_size,
                                test_subset=s.batch_size, device=s.device)
-    rates = [epochs[0].metrics.images_per_s for epochs in _train(cells, ds, s.device)]
+    rates = [next(e for e in epochs if e).metrics.images_per_s  # the pack's, not per cell
+             for epochs in train(cells, ds, s.device)]
     if len(rates) < warm + timed:
         raise RuntimeError(f"{model_name} K={packs} diverged after {len(rates)} epochs")
     timed_rates = rates[warm:]
     return packs * len(timed_rates) / sum(1 / r for r in timed_rates)  # images / seconds
-
-
-def _train(cells: list[Config], ds: data_mod.Dataset, device: torch.device):
-    """Epoch lists from `train` (list-of-cells API), or the one-cell API while K = 1 only."""
-    import inspect
-    if "cells" in inspect.signature(train).parameters:
-        yield from train(cells, ds, device)
-        return
-    if len(cells) != 1:
-        raise RuntimeError("this harness.train trains one cell at a time; use --packs 1")
-    for epoch in train(cells[0], ds, device):
-        yield [epoch]
 
 
 def _measured(fn: Callable[[], float], device: torch.device) -> tuple[float, float | None]:
@@ -280,7 +270,7 @@ def run_bench(s: Settings) -> dict:
         results += measure_packs(model_name, s, per_image, naive)
     report = {
         "device": name, "device_slug": device_slug(s.device), "torch_version": torch.__version__,
-        "harness_version": harness.__version__, "git_sha": _git_sha(),
+        "harness_version": harness.__version__, "git_sha": git_sha(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpu_count": os.cpu_count(),
         "load_average": list(os.getloadavg()), "peak_bf16_flops": peak,
         "settings": {"models": list(s.models), "packs": list(s.packs), "steps": s.steps,
@@ -289,11 +279,6 @@ def run_bench(s: Settings) -> dict:
         "results": [dataclasses.asdict(r) for r in results]}
     _write_json(report, s.out / f"{report['device_slug']}.json")
     return report
-
-
-def _git_sha() -> str:
-    from harness.records import git_sha
-    return git_sha()
 
 
 def _write_json(report: dict, path: Path) -> None:

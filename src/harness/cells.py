@@ -1,6 +1,8 @@
 """Run cells so that a long sweep survives anything: skip done, claim, resume, record.
 
-For each cell (`Config` with scalar lr and weight_decay) `run_cell`:
+Cells that differ only in lr and weight_decay are trained K at a time as one pack
+(`train.pack`, harness.train); each keeps its own claim, checkpoint, parquet file and status.
+For each cell (`Config` with scalar lr and weight_decay) `run_cells`:
   1. skips it when `<results>/<study>/runs/<run_id>.parquet` says completed or diverged
      (`run.force=true` retrains);
   2. claims it with an exclusive `fcntl.flock` on `claims/<run_id>.lock`: a second process
@@ -30,9 +32,10 @@ from typing import Any
 import torch
 
 from harness import data as data_mod
+from harness import packed
 from harness.config import Config, ConfigError
 from harness.records import WandbSink, frame, read_status, write_parquet
-from harness.train import resolve_device, train
+from harness.train import Epoch, autocast_dtype, resolve_device, train
 
 DONE = ("completed", "diverged")
 
@@ -133,65 +136,149 @@ def _show_bar(cfg: Config) -> bool:
     return mode == "bar" or (mode == "auto" and sys.stderr.isatty())
 
 
-def _train_cell(cfg: Config, resolved: dict[str, Any], paths: CellPaths) -> str:
-    device = resolve_device(cfg.train.device)
-    resume = None if cfg.run.force else load_checkpoint(paths.checkpoint)
-    records: list[dict[str, float]] = list(resume["records"]) if resume else []
-    if resume:
-        print(f"[{_label(cfg)}] resuming after epoch {resume['epoch']}")
-    ds, status, error = None, "completed", ""
-    sink = WandbSink(cfg, resolved, paths.wandb)
+def pack_key(cfg: Config) -> Config:
+    """Cells with equal keys can share a pack: everything equal but lr and weight_decay."""
+    return dataclasses.replace(cfg, optimizer=dataclasses.replace(cfg.optimizer, lr=1.0),
+                               decay=dataclasses.replace(cfg.decay, weight_decay=0.0),
+                               run=dataclasses.replace(cfg.run, worker=0))
+
+
+def pack_size(cfg: Config, ds: data_mod.Dataset, device: torch.device) -> int:
+    """train.pack as a number: `auto` measures what fits in free device memory."""
+    if cfg.train.pack != "auto":
+        return int(cfg.train.pack)
+    shape = packed.StepShape(cfg.model.name, ds.num_classes, ds.in_channels, ds.image_size,
+                             cfg.train.batch_size, cfg.optimizer.name,
+                             autocast_dtype(cfg.train.precision, device))
+    return packed.max_pack(shape, device)
+
+
+@dataclasses.dataclass
+class _Cell:
+    cfg: Config
+    paths: CellPaths
+    sink: WandbSink
+    records: list[dict[str, float]]
+    status: str = "completed"
+    error: str = ""
+
+
+def _train_pack(cells: list[_Cell], resumes: list[dict] | None, device: torch.device) -> None:
+    """Train one pack, checkpointing each cell; statuses and records land in `cells`."""
+    ds = dataset_for(cells[0].cfg, device)
+    every = cells[0].cfg.train.checkpoint_every
+    for epochs in train([c.cfg for c in cells], ds, device, resume=resumes,
+                        progress=_show_bar(cells[0].cfg)):
+        for cell, epoch in zip(cells, epochs, strict=True):
+            if epoch is not None:
+                _record(cell, epoch, every)
+
+
+def _record(cell: _Cell, epoch: Epoch, every: int) -> None:
+    m = dataclasses.asdict(epoch.metrics)
+    cell.records.append(m)
+    cell.sink.log(m)
+    if cell.cfg.logger.progress != "none":
+        print(_line(cell.cfg, m), flush=True)
+    if epoch.diverged:
+        cell.status = "diverged"
+    elif every and m["epoch"] % every == 0 and m["epoch"] < cell.cfg.train.epochs:
+        save_checkpoint(epoch.state() | {"records": cell.records}, cell.paths.checkpoint)
+
+
+def _finish(cell: _Cell, device: torch.device) -> str:
+    ds = _DATA.get((cell.cfg.dataset, str(device)))
+    n_train, num_classes = (ds.n_train, ds.num_classes) if ds is not None else (0, 0)
+    write_parquet(frame(cell.cfg, n_train, num_classes, str(device), cell.records,
+                        cell.status, cell.error), cell.paths.parquet)
+    cell.sink.finish(cell.status)
+    cell.paths.checkpoint.unlink(missing_ok=True)
+    return cell.status
+
+
+def _run_pack(cfgs: list[Config], resolved: dict[str, Any], device: torch.device,
+              resumes: list[dict | None]) -> dict[str, str]:
+    """Train cfgs (claimed, same checkpoint epoch) as one pack and write each cell's parquet."""
+    cells = []
+    for cfg, resume in zip(cfgs, resumes, strict=True):
+        if resume:
+            print(f"[{_label(cfg)}] resuming after epoch {resume['epoch']}")
+        cells.append(_Cell(cfg, CellPaths.of(cfg), WandbSink(cfg, resolved, CellPaths.of(cfg)
+                                                              .wandb),
+                           list(resume["records"]) if resume else []))
     try:
-        ds = dataset_for(cfg, device)
-        for epoch in train(cfg, ds, device, resume=resume, progress=_show_bar(cfg)):
-            m = dataclasses.asdict(epoch.metrics)
-            records.append(m)
-            sink.log(m)
-            if cfg.logger.progress != "none":
-                print(_line(cfg, m), flush=True)
-            if epoch.diverged:
-                status = "diverged"
-                break
-            every = cfg.train.checkpoint_every
-            if every and m["epoch"] % every == 0 and m["epoch"] < cfg.train.epochs:
-                save_checkpoint(epoch.state() | {"records": records}, paths.checkpoint)
+        _train_pack(cells, None if resumes[0] is None else resumes, device)
     except ConfigError:
-        sink.finish("failed")
+        for cell in cells:
+            cell.sink.finish("failed")
         raise
     except Exception as err:  # noqa: BLE001 - a failing cell must not stop the sweep
         if type(err).__module__.startswith("submitit"):  # job preempted or timed out:
-            sink.finish("failed")                        # keep the checkpoint for the requeue
+            for cell in cells:                           # keep checkpoints for the requeue
+                cell.sink.finish("failed")
             raise
-        status, error = "failed", f"{type(err).__name__}: {err}"
-        print(f"[{_label(cfg)}] failed: {error}\n{traceback.format_exc()}", file=sys.stderr)
-    n_train = ds.n_train if ds is not None else 0
-    num_classes = ds.num_classes if ds is not None else 0
-    write_parquet(frame(cfg, n_train, num_classes, str(device), records, status, error),
-                  paths.parquet)
-    sink.finish(status)
-    paths.checkpoint.unlink(missing_ok=True)
-    return status
+        error = f"{type(err).__name__}: {err}"
+        print(f"[{_label(cfgs[0])}] failed: {error}\n{traceback.format_exc()}", file=sys.stderr)
+        for cell in cells:
+            cell.status, cell.error = "failed", error
+    return {cell.cfg.run_id: _finish(cell, device) for cell in cells}
 
 
-def run_cell(cfg: Config, resolved: dict[str, Any]) -> str:
-    """Run one cell; return completed | diverged | failed | skipped | claimed | planned | done."""
-    paths = CellPaths.of(cfg)
-    done = read_status(paths.parquet) in DONE
+def _precheck(cfg: Config) -> str | None:
+    """planned | done | skipped for a cell that needs no training now, else None."""
+    status = read_status(CellPaths.of(cfg).parquet)
     if cfg.run.plan:
-        return "done" if done else "planned"
-    if done and not cfg.run.force:
-        print(f"[{_label(cfg)}] skipped: already {read_status(paths.parquet)} "
-              f"({paths.parquet}); run.force=true retrains")
+        return "done" if status in DONE else "planned"
+    if status in DONE and not cfg.run.force:
+        print(f"[{_label(cfg)}] skipped: already {status} ({CellPaths.of(cfg).parquet}); "
+              "run.force=true retrains")
         return "skipped"
-    with claim(paths.claim) as mine:
-        if not mine:
+    return None
+
+
+def _claimed_packs(group: list[Config], size: int, stack: contextlib.ExitStack,
+                   outcomes: dict[str, str]) -> list[tuple[list[Config], list[dict | None]]]:
+    """Claim up to `size` cells of `group`, then split them by the epoch they resume from."""
+    mine: list[Config] = []
+    for cfg in group:
+        if len(mine) == size:
+            break
+        if cfg.run_id in outcomes:
+            continue
+        paths = CellPaths.of(cfg)
+        if not stack.enter_context(claim(paths.claim)):
             print(f"[{_label(cfg)}] skipped: claimed by another process ({paths.claim})")
-            return "claimed"
-        if read_status(paths.parquet) in DONE and not cfg.run.force:
-            return "skipped"  # finished by another process while we waited
-        return _train_cell(cfg, resolved, paths)
+            outcomes[cfg.run_id] = "claimed"
+        elif read_status(paths.parquet) in DONE and not cfg.run.force:
+            outcomes[cfg.run_id] = "skipped"  # finished by another process meanwhile
+        else:
+            mine.append(cfg)
+    by_epoch: dict[int, list[tuple[Config, dict | None]]] = {}
+    for cfg in mine:
+        resume = None if cfg.run.force else load_checkpoint(CellPaths.of(cfg).checkpoint)
+        by_epoch.setdefault(resume["epoch"] if resume else 0, []).append((cfg, resume))
+    return [([c for c, _ in pairs], [r for _, r in pairs]) for pairs in by_epoch.values()]
 
 
 def run_cells(cells: list[Config], resolved: dict[str, Any]) -> dict[str, str]:
-    """Run the cells of one job in order; returns {run_id: outcome}."""
-    return {c.run_id: run_cell(c, resolved) for c in cells}
+    """Run the cells of one job, K at a time; returns {run_id: outcome}, outcome one of
+    completed | diverged | failed | skipped | claimed | planned | done."""
+    outcomes = {c.run_id: o for c in cells if (o := _precheck(c)) is not None}
+    groups: dict[Config, list[Config]] = {}
+    for cfg in cells:
+        if cfg.run_id not in outcomes:
+            groups.setdefault(pack_key(cfg), []).append(cfg)
+    for group in groups.values():
+        device = resolve_device(group[0].train.device)
+        try:
+            size = pack_size(group[0], dataset_for(group[0], device), device)
+        except ConfigError:
+            raise
+        except Exception:  # noqa: BLE001 - the data error is recorded per cell below
+            size = 1
+        while any(c.run_id not in outcomes for c in group):
+            with contextlib.ExitStack() as stack:
+                for pack, resumes in _claimed_packs(group, size, stack, outcomes):
+                    outcomes |= _run_pack(pack, resolved, device, resumes)
+    return outcomes
+

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from harness.models import build_model
 from harness.optim import PerModel, build_optimizer
 
-CPU_MAX_PACK = 1  # on a CPU packing does not pay (see the module's benchmark); one at a time
+CPU_MAX_PACK = 1  # on a CPU packing loses: resnet20, K=4, 2 threads: 1.45x the time of 4 solo
 MEMORY_SAFETY = 0.85  # fraction of free memory a pack may plan to use (allocator slack, cuDNN)
 
 
@@ -40,13 +40,10 @@ MEMORY_SAFETY = 0.85  # fraction of free memory a pack may plan to use (allocato
 
 
 def _shared_scalar(name: str, values: list[Any]) -> Any:
-    if any(not _equal(v, values[0]) for v in values[1:]):
+    """The one value all cells have for a scalar (a step count, num_batches_tracked)."""
+    if any(v != values[0] for v in values[1:]):
         raise ValueError(f"{name} differs between the cells ({values!r}); valid: equal values")
     return values[0]
-
-
-def _equal(a: Any, b: Any) -> bool:
-    return bool(torch.equal(a, b)) if isinstance(a, Tensor) else a == b
 
 
 def pack_states(states: Sequence[Mapping[str, Tensor]]) -> dict[str, Tensor]:
@@ -54,14 +51,9 @@ def pack_states(states: Sequence[Mapping[str, Tensor]]) -> dict[str, Tensor]:
     k is p.view(K, -1)[k]); 0-dim buffers (BatchNorm's num_batches_tracked) must be equal."""
     if not states:
         raise ValueError("pack_states needs at least one state; valid: a list of K >= 1 states")
-    packed = {}
-    for key, first in states[0].items():
-        values = [s[key] for s in states]
-        if first.dim() == 0:
-            packed[key] = _shared_scalar(key, values).clone()
-        else:
-            packed[key] = torch.cat([v.detach() for v in values], dim=0)
-    return packed
+    return {key: _shared_scalar(key, [s[key] for s in states]).clone() if first.dim() == 0
+            else torch.cat([s[key].detach() for s in states], dim=0)
+            for key, first in states[0].items()}
 
 
 def _slice(t: Tensor, k: int, packs: int) -> Tensor:
@@ -92,11 +84,11 @@ def pack_optimizer_states(states: Sequence[Mapping[str, Any]]) -> dict[str, Any]
         solo = [s["param_groups"][i] for s in states]
         packed = dict(group)
         initial = torch.tensor([g["initial_lr"] for g in solo], dtype=torch.float64)
-        scale = _shared_scalar("lr / initial_lr", [_ratio(g["lr"], g["initial_lr"]) for g in solo])
         packed["initial_lr"] = PerModel(initial)
-        packed["lr"] = PerModel(initial, scale)
+        packed["lr"] = PerModel(initial, _eta([(g["lr"], g["initial_lr"]) for g in solo]))
         decays = [float(g["weight_decay"]) for g in solo]
-        packed["weight_decay"] = decays[0] if len(set(decays)) == 1 else torch.tensor(decays)
+        packed["weight_decay"] = (decays[0] if len(set(decays)) == 1
+                                  else torch.tensor(decays, dtype=torch.float64))
         groups.append(packed)
     state = {}
     for index, first in states[0]["state"].items():
@@ -107,8 +99,12 @@ def pack_optimizer_states(states: Sequence[Mapping[str, Any]]) -> dict[str, Any]
     return {"state": state, "param_groups": groups}
 
 
-def _ratio(lr: float, initial: float) -> float:
-    return round(lr / initial, 12) if initial else 1.0
+def _eta(pairs: list[tuple[float, float]]) -> float:
+    """The schedule multiplier lr / initial_lr the cells share (to 1e-9)."""
+    etas = [lr / initial for lr, initial in pairs if initial] or [1.0]
+    if max(etas) - min(etas) > 1e-9 * max(map(abs, etas)):
+        raise ValueError(f"cells are at different schedule multipliers {etas}; valid: equal")
+    return etas[0]
 
 
 def unpack_optimizer_state(packed: Mapping[str, Any], k: int, packs: int) -> dict[str, Any]:
@@ -168,10 +164,12 @@ def mask_diverged(optimizer: torch.optim.Optimizer, model: nn.Module, k: int) ->
     """Make cell k inert from now on, the other cells unchanged.
 
     Sets its lr and weight_decay entries to 0, zeroes its slice of every grad and moment
-    (Adam's m and v, SGD's buffer; NaN moments times lr 0 would still be NaN), and registers a
-    hook zeroing its grads after every later backward. Its update is then exactly 0 (its
-    params stay as they were); only Adam/RMSprop with eps = 0 would give 0/0 in its slice.
-    Call it again after rebuilding the model or optimizer (e.g. on resume)."""
+    (Adam's m and v, SGD's buffer: lr 0 times a NaN moment would still be NaN), and registers
+    a hook that zeroes its grads after every later backward (its NaN activations make NaN
+    grads even though its loss is left out). Its update is then exactly 0: its params stay as
+    they were (Adam/RMSprop with eps = 0 would still give 0/0 there), and since every op is
+    per slice nothing of it reaches the other cells. Call again after rebuilding the model or
+    optimizer (resume); a caller that resets weight_decay (each epoch) must keep entry k 0."""
     packs = packs_of(optimizer)
     _check_index(k, packs)
     for group in optimizer.param_groups:
@@ -181,23 +179,19 @@ def mask_diverged(optimizer: torch.optim.Optimizer, model: nn.Module, k: int) ->
         if isinstance(group["weight_decay"], Tensor):
             group["weight_decay"][k] = 0.0
         elif group["weight_decay"] != 0.0:
-            group["weight_decay"] = torch.full((packs,), float(group["weight_decay"]))
+            group["weight_decay"] = torch.full((packs,), group["weight_decay"], dtype=torch.float64)
             group["weight_decay"][k] = 0.0
         for p in group["params"]:
             for value in optimizer.state[p].values():
                 if isinstance(value, Tensor) and value.shape == p.shape:
                     value.view(packs, -1)[k] = 0.0
-    for p in model.parameters():
-        if p.grad is not None:
-            p.grad.view(packs, -1)[k] = 0.0
-        p.register_post_accumulate_grad_hook(_zero_grad_slice(k, packs))
-
-
-def _zero_grad_slice(k: int, packs: int):  # noqa: ANN202 (a hook)
-    def hook(p: Tensor) -> None:
+    def zero_grad_slice(p: Tensor) -> None:
         p.grad.view(packs, -1)[k] = 0.0  # an assignment, not a product: NaN becomes 0
 
-    return hook
+    for p in model.parameters():
+        if p.grad is not None:
+            zero_grad_slice(p)
+        p.register_post_accumulate_grad_hook(zero_grad_slice)
 
 
 # --- per-model metrics ------------------------------------------------------------------------
@@ -222,24 +216,20 @@ class PackedEval:
 def evaluate_packed(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]],
                     amp: torch.dtype | None = None) -> PackedEval:
     """Mean test cross-entropy, top-1 and top-5 error of every packed model (eval mode;
-    the model's train/eval mode is restored afterwards)."""
+    the model's train/eval mode is restored afterwards). One device sync, at the end."""
     was_training = model.training
     model.eval()
-    loss = wrong1 = wrong5 = None
-    n = 0
+    totals, n = None, 0
     for x, y in batches:
         with torch.autocast(x.device.type, dtype=amp, enabled=amp is not None):
             logits = packed_logits(model, x).float()
-        sums = (per_model_cross_entropy(logits, y).sum(0), error_counts(logits, y, 1),
-                error_counts(logits, y, 5))
-        loss, wrong1, wrong5 = sums if loss is None else (loss + sums[0], wrong1 + sums[1],
-                                                          wrong5 + sums[2])
-        n += len(y)
+        loss = per_model_cross_entropy(logits, y).sum(dim=0)
+        sums = torch.stack([loss, error_counts(logits, y, 1), error_counts(logits, y, 5)])
+        totals, n = (sums if totals is None else totals + sums), n + len(y)
     model.train(was_training)
-    if loss is None:
+    if totals is None:
         raise ValueError("evaluate_packed got no batches; valid: at least one (x, y) batch")
-    to = {"device": "cpu", "dtype": torch.float64}
-    return PackedEval(loss.to(**to) / n, wrong1.to(**to) / n, wrong5.to(**to) / n)
+    return PackedEval(*(totals.to("cpu", torch.float64) / n).unbind(0))
 
 
 def param_norms(model: nn.Module, packs: int) -> Tensor:
@@ -249,6 +239,19 @@ def param_norms(model: nn.Module, packs: int) -> Tensor:
 
 
 # --- how many models fit ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepShape:
+    """What one training step of a cell looks like, for the memory probe."""
+
+    model: str  # a registry key of harness.models
+    num_classes: int
+    in_channels: int
+    image_size: int
+    batch_size: int
+    optimizer: str = "adam"  # adam keeps two moments: the largest state of the three
+    amp: torch.dtype | None = None  # autocast dtype of the forward pass (None: fp32)
 
 
 @dataclass(frozen=True)
@@ -265,33 +268,30 @@ def pack_size(free_bytes: int, probe: MemoryProbe, safety: float = MEMORY_SAFETY
     return max(1, math.floor(budget / max(probe.per_model_bytes, 1)))
 
 
-def probe_memory(model_name: str, num_classes: int, in_channels: int, image_size: int,
-                 batch_size: int, optimizer: str, device: torch.device,
-                 amp: torch.dtype | None = None) -> MemoryProbe:
-    """Measure peak CUDA memory of two forward/backward/optimizer steps at K = 1 and K = 2."""
-    peaks = [step_peak_bytes(model_name, num_classes, in_channels, image_size, batch_size,
-                         optimizer, device, amp, packs) for packs in (1, 2)]
-    per_model = max(peaks[1] - peaks[0], 1)
-    return MemoryProbe(fixed_bytes=max(peaks[0] - per_model, 0), per_model_bytes=per_model)
+def probe_memory(shape: StepShape, device: torch.device) -> MemoryProbe:
+    """Peak CUDA memory of training steps at K = 2 and K = 4 (grouped convs in both, as in
+    any real pack): per_model = (peak(4) - peak(2)) / 2, fixed = peak(2) - 2 * per_model."""
+    peak2, peak4 = (step_peak_bytes(shape, device, packs) for packs in (2, 4))
+    per_model = max((peak4 - peak2) // 2, 1)
+    return MemoryProbe(fixed_bytes=max(peak2 - 2 * per_model, 0), per_model_bytes=per_model)
 
 
-def step_peak_bytes(model_name: str, num_classes: int, in_channels: int, image_size: int,
-                batch_size: int, optimizer: str, device: torch.device,
-                    amp: torch.dtype | None, packs: int) -> int:
+def step_peak_bytes(shape: StepShape, device: torch.device, packs: int) -> int:
     """Peak CUDA bytes allocated by building a pack of `packs` models and taking two training
-    steps (channels_last, autocast `amp`), above what was allocated before."""
+    steps (channels_last, autocast `shape.amp`), above what was allocated before."""
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
     base = torch.cuda.memory_allocated(device)
-    model = build_model(model_name, num_classes, in_channels, image_size, packs=packs)
-    model = model.to(device, memory_format=torch.channels_last)
+    model = build_model(shape.model, shape.num_classes, shape.in_channels, shape.image_size,
+                        packs=packs).to(device, memory_format=torch.channels_last)
     rates = torch.full((packs,), 1e-3)
-    opt = build_optimizer(model.parameters(), optimizer, "decoupled", rates, rates)
-    x = torch.randn(batch_size, in_channels, image_size, image_size, device=device)
-    y = torch.randint(0, num_classes, (batch_size,), device=device)
+    opt = build_optimizer(model.parameters(), shape.optimizer, "decoupled", rates, rates)
+    size = (shape.batch_size, shape.in_channels, shape.image_size, shape.image_size)
+    x = torch.randn(size, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, shape.num_classes, (shape.batch_size,), device=device)
     active = torch.ones(packs, dtype=torch.bool, device=device)
     for _ in range(2):  # the second step holds the optimizer state too
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+        with torch.autocast(device.type, dtype=shape.amp, enabled=shape.amp is not None):
             total, _ = packed_loss(packed_logits(model, x), y, active)
         opt.zero_grad(set_to_none=True)
         total.backward()
@@ -302,11 +302,9 @@ def step_peak_bytes(model_name: str, num_classes: int, in_channels: int, image_s
     return peak
 
 
-def max_pack(model_name: str, num_classes: int, in_channels: int, image_size: int,
-             batch_size: int, optimizer: str, device: torch.device | str,
-             amp: torch.dtype | None = None, free_bytes: int | None = None) -> int:
+def max_pack(shape: StepShape, device: torch.device | str, free_bytes: int | None = None) -> int:
     """How many cells to pack (train.pack=auto): CPU_MAX_PACK on a CPU; on CUDA
-    `pack_size(free, probe_memory(...))` with free = torch.cuda.mem_get_info() unless given.
+    pack_size(free, probe_memory(shape)), free = torch.cuda.mem_get_info() unless given.
     The caller caps it by the number of cells."""
     device = torch.device(device)
     if device.type != "cuda":
@@ -314,6 +312,4 @@ def max_pack(model_name: str, num_classes: int, in_channels: int, image_size: in
     if free_bytes is None:
         torch.cuda.empty_cache()
         free_bytes = torch.cuda.mem_get_info(device)[0]
-    probe = probe_memory(model_name, num_classes, in_channels, image_size, batch_size,
-                         optimizer, device, amp)
-    return pack_size(free_bytes, probe)
+    return pack_size(free_bytes, probe_memory(shape, device))

@@ -1,16 +1,21 @@
-"""The training loop of one cell: yields one `Epoch` per epoch, does no file or network I/O.
+"""The training loop of K >= 1 cells trained at once; yields records, does no file I/O.
+
+The cells differ only in lr (alpha) and weight_decay (lambda); they share the seed, the
+initial weights and every batch, so they are trained as one packed network
+(`build_model(..., packs=K)`, harness.packed) whose optimizer holds per-cell alpha and lambda:
 
     for epoch e = 1..T:
         for (x, y) in train_batches(seeded permutation, per-image augmentation on the device):
-            loss = cross_entropy(model(x), y)        # autocast bf16/fp16 when asked
-            loss.backward(); optimizer.step()        # harness.optim: decay mode inside
-            scheduler.step()                         # eta_t updated every batch
+            loss = sum_k mean_n CE(model(x)[n, k], y[n])   # autocast bf16/fp16 when asked
+            loss.backward(); optimizer.step()              # harness.optim: decay mode inside
+            scheduler.step()                               # eta_t updated every batch
         evaluate test loss, top-1 and top-5 error every `train.eval_every` epochs and at T
 
-A non-finite training loss ends the cell with `diverged=True` (a result, not a crash).
-The caller (run.py) writes records and checkpoints; `Epoch.state()` builds the checkpoint
-(model, optimizer, schedule, every RNG state, epoch) and `train(..., resume=state)` continues
-from it so that the records equal those of an uninterrupted run.
+K = 1 is the single-cell path. A cell whose loss turns non-finite is masked out of the pack
+(`diverged=True`, a result, not a crash) and the others go on. The caller (cells.py) writes
+records and checkpoints: `Epoch.state()` is the cell's own checkpoint (its model, optimizer
+and schedule state, every RNG state, epoch), and `train(..., resume=states)` continues from
+them so that the records equal those of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -18,17 +23,17 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from harness import data as data_mod
+from harness import packed
 from harness.config import Config
 from harness.models import build_model
-from harness.optim import build_optimizer, normalized_weight_decay, param_groups
+from harness.optim import PerModel, build_optimizer, normalized_weight_decay, param_groups
 from harness.schedules import build_scheduler, current_period_epochs
 
 
@@ -104,33 +109,6 @@ def _set_rng_state(state: dict, generator: torch.Generator) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, ds: data_mod.Dataset, batch_size: int,
-             amp: torch.dtype | None) -> tuple[float, float, float]:
-    """Test loss (mean cross-entropy), top-1 error and top-5 error, as fractions."""
-    model.eval()
-    device = ds.x_test.device
-    loss = torch.zeros((), device=device)
-    wrong1 = torch.zeros((), device=device)
-    wrong5 = torch.zeros((), device=device)
-    k = min(5, ds.num_classes)
-    for x, y in data_mod.test_batches(ds, batch_size):
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            logits = model(x).float()
-        loss += F.cross_entropy(logits, y, reduction="sum")
-        top = logits.topk(k, dim=1).indices
-        wrong1 += (top[:, 0] != y).sum()
-        wrong5 += (top != y[:, None]).all(dim=1).sum()
-    n = len(ds.y_test)
-    model.train()
-    return loss.item() / n, wrong1.item() / n, wrong5.item() / n
-
-
-def _param_norm(model: torch.nn.Module) -> float:
-    return torch.linalg.vector_norm(
-        torch.stack([p.detach().float().norm() for p in model.parameters()])).item()
-
-
 def _progress(enabled: bool, total: int, desc: str):
     if not enabled:
         return None
@@ -138,20 +116,71 @@ def _progress(enabled: bool, total: int, desc: str):
     return tqdm(total=total, desc=desc, leave=False, unit="batch", dynamic_ncols=True)
 
 
-def train(cfg: Config, ds: data_mod.Dataset, device: torch.device,
-          resume: dict | None = None, progress: bool = False) -> Iterator[Epoch]:
-    """Train one cell on `ds` (already on `device`); see the module docstring."""
+def _per_cell(values: list[float]) -> float | torch.Tensor:
+    """A float for one cell, a K-vector for a pack (harness.optim's per-model values)."""
+    return values[0] if len(values) == 1 else torch.tensor(values, dtype=torch.float64)
+
+
+def _build_model(cfg: Config, ds: data_mod.Dataset, packs: int) -> torch.nn.Module:
+    """The packed model with every cell at the solo model's initial weights; the global RNG
+    is left where a solo run leaves it (seed, then one solo model's initialization)."""
+    args = (cfg.model.name, ds.num_classes, ds.in_channels, ds.image_size)
+    model = build_model(*args, packs=packs) if packs > 1 else None
     seed_everything(cfg.seed)
-    model = build_model(cfg.model.name, ds.num_classes, ds.in_channels, ds.image_size)
-    model = model.to(device)
+    solo = build_model(*args)
+    if model is None:
+        return solo
+    model.load_state_dict(packed.pack_states([solo.state_dict()] * packs))
+    return model
+
+
+def _scheduler_state(state: dict, k: int) -> dict:
+    """Cell k's solo LambdaLR state (floats) from a packed one (PerModel lrs)."""
+    pick = [float(v.tensor()[k]) if isinstance(v, PerModel) else v for v in state["_last_lr"]]
+    base = [float(v.tensor()[k]) if isinstance(v, PerModel) else v for v in state["base_lrs"]]
+    return state | {"_last_lr": pick, "base_lrs": base}
+
+
+def _pack_scheduler_states(states: list[dict]) -> dict:
+    if len(states) == 1:
+        return states[0]
+    per_cell = {key: [PerModel(torch.tensor([s[key][i] for s in states], dtype=torch.float64))
+                      for i in range(len(states[0][key]))] for key in ("_last_lr", "base_lrs")}
+    return states[0] | per_cell
+
+
+def _set_weight_decay(optimizer: torch.optim.Optimizer, cells: Sequence[Config], n_train: int,
+                      epoch: int, active: torch.Tensor) -> list[float]:
+    """Set lambda of the decayed groups for this epoch (it changes only with warm restarts);
+    a masked (diverged) cell keeps 0."""
+    values = [effective_weight_decay(c, n_train, epoch) if bool(a) else 0.0
+              for c, a in zip(cells, active.tolist(), strict=True)]
+    for group in optimizer.param_groups:
+        if not _is_zero(group["weight_decay"]):  # excluded groups (weight_decay 0) stay 0
+            group["weight_decay"] = _per_cell(values)
+    return values
+
+
+def _is_zero(value: float | torch.Tensor) -> bool:
+    return bool((torch.as_tensor(value) == 0).all())
+
+
+def train(cells: Sequence[Config], ds: data_mod.Dataset, device: torch.device,
+          resume: Sequence[dict] | None = None,
+          progress: bool = False) -> Iterator[list[Epoch | None]]:
+    """Train `cells` (K >= 1, equal but for lr and weight_decay) on `ds`, already on `device`.
+    Yields, per epoch, one Epoch per cell still training (None for cells masked earlier)."""
+    cfg, packs = cells[0], len(cells)
+    model = _build_model(cfg, ds, packs).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     n_train, batch = ds.n_train, cfg.train.batch_size
     steps_per_epoch = math.ceil(n_train / batch)
-    weight_decay = effective_weight_decay(cfg, n_train, 0)
-    groups = param_groups(model.named_parameters(), weight_decay, cfg.decay.exclude)
-    optimizer = build_optimizer(groups, cfg.optimizer.name, cfg.decay.mode, cfg.optimizer.lr,
-                                weight_decay, **cfg.optimizer.hyper())
+    decays = [effective_weight_decay(c, n_train, 0) for c in cells]
+    groups = param_groups(model.named_parameters(), _per_cell(decays), cfg.decay.exclude)
+    optimizer = build_optimizer(groups, cfg.optimizer.name, cfg.decay.mode,
+                                _per_cell([c.optimizer.lr for c in cells]), _per_cell(decays),
+                                **cfg.optimizer.hyper())
     scheduler = build_scheduler(optimizer, cfg.schedule.name, steps_per_epoch, cfg.train.epochs,
                                 **cfg.schedule.options())
     amp = autocast_dtype(cfg.train.precision, device)
@@ -160,75 +189,104 @@ def train(cfg: Config, ds: data_mod.Dataset, device: torch.device,
     forward = torch.compile(model) if cfg.train.compile else model
     start_epoch, step, elapsed_before = 0, 0, 0.0
     if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        scaler.load_state_dict(resume["scaler"])
-        _set_rng_state(resume["rng"], generator)
-        start_epoch, step, elapsed_before = resume["epoch"], resume["step"], resume["elapsed_s"]
+        model.load_state_dict(packed.pack_states([r["model"] for r in resume]))
+        optimizer.load_state_dict(packed.pack_optimizer_states([r["optimizer"] for r in resume])
+                                  if packs > 1 else resume[0]["optimizer"])
+        scheduler.load_state_dict(_pack_scheduler_states([r["scheduler"] for r in resume]))
+        scaler.load_state_dict(resume[0]["scaler"])
+        _set_rng_state(resume[0]["rng"], generator)
+        start_epoch, step, elapsed_before = (resume[0]["epoch"], resume[0]["step"],
+                                             resume[0]["elapsed_s"])
+    active = torch.ones(packs, dtype=torch.bool)
     started = time.perf_counter() - elapsed_before
     model.train()
     for epoch in range(start_epoch, cfg.train.epochs):
-        weight_decay = _set_weight_decay(optimizer, cfg, n_train, epoch)
+        decays = _set_weight_decay(optimizer, cells, n_train, epoch, active)
+        was_active = active.clone()
         tic = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        wrong = torch.zeros((), device=device)
+        loss_sum = torch.zeros(packs, device=device, dtype=torch.float64)
+        wrong = torch.zeros(packs, device=device, dtype=torch.float64)
         seen = 0
         bar = _progress(progress, steps_per_epoch, f"epoch {epoch + 1}/{cfg.train.epochs}")
-        diverged = False
         for i, (x, y) in enumerate(data_mod.train_batches(ds, batch, generator,
                                                           augment=cfg.dataset.augment)):
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                logits = forward(x)
-                loss = F.cross_entropy(logits.float(), y)
+                logits = packed.packed_logits(forward, x)
+            total, per_cell = packed.packed_loss(logits, y, active)
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            scaler.scale(total).backward()
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
             step += 1
             seen += len(y)
-            loss_sum += loss.detach() * len(y)
-            wrong += (logits.detach().argmax(1) != y).sum()
-            if (i % 20 == 0 or i == steps_per_epoch - 1) and not torch.isfinite(loss_sum):
-                diverged = True
-                break
+            loss_sum += per_cell.detach() * len(y)
+            wrong += packed.error_counts(logits.detach(), y)
+            if i % 20 == 0 or i == steps_per_epoch - 1:
+                if _mask_diverged(optimizer, model, loss_sum, active):
+                    if not active.any():
+                        break
             if bar is not None:
                 bar.update()
                 if i % 10 == 0:
-                    bar.set_postfix(loss=f"{loss.item():.3f}")
+                    bar.set_postfix(loss=f"{total.item() / max(int(active.sum()), 1):.3f}")
         if bar is not None:
             bar.close()
         seconds = time.perf_counter() - tic
         last = epoch + 1 == cfg.train.epochs
-        evaluated = not diverged and (last or (epoch + 1) % cfg.train.eval_every == 0)
-        test = evaluate(forward, ds, cfg.train.eval_batch_size, amp) if evaluated else (
-            math.nan, math.nan, math.nan)
-        metrics = EpochMetrics(
-            epoch=epoch + 1, step=step, lr_multiplier=scheduler.get_last_lr()[0] / cfg.optimizer.lr,
-            weight_decay=weight_decay, train_loss=loss_sum.item() / max(seen, 1),
-            train_error=wrong.item() / max(seen, 1), test_loss=test[0], test_error=test[1],
-            test_error_top5=test[2], param_norm=_param_norm(model),
-            elapsed_s=time.perf_counter() - started, images_per_s=seen / seconds)
-
-        def state(epoch=epoch, step=step, metrics=metrics) -> dict:
-            return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                    "rng": _rng_state(generator), "epoch": epoch + 1, "step": step,
-                    "elapsed_s": metrics.elapsed_s}
-
-        yield Epoch(metrics=metrics, diverged=diverged, state=state)
-        if diverged:
+        test = None
+        if active.any() and (last or (epoch + 1) % cfg.train.eval_every == 0):
+            test = packed.evaluate_packed(forward, data_mod.test_batches(
+                ds, cfg.train.eval_batch_size), amp)
+        norms = packed.param_norms(model, packs).tolist()
+        eta = scheduler.get_last_lr()[0] / cfg.optimizer.lr if packs == 1 else \
+            float(optimizer.param_groups[0]["lr"].scale)
+        losses, errors = (loss_sum / max(seen, 1)).tolist(), (wrong / max(seen, 1)).tolist()
+        epochs: list[Epoch | None] = []
+        for k in range(packs):
+            if not was_active[k]:
+                epochs.append(None)
+                continue
+            ok = bool(active[k]) and test is not None
+            metrics = EpochMetrics(
+                epoch=epoch + 1, step=step, lr_multiplier=eta, weight_decay=decays[k],
+                train_loss=losses[k], train_error=errors[k],
+                test_loss=float(test.loss[k]) if ok else math.nan,
+                test_error=float(test.error[k]) if ok else math.nan,
+                test_error_top5=float(test.error_top5[k]) if ok else math.nan,
+                param_norm=norms[k], elapsed_s=time.perf_counter() - started,
+                images_per_s=seen / seconds)
+            epochs.append(Epoch(metrics=metrics, diverged=not bool(active[k]),
+                                state=_state_fn(model, optimizer, scheduler, scaler, generator,
+                                                k, packs, epoch + 1, step, metrics.elapsed_s)))
+        yield epochs
+        if not active.any():
             return
 
 
-def _set_weight_decay(optimizer: torch.optim.Optimizer, cfg: Config, n_train: int,
-                      epoch: int) -> float:
-    """Set lambda of the decayed groups for this epoch (changes only with warm restarts)."""
-    weight_decay = effective_weight_decay(cfg, n_train, epoch)
-    for group in optimizer.param_groups:
-        if group.get("weight_decay", 0.0) != 0.0:
-            group["weight_decay"] = weight_decay
-    return weight_decay
+def _mask_diverged(optimizer: torch.optim.Optimizer, model: torch.nn.Module,
+                   loss_sum: torch.Tensor, active: torch.Tensor) -> bool:
+    """Mask every active cell whose summed loss is no longer finite; True if any was."""
+    newly = (~torch.isfinite(loss_sum)).cpu() & active
+    for k in newly.nonzero().flatten().tolist():
+        active[k] = False
+        if len(active) > 1:
+            packed.mask_diverged(optimizer, model, k)
+    return bool(newly.any())
+
+
+def _state_fn(model, optimizer, scheduler, scaler, generator, k: int, packs: int, epoch: int,
+              step: int, elapsed_s: float) -> Callable[[], dict]:
+    """Cell k's own checkpoint, in the solo format whatever the pack."""
+    def state() -> dict:
+        opt = optimizer.state_dict()
+        sched = scheduler.state_dict()
+        return {"model": packed.unpack_state(model.state_dict(), k, packs) if packs > 1
+                else model.state_dict(),
+                "optimizer": packed.unpack_optimizer_state(opt, k, packs) if packs > 1 else opt,
+                "scheduler": _scheduler_state(sched, k) if packs > 1 else sched,
+                "scaler": scaler.state_dict(), "rng": _rng_state(generator),
+                "epoch": epoch, "step": step, "elapsed_s": elapsed_s}
+    return state
