@@ -41,11 +41,12 @@ def test_cli_quick_writes_json_and_prints_table(tmp_path):
 
 
 @pytest.mark.parametrize("args, named", [
-    (["--models", "resnet20,vgg11"], "'vgg11'"),
-    (["--packs", "1,0"], "'1,0'"),
+    (["--models", "resnet20", "vgg11"], "'vgg11' (choose from small, resnet20,"),
+    (["--packs", "1", "0"], "--packs [1, 0] is not valid; give integers >= 1"),
     (["--steps", "ten"], "'ten'"),
-    (["--batch-size", "0"], "'0'"),
-    (["--device", "tpu"], "'tpu'"),
+    (["--batch-size", "0"], "--batch-size 0 is not valid; give integers >= 1"),
+    (["--warmup", "-1"], "--warmup -1 is not valid; give integers >= 0"),
+    (["--device", "tpu"], "--device 'tpu' is not valid; choose auto or cpu"),
     (["--frobnicate"], "--frobnicate"),
 ])
 def test_bad_option_exits_2_with_one_line(args, named, capsys):
@@ -78,12 +79,12 @@ def test_peak_flops_by_device_name(name, peak):
 
 def test_device_slug():
     assert bench.device_slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
-    assert bench.device_slug(torch.device("cpu")) == "cpu"
+    assert bench.device_slug("NVIDIA A100-SXM4-80GB") == "nvidia-a100-sxm4-80gb"
 
 
 def test_packs_stop_growing_at_first_out_of_memory():
     """The CUDA allocator cannot be exhausted on a CPU, so the measurement raises its error."""
-    settings = bench.parse_args(["--device", "cpu", "--packs", "8,1,4,2"])
+    settings = bench.parse_args(["--device", "cpu", "--packs", "8", "1", "4", "2"])
     assert settings.packs == (1, 2, 4, 8)
 
     def measure(model: str, packs: int, s: bench.Settings) -> float:
@@ -91,9 +92,10 @@ def test_packs_stop_growing_at_first_out_of_memory():
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
         return 100.0 * packs
 
-    results = bench.measure_packs("resnet20", settings, 1e9, 50.0, measure=measure)
-    assert [(r.K, r.status, r.images_per_s, r.ratio_vs_naive) for r in results] == [
-        (1, "ok", 100.0, 2.0), (2, "ok", 200.0, 4.0), (4, "oom", None, None)]
+    results = bench.measure_packs("resnet20", settings, 1e9, 1e12, 50.0, measure=measure)
+    assert [(r.K, r.status, r.images_per_s, r.ratio_vs_naive, r.mfu) for r in results] == [
+        (1, "ok", 100.0, 2.0, 0.1), (2, "ok", 200.0, 4.0, 0.2), (4, "oom", None, None, None)]
     table = bench.format_table({"device": "cpu", "torch_version": torch.__version__,
                                 "results": [dataclasses.asdict(r) for r in results]})
+    assert re.search(r"^resnet20\s+harness\s+2\s+200\s+4\.00\s+-\s+20\.0%$", table, re.M)
     assert re.search(r"^resnet20\s+harness\s+4\s+OOM\s+-\s+-\s+-$", table, re.M)

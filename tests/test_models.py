@@ -8,9 +8,11 @@ import time
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.func import functional_call, stack_module_state
 
 from harness.models import MODELS, build_model, count_parameters
 from harness.models.shake_shake import ShakeBlock, ShakeShake
+from harness.packed import build_packed_model, packed_logits
 
 # Published parameter counts at 3x32x32 input, 10 classes (He 2016; Gastaldi 2017; Loshchilov
 # & Hutter 2019 for 2x64d's 11.6M; PreAct-18 as in the common CIFAR implementations).
@@ -205,3 +207,106 @@ def test_small_model_training_step_time() -> None:
         f"~{step * 10_000 / 128:.1f} s per 10k images"
     )
     assert losses[-1] < losses[0]  # the timed steps really train (fits the fixed batch)
+
+
+# --- packed models (K models side by side; harness.packed builds on these) --------------------
+
+
+def _solos(name: str, k: int, size: int) -> list[torch.nn.Module]:
+    """K differently initialised solo models."""
+    models = []
+    for seed in range(k):
+        torch.manual_seed(seed)
+        models.append(build_model(name, 10, 3, size))
+    return models
+
+
+def _packed(solos: list[torch.nn.Module], name: str, size: int) -> torch.nn.Module:
+    return build_packed_model(name, 10, 3, size, [m.state_dict() for m in solos])
+
+
+@pytest.mark.parametrize("name", sorted(set(MODELS) - {"shake_shake_26_2x96d"}))  # 2x64d's class
+def test_packed_forward_equals_vmap_of_solo_models(name: str) -> None:
+    solos = [m.eval() for m in _solos(name, 2, 8)]
+    packed = _packed(solos, name, 8).eval()
+    params, buffers = stack_module_state(solos)
+    base = copy.deepcopy(solos[0]).to("meta")
+
+    def run(p, b, x):
+        return functional_call(base, (p, b), (x,))
+
+    x = torch.randn(4, 3, 8, 8)
+    with torch.no_grad():
+        reference = torch.vmap(run, in_dims=(0, 0, None))(params, buffers, x)  # (K, N, C)
+        out = packed_logits(packed, x)
+    assert out.shape == (4, 2, 10)
+    assert_scaled(out, reference.transpose(0, 1), 1e-5)
+    assert not torch.allclose(out[:, 0], out[:, 1])
+
+
+def test_build_packed_model_uses_no_rng_and_leaves_nothing_on_meta() -> None:
+    solos = solo_models("resnet20", 2, torch.float32, 8)
+    rng = torch.get_rng_state()
+    packed = _packed(solos, "resnet20", 8)
+    assert torch.equal(torch.get_rng_state(), rng)
+    tensors = list(packed.parameters()) + list(packed.buffers())
+    assert all(t.device.type == "cpu" for t in tensors)
+    assert all(p.requires_grad and isinstance(p, torch.nn.Parameter) for p in packed.parameters())
+
+
+def test_k1_packed_is_the_solo_model() -> None:
+    for name in ("small", "resnet20"):
+        torch.manual_seed(3)
+        solo = build_model(name, 10, 3, 16)
+        torch.manual_seed(3)
+        packed = build_model(name, 10, 3, 16, packs=1)
+        a, b = solo.state_dict(), packed.state_dict()
+        assert list(a) == list(b) and all(torch.equal(a[key], b[key]) for key in a)
+        x = torch.randn(4, 3, 16, 16)
+        out = packed_logits(packed, x)
+        assert out.shape == (4, 1, 10)
+        assert torch.equal(out[:, 0], solo(x))
+
+
+def test_packed_init_is_per_model_kaiming() -> None:
+    torch.manual_seed(0)
+    conv = build_model("resnet20", packs=4).stages[-1].conv2  # per model 64 -> 64, 3x3
+    per_model = conv.weight.view(4, -1)
+    expected = (2 / (9 * 64)) ** 0.5  # fan_out of the solo conv, not 4x it
+    for k in range(4):
+        assert per_model[k].std().item() == pytest.approx(expected, rel=0.05)
+    assert not torch.equal(per_model[0], per_model[1])
+
+
+def test_packed_shake_draws_alpha_per_model_per_image() -> None:
+    torch.manual_seed(0)
+    block = ShakeBlock(4, 4, 1, packs=2).train()
+    x = torch.randn(5, 8, 6, 6)
+    branches = []
+    for branch in (block.branch1, block.branch2):
+        branch.register_forward_hook(lambda _m, _i, out: branches.append(out))
+    out = block(x)
+    b1, b2 = branches
+    alpha = ((out - x - b2) / (b1 - b2)).view(5, 2, -1)  # per image, per model, per element
+    torch.testing.assert_close(alpha, alpha[:, :, :1].expand_as(alpha), atol=1e-3, rtol=1e-3)
+    assert (alpha[:, 0, 0] - alpha[:, 1, 0]).abs().min() > 1e-4
+
+
+def test_nan_in_one_slice_leaves_other_slices_bitwise_equal() -> None:
+    """Grouped conv, BatchNorm (train mode) and the batched linear keep slices apart."""
+    solos = _solos("resnet20", 3, 16)
+    clean, poisoned = _packed(solos, "resnet20", 16), _packed(solos, "resnet20", 16)
+    with torch.no_grad():
+        for p in poisoned.parameters():
+            p.view(3, -1)[1] = float("nan")
+    x = torch.randn(8, 3, 16, 16)
+    outs = []
+    for model in (clean, poisoned):
+        logits = packed_logits(model, x)
+        logits.float().sum().backward()  # even a plain sum: d total / d slice k is 1
+        outs.append(logits)
+    keep = torch.tensor([0, 2])
+    assert torch.isnan(outs[1][:, 1]).all()
+    assert torch.equal(outs[0][:, keep], outs[1][:, keep])
+    for p, q in zip(clean.parameters(), poisoned.parameters(), strict=True):
+        assert torch.equal(p.grad.view(3, -1)[keep], q.grad.view(3, -1)[keep])

@@ -17,20 +17,17 @@ entry (`assert_scaled`).
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call, stack_module_state
 
-from harness.models import MODELS, build_model
-from harness.models.shake_shake import ShakeBlock
+from harness.models import build_model
 from harness.optim import build_optimizer
 from harness.packed import (
     CPU_MAX_PACK,
     MemoryProbe,
     StepShape,
+    build_packed_model,
     error_counts,
     evaluate_packed,
     mask_diverged,
@@ -67,10 +64,7 @@ def solo_models(name: str, k: int, dtype: torch.dtype, size: int) -> list[torch.
 
 
 def packed_from(solos: list[torch.nn.Module], name: str, size: int) -> torch.nn.Module:
-    dtype = next(solos[0].parameters()).dtype
-    packed = build_model(name, 10, 3, size, packs=len(solos)).to(dtype)
-    packed.load_state_dict(pack_states([m.state_dict() for m in solos]))
-    return packed
+    return build_packed_model(name, 10, 3, size, [m.state_dict() for m in solos])
 
 
 def batches(steps: int, size: int, dtype: torch.dtype, n: int = 8):
@@ -153,66 +147,6 @@ def test_packed_sgd_float32_matches_solo_at_1e5(decay: str) -> None:
     assert_states_match(solos, packed, 1e-5)
 
 
-# --- forward against a vmap reference ---------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", sorted(set(MODELS) - {"shake_shake_26_2x96d"}))  # 2x64d's class
-def test_packed_forward_equals_vmap_of_solo_models(name: str) -> None:
-    solos = [m.eval() for m in solo_models(name, 2, torch.float32, 8)]
-    packed = packed_from(solos, name, 8).eval()
-    params, buffers = stack_module_state(solos)
-    base = copy.deepcopy(solos[0]).to("meta")
-
-    def run(p, b, x):
-        return functional_call(base, (p, b), (x,))
-
-    x = torch.randn(4, 3, 8, 8)
-    with torch.no_grad():
-        reference = torch.vmap(run, in_dims=(0, 0, None))(params, buffers, x)  # (K, N, C)
-        out = packed_logits(packed, x)
-    assert out.shape == (4, 2, 10)
-    assert_scaled(out, reference.transpose(0, 1), 1e-5)
-    assert not torch.allclose(out[:, 0], out[:, 1])
-
-
-def test_k1_packed_is_the_solo_model() -> None:
-    for name in ("small", "resnet20"):
-        torch.manual_seed(3)
-        solo = build_model(name, 10, 3, 16)
-        torch.manual_seed(3)
-        packed = build_model(name, 10, 3, 16, packs=1)
-        a, b = solo.state_dict(), packed.state_dict()
-        assert list(a) == list(b) and all(torch.equal(a[key], b[key]) for key in a)
-        x = torch.randn(4, 3, 16, 16)
-        out = packed_logits(packed, x)
-        assert out.shape == (4, 1, 10)
-        assert torch.equal(out[:, 0], solo(x))
-
-
-def test_packed_init_is_per_model_kaiming() -> None:
-    torch.manual_seed(0)
-    conv = build_model("resnet20", packs=4).stages[-1].conv2  # per model 64 -> 64, 3x3
-    per_model = conv.weight.view(4, -1)
-    expected = (2 / (9 * 64)) ** 0.5  # fan_out of the solo conv, not 4x it
-    for k in range(4):
-        assert per_model[k].std().item() == pytest.approx(expected, rel=0.05)
-    assert not torch.equal(per_model[0], per_model[1])
-
-
-def test_packed_shake_draws_alpha_per_model_per_image() -> None:
-    torch.manual_seed(0)
-    block = ShakeBlock(4, 4, 1, packs=2).train()
-    x = torch.randn(5, 8, 6, 6)
-    branches = []
-    for branch in (block.branch1, block.branch2):
-        branch.register_forward_hook(lambda _m, _i, out: branches.append(out))
-    out = block(x)
-    b1, b2 = branches
-    alpha = ((out - x - b2) / (b1 - b2)).view(5, 2, -1)  # per image, per model, per element
-    torch.testing.assert_close(alpha, alpha[:, :, :1].expand_as(alpha), atol=1e-3, rtol=1e-3)
-    assert (alpha[:, 0, 0] - alpha[:, 1, 0]).abs().min() > 1e-4
-
-
 # --- loss, divergence -------------------------------------------------------------------------
 
 
@@ -231,26 +165,6 @@ def test_packed_loss_is_nan_safe() -> None:
         solo = logits[:, k].detach().requires_grad_(True)
         F.cross_entropy(solo, y).backward()
         torch.testing.assert_close(logits.grad[:, k], solo.grad)
-
-
-def test_nan_in_one_slice_leaves_other_slices_bitwise_equal() -> None:
-    """Grouped conv, BatchNorm (train mode) and the batched linear keep slices apart."""
-    solos = solo_models("resnet20", 3, torch.float32, 16)
-    clean, poisoned = packed_from(solos, "resnet20", 16), packed_from(solos, "resnet20", 16)
-    with torch.no_grad():
-        for p in poisoned.parameters():
-            p.view(3, -1)[1] = float("nan")
-    x, y = batches(1, 16, torch.float32)[0]
-    outs = []
-    for model in (clean, poisoned):
-        logits = packed_logits(model, x)
-        logits.float().sum().backward()  # even a plain sum: d total / d slice k is 1
-        outs.append(logits)
-    keep = torch.tensor([0, 2])
-    assert torch.isnan(outs[1][:, 1]).all()
-    assert torch.equal(outs[0][:, keep], outs[1][:, keep])
-    for p, q in zip(clean.parameters(), poisoned.parameters(), strict=True):
-        assert torch.equal(p.grad.view(3, -1)[keep], q.grad.view(3, -1)[keep])
 
 
 @pytest.mark.parametrize("check_every", [1, 3])

@@ -1,36 +1,33 @@
 """`python -m harness bench`: steady-state training throughput, naive loop vs harness vs packs.
 
 On synthetic CIFAR-shaped data (3 x 32 x 32 uint8, 10 classes; speed does not depend on pixel
-values), in one process, for each model:
+values), in one process, per model:
 
-    naive    the loop a user would write: a torch Dataset over the uint8 images with per-sample
-             torchvision transforms on PIL images (RandomCrop(32, padding=4),
-             RandomHorizontalFlip, ToTensor, Normalize), a DataLoader with workers (pinned
-             memory on CUDA), fp32, eager, torch.optim.SGD(lr=0.1, momentum=0.9,
-             weight_decay=5e-4), one model. Timed over `steps` batches after `warmup` batches.
-    harness  `harness.train.train` on K cells packed as one wide model (K = 1 is the single-cell
-             path): data and augmentation on the device, bf16 autocast on GPU, channels_last,
-             harness SGD with decoupled decay. Epochs of L = min(warmup, steps) batches;
-             ceil(warmup / L) warm-up epochs, then ceil(steps / L) timed epochs whose
-             `images_per_s` (evaluation is outside the timer) give the throughput. K grows along
-             `--packs` until CUDA runs out of memory; that K is recorded as "oom".
+    naive    what a user would write: a torch Dataset over the uint8 images with per-sample
+             torchvision transforms of PIL images (RandomCrop(32, padding=4), RandomHorizontalFlip,
+             ToTensor, Normalize), a DataLoader with workers (pinned memory on CUDA), fp32, eager,
+             torch.optim.SGD(lr=0.1, momentum=0.9, weight_decay=5e-4), one model; `steps`
+             batches timed after `warmup` batches.
+    harness  `harness.train.train` on K cells packed as one wide model (K = 1: the single-cell
+             path): data and augmentation on the device, bf16 autocast and channels_last on GPU,
+             harness SGD. Epochs of L = min(warmup, steps) batches: ceil(warmup / L) warm-up
+             epochs, then ceil(steps / L) timed epochs whose `images_per_s` (evaluation is
+             outside its timer) give the throughput. K grows along `--packs` until CUDA runs
+             out of memory; that K is recorded with status "oom".
 
-images_per_s is summed over cells: K x the images per second of the shared batch stream.
-ratio = images_per_s / the naive loop's. peak_memory_gib = torch.cuda.max_memory_allocated
-during that measurement (reset before it; None on CPU).
-MFU = F * images_per_s / P, where F = FLOPs of one forward + backward of one training image
-through the solo model, counted by torch.utils.flop_counter.FlopCounterMode (a multiply-add
-is 2 FLOPs; ResNet-20: 81.1 MFLOPs forward, 242 MFLOPs forward + backward), and P = the
-device's dense bf16 peak (`PEAK_BF16_FLOPS`; the fp32 naive loop is rated against it too);
-None when P is unknown (every CPU).
+images_per_s is summed over cells (K x the shared batch stream's); ratio_vs_naive divides it by
+the naive loop's; peak_memory_gib = torch.cuda.max_memory_allocated over the measurement (None
+on CPU). MFU = F * images_per_s / P: F = FLOPs of one image's forward + backward through the
+solo model, counted by torch.utils.flop_counter.FlopCounterMode (multiply-add = 2 FLOPs;
+ResNet-20: 81.1 MFLOPs forward, 242 forward + backward); P = the device's dense bf16 peak
+(`PEAK_BF16_FLOPS`, for the fp32 naive loop too), None when unknown (every CPU).
+Writes `<out>/<device slug>.json` (results/bench/nvidia-h100-80gb-hbm3.json, cpu.json) and
+prints a table. Defaults: on GPU both paper models, K = 1, 4, 16, 64, batch 128, 50 steps; on
+CPU ResNet-20, K = 1, 4, batch 64, 10 steps (under a minute on 2 idle cores).
 
-Writes `<out>/<device slug>.json` (e.g. results/bench/nvidia-h100-80gb-hbm3.json, cpu.json) and
-prints a table. GPU defaults: both paper models, K = 1, 4, 16, 64, batch 128; CPU defaults are
-small (ResNet-20, K = 1, 4, batch 128, 20 steps: about a minute on 2 cores).
-
-    python -m harness bench                     # full set on GPU, tiny on CPU
+    python -m harness bench                     # full set on GPU, small on CPU
     python -m harness bench --quick             # smoke run: seconds
-    python -m harness bench --models resnet20 --packs 1,8,32 --steps 100
+    python -m harness bench --models resnet20 --packs 1 8 32 --steps 100
 """
 
 from __future__ import annotations
@@ -106,13 +103,9 @@ def device_name(device: torch.device) -> str:
         return "cpu"
 
 
-def device_slug(device: torch.device | str) -> str:
-    """'cpu' for a CPU; the lower-cased GPU name with non-alphanumerics as '-' otherwise."""
-    if isinstance(device, torch.device):
-        if device.type != "cuda":
-            return device.type
-        device = device_name(device)
-    return re.sub(r"[^a-z0-9]+", "-", device.lower()).strip("-")
+def device_slug(name: str) -> str:
+    """The device name lower-cased, each run of non-alphanumerics one '-'."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 def peak_flops(name: str) -> float | None:
@@ -229,11 +222,10 @@ def _measured(fn: Callable[[], float], device: torch.device) -> tuple[float, flo
     return rate, peak
 
 
-def measure_packs(model_name: str, s: Settings, flops: float, naive: float,
-                  measure: Callable[[str, int, Settings], float] = harness_images_per_s,
-                  ) -> list[Result]:
-    """One harness Result per K in s.packs; the first K that runs out of memory ends the list."""
-    peak = peak_flops(device_name(s.device)) if s.device.type == "cuda" else None
+def measure_packs(model_name: str, s: Settings, flops: float, peak: float | None, naive: float,
+                  measure: Callable[..., float] = harness_images_per_s) -> list[Result]:
+    """One harness Result per K in s.packs; the first K that runs out of memory ends the list.
+    flops: per training image; peak: the device's FLOP/s; naive: the naive loop's images/s."""
     results = []
     for packs in s.packs:
         try:
@@ -259,18 +251,19 @@ def _log(line: str) -> None:
 
 def run_bench(s: Settings) -> dict:
     """Measure every model and K; write and return the report (see the module docstring)."""
-    name = device_name(s.device)
-    peak = peak_flops(name) if s.device.type == "cuda" else None
+    name, cuda = device_name(s.device), s.device.type == "cuda"
+    peak = peak_flops(name) if cuda else None
     flops, results = {}, []
     for model_name in s.models:
         flops[model_name] = count_flops(model_name)
         per_image = flops[model_name].training
         naive, memory = _measured(lambda m=model_name: naive_images_per_s(m, s), s.device)
         results.append(_result(model_name, "naive", 1, naive, memory, per_image, peak, naive))
-        results += measure_packs(model_name, s, per_image, naive)
+        results += measure_packs(model_name, s, per_image, peak, naive)
     report = {
-        "device": name, "device_slug": device_slug(s.device), "torch_version": torch.__version__,
-        "harness_version": harness.__version__, "git_sha": git_sha(),
+        "device": name, "device_slug": device_slug(name) if cuda else "cpu",
+        "torch_version": torch.__version__, "harness_version": harness.__version__,
+        "git_sha": git_sha(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpu_count": os.cpu_count(),
         "load_average": list(os.getloadavg()), "peak_bf16_flops": peak,
         "settings": {"models": list(s.models), "packs": list(s.packs), "steps": s.steps,
@@ -307,9 +300,9 @@ def format_table(report: dict) -> str:
 
 # --- command line ---------------------------------------------------------------------------
 
-# (models, packs, steps, warmup, batch_size) when not given
+# (models, packs, steps, warmup, batch_size) when not given, by device type or --quick
 DEFAULTS = {"cuda": (("resnet20", "shake_shake_26_2x64d"), (1, 4, 16, 64), 50, 10, 128),
-            "cpu": (("resnet20",), (1, 4), 20, 5, 128),
+            "cpu": (("resnet20",), (1, 4), 10, 5, 64),
             "quick": (("resnet20",), (1, 2), 2, 1, 16)}
 
 
@@ -319,64 +312,39 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def _csv(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
-
-
-def _models(value: str) -> tuple[str, ...]:
-    names = _csv(value)
-    bad = [n for n in names if n not in MODELS] or ([] if names else [value])
-    if bad:
-        raise argparse.ArgumentTypeError(
-            f"unknown model {bad[0]!r}; valid: {', '.join(MODELS)}")
-    return tuple(names)
-
-
-def _packs(value: str) -> tuple[int, ...]:
-    try:
-        packs = [int(v) for v in _csv(value)]
-    except ValueError:
-        packs = []
-    if not packs or min(packs) < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not valid; give integers >= 1 like 1,4,16")
-    return tuple(sorted(set(packs)))
-
-
-def _count(minimum: int) -> Callable[[str], int]:
-    def parse(value: str) -> int:
-        if not re.fullmatch(r"\d+", value.strip()) or int(value) < minimum:
-            raise argparse.ArgumentTypeError(f"{value!r} is not valid; give an integer >= "
-                                             f"{minimum}")
-        return int(value)
-    return parse
-
-
-def _device(value: str) -> torch.device:
+def _device(value: str) -> torch.device | None:
+    """auto -> cuda if available, else cpu; None for a name that is not cpu or an available
+    cuda[:N]."""
     if value == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", value):
-        raise argparse.ArgumentTypeError(f"{value!r} is not valid; choose auto, cpu or cuda[:N]")
-    if value.startswith("cuda") and not torch.cuda.is_available():
-        raise argparse.ArgumentTypeError(f"{value!r} is not available: no CUDA device here")
-    return torch.device(value)
+    ok = value == "cpu" or (re.fullmatch(r"cuda(:\d+)?", value) and torch.cuda.is_available())
+    return torch.device(value) if ok else None
 
 
 def parse_args(argv: Sequence[str]) -> Settings:
     p = _Parser(prog="python -m harness bench", description=__doc__.split("\n")[0])
-    p.add_argument("--models", type=_models, help="comma-separated registry keys")
-    p.add_argument("--packs", type=_packs, help="K values, e.g. 1,4,16,64")
-    p.add_argument("--steps", type=_count(1), help="timed batches per measurement")
-    p.add_argument("--warmup", type=_count(0), help="untimed batches before them")
-    p.add_argument("--batch-size", type=_count(1), help="images per batch")
+    p.add_argument("--models", nargs="+", choices=MODELS, metavar="MODEL",
+                   help=f"registry keys: {', '.join(MODELS)}")
+    p.add_argument("--packs", nargs="+", type=int, metavar="K", help="e.g. 1 4 16 64")
+    p.add_argument("--steps", type=int, help="timed batches per measurement")
+    p.add_argument("--warmup", type=int, help="untimed batches before them")
+    p.add_argument("--batch-size", type=int, help="images per batch")
     p.add_argument("--out", type=Path, default=Path("results/bench"), help="output directory")
-    p.add_argument("--device", type=_device, default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--quick", action="store_true", help="tiny smoke run (seconds)")
     a = p.parse_args(list(argv))
-    profile = "quick" if a.quick else a.device.type if a.device.type == "cuda" else "cpu"
-    models, packs, steps, warmup, batch = DEFAULTS[profile]
+    for key, low in (("packs", 1), ("steps", 1), ("warmup", 0), ("batch_size", 1)):
+        given = getattr(a, key)
+        if given is not None and min(given if key == "packs" else [given]) < low:
+            p.error(f"--{key.replace('_', '-')} {given} is not valid; give integers >= {low}")
+    if (device := _device(a.device)) is None:
+        cuda = "cuda[:N]" if torch.cuda.is_available() else "no CUDA device here"
+        p.error(f"--device {a.device!r} is not valid; choose auto or cpu ({cuda})")
+    models, packs, steps, warmup, batch = DEFAULTS["quick" if a.quick else device.type]
     pick = lambda given, default: default if given is None else given  # noqa: E731
-    return Settings(pick(a.models, models), pick(a.packs, packs), pick(a.steps, steps),
-                    pick(a.warmup, warmup), pick(a.batch_size, batch), a.device, a.out)
+    return Settings(tuple(pick(a.models, models)), tuple(sorted(set(pick(a.packs, packs)))),
+                    pick(a.steps, steps), pick(a.warmup, warmup), pick(a.batch_size, batch),
+                    device, a.out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

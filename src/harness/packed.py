@@ -56,6 +56,17 @@ def pack_states(states: Sequence[Mapping[str, Tensor]]) -> dict[str, Tensor]:
             for key, first in states[0].items()}
 
 
+def build_packed_model(name: str, num_classes: int, in_channels: int, image_size: int,
+                       states: Sequence[Mapping[str, Tensor]]) -> nn.Module:
+    """The packed model of len(states) cells, starting from these solo state_dicts. Built on
+    the meta device: it draws nothing from the RNG (a solo run's later draws stay the same)
+    and spends no time on an initialisation that would be overwritten."""
+    with torch.device("meta"):
+        model = build_model(name, num_classes, in_channels, image_size, packs=len(states))
+    model.load_state_dict(pack_states(states), assign=True)
+    return model
+
+
 def _slice(t: Tensor, k: int, packs: int) -> Tensor:
     """Model k's part of a packed tensor, a copy in the solo shape (a view would make
     torch.save write the whole packed storage)."""
