@@ -41,7 +41,7 @@ def test_cli_quick_writes_json_and_prints_table(tmp_path):
 
 
 @pytest.mark.parametrize("args, named", [
-    (["--models", "resnet20", "vgg11"], "'vgg11' (choose from small, resnet20,"),
+    (["--models", "resnet20", "vgg11"], "invalid choice: 'vgg11' (choose from"),
     (["--packs", "1", "0"], "--packs [1, 0] is not valid; give integers >= 1"),
     (["--steps", "ten"], "'ten'"),
     (["--batch-size", "0"], "--batch-size 0 is not valid; give integers >= 1"),
@@ -92,6 +92,9 @@ def test_packs_stop_growing_at_first_out_of_memory():
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
         return 100.0 * packs
 
+    def broken(model: str, packs: int, s: bench.Settings) -> float:
+        raise RuntimeError("Expected all tensors to be on the same device")
+
     results = bench.measure_packs("resnet20", settings, 1e9, 1e12, 50.0, measure=measure)
     assert [(r.K, r.status, r.images_per_s, r.ratio_vs_naive, r.mfu) for r in results] == [
         (1, "ok", 100.0, 2.0, 0.1), (2, "ok", 200.0, 4.0, 0.2), (4, "oom", None, None, None)]
@@ -99,3 +102,5 @@ def test_packs_stop_growing_at_first_out_of_memory():
                                 "results": [dataclasses.asdict(r) for r in results]})
     assert re.search(r"^resnet20\s+harness\s+2\s+200\s+4\.00\s+-\s+20\.0%$", table, re.M)
     assert re.search(r"^resnet20\s+harness\s+4\s+OOM\s+-\s+-\s+-$", table, re.M)
+    with pytest.raises(RuntimeError, match="same device"):  # only running out of memory is data
+        bench.measure_packs("resnet20", settings, 1e9, None, 50.0, measure=broken)

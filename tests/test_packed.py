@@ -43,6 +43,17 @@ from harness.packed import (
     unpack_state,
 )
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors gain nothing from threads; on a loaded 2-core box spinning OpenMP threads
+    made this file 10x slower (68 s instead of 7 s)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 LRS = {"sgd": [0.1, 0.03, 0.01], "adam": [1e-2, 3e-3, 1e-3], "rmsprop": [1e-3, 3e-4, 1e-4]}
 DECAYS = [5e-3, 1e-3, 0.0]
 
@@ -145,6 +156,19 @@ def test_packed_sgd_float32_matches_solo_at_1e5(decay: str) -> None:
     for solo, per_model in losses:
         assert_scaled(per_model, solo, 1e-5)
     assert_states_match(solos, packed, 1e-5)
+
+
+# --- building ---------------------------------------------------------------------------------
+
+
+def test_build_packed_model_uses_no_rng_and_leaves_nothing_on_meta() -> None:
+    solos = solo_models("resnet20", 2, torch.float32, 8)
+    rng = torch.get_rng_state()
+    packed = packed_from(solos, "resnet20", 8)
+    assert torch.equal(torch.get_rng_state(), rng)
+    tensors = list(packed.parameters()) + list(packed.buffers())
+    assert all(t.device.type == "cpu" for t in tensors)
+    assert all(p.requires_grad and isinstance(p, torch.nn.Parameter) for p in packed.parameters())
 
 
 # --- loss, divergence -------------------------------------------------------------------------

@@ -230,12 +230,20 @@ def measure_packs(model_name: str, s: Settings, flops: float, peak: float | None
     for packs in s.packs:
         try:
             rate, memory = _measured(lambda k=packs: measure(model_name, k, s), s.device)
-        except torch.cuda.OutOfMemoryError:
+        except RuntimeError as err:
+            if not _out_of_memory(err):
+                raise
             results.append(Result(model_name, "harness", packs, "oom", None, None, None, None))
             _log(f"{model_name} harness K={packs}: out of memory; not trying larger K")
             break
         results.append(_result(model_name, "harness", packs, rate, memory, flops, peak, naive))
     return results
+
+
+def _out_of_memory(err: RuntimeError) -> bool:
+    """CUDA's caching allocator, or cuDNN allocating its workspace, ran out of device memory."""
+    return isinstance(err, torch.cuda.OutOfMemoryError) or any(
+        text in str(err) for text in ("out of memory", "CUDNN_STATUS_ALLOC_FAILED"))
 
 
 def _result(model: str, method: str, packs: int, rate: float, memory: float | None,

@@ -171,17 +171,18 @@ def _train_pack(cells: list[_Cell], resumes: list[dict] | None, device: torch.de
                         progress=_show_bar(cells[0].cfg)):
         for cell, epoch in zip(cells, epochs, strict=True):
             if epoch is not None:
-                _record(cell, epoch, every)
+                _record(cell, epoch, every, device)
 
 
-def _record(cell: _Cell, epoch: Epoch, every: int) -> None:
+def _record(cell: _Cell, epoch: Epoch, every: int, device: torch.device) -> None:
     m = dataclasses.asdict(epoch.metrics)
     cell.records.append(m)
     cell.sink.log(m)
     if cell.cfg.logger.progress != "none":
         print(_line(cell.cfg, m), flush=True)
-    if epoch.diverged:
+    if epoch.diverged:  # its record is final now, whatever happens to the rest of the pack
         cell.status = "diverged"
+        _finish(cell, device)
     elif every and m["epoch"] % every == 0 and m["epoch"] < cell.cfg.train.epochs:
         save_checkpoint(epoch.state() | {"records": cell.records}, cell.paths.checkpoint)
 
@@ -220,8 +221,10 @@ def _run_pack(cfgs: list[Config], resolved: dict[str, Any], device: torch.device
         error = f"{type(err).__name__}: {err}"
         print(f"[{_label(cfgs[0])}] failed: {error}\n{traceback.format_exc()}", file=sys.stderr)
         for cell in cells:
-            cell.status, cell.error = "failed", error
-    return {cell.cfg.run_id: _finish(cell, device) for cell in cells}
+            if cell.status != "diverged":
+                cell.status, cell.error = "failed", error
+    return {cell.cfg.run_id: cell.status if cell.status == "diverged" else _finish(cell, device)
+            for cell in cells}
 
 
 def _precheck(cfg: Config) -> str | None:

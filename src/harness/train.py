@@ -124,14 +124,10 @@ def _per_cell(values: list[float]) -> float | torch.Tensor:
 def _build_model(cfg: Config, ds: data_mod.Dataset, packs: int) -> torch.nn.Module:
     """The packed model with every cell at the solo model's initial weights; the global RNG
     is left where a solo run leaves it (seed, then one solo model's initialization)."""
-    args = (cfg.model.name, ds.num_classes, ds.in_channels, ds.image_size)
-    model = build_model(*args, packs=packs) if packs > 1 else None
     seed_everything(cfg.seed)
+    args = (cfg.model.name, ds.num_classes, ds.in_channels, ds.image_size)
     solo = build_model(*args)
-    if model is None:
-        return solo
-    model.load_state_dict(packed.pack_states([solo.state_dict()] * packs))
-    return model
+    return solo if packs == 1 else packed.build_packed_model(*args, [solo.state_dict()] * packs)
 
 
 def _scheduler_state(state: dict, k: int) -> dict:
