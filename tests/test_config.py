@@ -30,7 +30,7 @@ def test_lists_expand_to_the_cross_product_with_distinct_ids():
 def test_run_id_ignores_logging_and_output_but_not_seed():
     a = expand(raw())[0]
     b = expand(raw(logger={"wandb": {"mode": "offline"}}, run={"results_dir": "elsewhere"},
-                   train={"device": "cpu"}))[0]
+                   train={"device": "cpu", "pack": "4"}, dataset={"root": "/data"}))[0]
     c = expand(raw(seed=1))[0]
     assert a.run_id == b.run_id != c.run_id
     assert len(a.run_id) == 12 and isinstance(a, Config)

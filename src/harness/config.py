@@ -149,8 +149,8 @@ class Config:
 
 
 # Keys that do not change what a cell computes, so they are not part of its identity.
-_NOT_IDENTITY = {"logger", "run", "train.device", "train.compile", "train.checkpoint_every",
-                 "train.pack", "train.eval_batch_size"}
+_NOT_IDENTITY = {"logger", "run", "dataset.root", "dataset.download", "train.device",
+                 "train.compile", "train.checkpoint_every", "train.pack", "train.eval_batch_size"}
 
 
 def canonical_json(cfg: Config) -> str:
