@@ -39,6 +39,13 @@ class Separability:
     stderr: float
     n: int
     method: str
+    interior: int = 0  # alpha columns whose lambda* lies inside the lambda grid
+
+    @property
+    def determined(self) -> bool:
+        """A slope needs >= 3 interior minima: lambda* on the grid edge is censored, and a
+        line through edge values says where the grid ends, not where the basin is."""
+        return self.interior >= 3 and not math.isnan(self.slope)
 
 
 def fmt_value(x: float) -> str:
@@ -233,14 +240,14 @@ def separability(panel_cells: pd.DataFrame) -> Separability:
     method = (f"parabola-refined argmin over log2 lambda per alpha, OLS on log2 alpha; "
               f"{len(chosen)} of {usable['lr'].nunique()} alpha columns used")
     if len({p[0] for p in chosen}) < 2:
-        return Separability(math.nan, math.nan, len(chosen), method)
+        return Separability(math.nan, math.nan, len(chosen), method, len(interior))
     x, y = np.array([p[0] for p in chosen]), np.array([p[1] for p in chosen])
     slope, intercept = np.polyfit(x, y, 1)
     n = len(x)
     sxx = float(((x - x.mean()) ** 2).sum())
     resid = y - (intercept + slope * x)
     stderr = math.sqrt(float((resid ** 2).sum()) / (n - 2) / sxx) if n > 2 else math.nan
-    return Separability(float(slope), stderr, n, method)
+    return Separability(float(slope), stderr, n, method, len(interior))
 
 
 SUPPORTED, NOT_SUPPORTED = "supported", "not supported"
@@ -293,8 +300,9 @@ def _claim_separable(table: pd.DataFrame) -> Claim:
         if l2.empty or w.empty:
             continue
         a, b = separability(l2), separability(w)
-        if math.isnan(a.slope) or math.isnan(b.slope):
-            lines.append(f"{ctx}too few usable alpha columns for a slope")
+        if not (a.determined and b.determined):
+            lines.append(f"{ctx}lambda* lies inside the grid in only {a.interior} (SGD+L2) and "
+                         f"{b.interior} (SGDW) alpha columns; a slope needs 3")
             continue
         oks.append(a.slope < -0.5 and abs(b.slope) < 0.5)
         lines.append(f"{ctx}slope of log2 lambda* on log2 alpha: SGD+L2 {signed(a.slope)} ± "

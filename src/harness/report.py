@@ -245,6 +245,8 @@ def _best_and_separability(table: pd.DataFrame) -> str:
     for panel in analysis.panels(table):
         s = analysis.separability(table[table["panel"] == panel])
         reading = ("n/a (too few usable α columns)" if np.isnan(s.slope) else
+                   f"undetermined (λ* inside the grid in {s.interior} of {s.n} α columns)"
+                   if not s.determined else
                    "uncertain (stderr > 0.3 or n < 3)" if not s.stderr <= 0.3 else "separable"
                    if abs(s.slope) < 0.35 else "coupled" if s.slope < -0.65 else "in between")
         seps.append([panel, "" if np.isnan(s.slope) else analysis.signed(s.slope),
@@ -252,7 +254,8 @@ def _best_and_separability(table: pd.DataFrame) -> str:
     definition = ("For each α column, λ*(α) = argmin over λ of the final test error (refined "
                   "by a parabola in log₂ λ through the 3 cells around an interior minimum; "
                   "columns with best error ≥ 0.9 × chance are ignored; edge minima are dropped "
-                  "when ≥ 3 interior ones exist). The slope is the least-squares fit of log₂ λ* "
+                  "when ≥ 3 interior ones exist, and with fewer the slope is undetermined). "
+                  "The slope is the least-squares fit of log₂ λ* "
                   "on log₂ α, with its OLS standard error. Slope ≈ 0: separable (the best λ "
                   "does not move with α; the paper's SGDW/AdamW). Slope ≈ −1: coupled (α·λ "
                   "constant; SGD+L2, or PyTorch's lr-scaled AdamW in the paper's units).")
