@@ -190,3 +190,17 @@ def test_missing_runs_dir_copy_is_independent(tmp_path: Path) -> None:
     assert empty.empty and problems == []
     with pytest.raises(ValueError, match="no runs"):
         analysis.cells(empty)
+
+
+def test_separability_is_undetermined_when_lambda_star_sits_on_the_grid_edge(tmp_path):
+    write_surface(tmp_path / "runs", 0.0, -14.0, c=-6)  # lambda* far below the grid
+    sep = analysis.separability(load_cells(tmp_path))
+    assert sep.interior == 0 and not sep.determined
+    interior = analysis.separability(load_cells(_fresh(tmp_path, -6.3)))
+    assert interior.interior == 8 and interior.determined
+
+
+def _fresh(tmp_path: Path, k0: float) -> Path:
+    study = tmp_path / "interior"
+    write_surface(study / "runs", 0.0, k0, c=-6)
+    return study
