@@ -4,6 +4,10 @@ VENV      ?= .venv
 BIN       := $(VENV)/bin
 EXPERIMENT ?= fig2_decay
 ARGS      ?=
+# Fashion-MNIST for the demo: DATA=dir, else a copy beside the checkout or Debian's package
+# (dataset-fashion-mnist); with none, the demo downloads it.
+DATA      ?= $(firstword $(wildcard ../shared/datasets/fashion-mnist /usr/share/datasets/fashion-mnist))
+DATA_ARG  := $(if $(DATA),dataset.root=$(DATA))
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-fast lint demo sweep sweep-plan report bench clean
@@ -38,7 +42,7 @@ report: ## figures + report.md of a study from its parquet files (EXPERIMENT=...
 	$(BIN)/python -m harness report $(EXPERIMENT)
 
 demo: ## the main job on a CPU: the demo study on real Fashion-MNIST, then its report
-	$(BIN)/python -m harness run -m +experiment=demo $(ARGS)
+	$(BIN)/python -m harness run -m +experiment=demo $(DATA_ARG) $(ARGS)
 	$(BIN)/python -m harness report demo
 
 bench: ## training throughput: naive loop vs harness vs packed cells (writes results/bench/)
