@@ -173,9 +173,11 @@ def plot_learning_curves(runs: pd.DataFrame, table: pd.DataFrame, out: Path) -> 
         rows = runs[runs["run_id"].isin(best["run_ids"].split(";")) & (runs["epoch"] >= 1)]
         curve = rows.groupby("epoch")[["train_loss", "test_error"]].mean()
         label = f"{best['panel']} (α={tick_label(best['lr'])}, λ={tick_label(best['lam'])})"
-        style = {"color": colormaps["tab10"](i % 10), "linestyle": "-" if i < 10 else "--"}
+        style = {"color": colormaps["tab10"](i % 10), "linestyle": "-" if i < 10 else "--",
+                 "marker": "o", "markersize": 3}
         loss_ax.plot(curve.index, curve["train_loss"], label=label, **style)
-        err_ax.plot(curve.index, 100 * curve["test_error"], label=label, **style)
+        tested = curve["test_error"].dropna()  # epochs without evaluation (train.eval_every)
+        err_ax.plot(tested.index, 100 * tested, label=label, **style)
     loss_ax.set_yscale("log")
     loss_ax.set(xlabel="epoch", ylabel="train loss (cross-entropy, log scale)",
                 title="training loss, best cell of each panel")
