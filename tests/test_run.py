@@ -108,8 +108,9 @@ def test_fashion_mnist_small_model_under_20_percent_error(tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     assert main(["dataset=fashion_mnist", f"dataset.root={root}", "dataset.train_subset=10000",
                  "model=small", "optimizer=adam", "decay=decoupled", "optimizer.lr=0.003",
-                 "dataset.augment=false", "train.epochs=2", "train.batch_size=64", "train.device=cpu", "logger=none",
-                 "logger.progress=none", "study=f", f"run.results_dir={tmp_path / 'results'}"]) == 0
+                 "dataset.augment=false", "train.epochs=2", "train.batch_size=64",
+                 "train.device=cpu", "logger=none", "logger.progress=none", "study=f",
+                 f"run.results_dir={tmp_path / 'results'}"]) == 0
     df = pd.read_parquet(parquet_files(tmp_path, "f")[0])
     assert df["n_train"].iloc[0] == 10000
     assert df["test_error"].iloc[-1] < 0.20
