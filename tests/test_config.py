@@ -71,3 +71,14 @@ def test_every_experiment_and_panel_composes():
     for experiment in ("fig2_decay", "fig2_lite", "fig1_schedules", "budgets", "restarts"):
         validate([f"+experiment={experiment}"])
     validate(["panel=adam_decoupled_lr", "dataset=synthetic"])
+
+
+def test_config_choices_are_the_registries_of_the_modules_they_name():
+    """config.py validates before torch is imported, so it keeps its own lists of keys;
+    they must stay equal to the registries that build the objects."""
+    from harness import config, data, models, optim, schedules
+
+    assert set(config.MODELS) == set(models.MODELS)
+    assert set(config.DATASETS) == set(data.DATASETS)
+    assert config.OPTIMIZERS == optim.OPTIMIZERS and config.DECAY_MODES == optim.DECAY_MODES
+    assert set(config.SCHEDULES) == set(schedules.SCHEDULES)
