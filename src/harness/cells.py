@@ -204,9 +204,9 @@ def _run_pack(cfgs: list[Config], resolved: dict[str, Any], device: torch.device
     for cfg, resume in zip(cfgs, resumes, strict=True):
         if resume:
             print(f"[{_label(cfg)}] resuming after epoch {resume['epoch']}")
-        cells.append(_Cell(cfg, CellPaths.of(cfg), WandbSink(cfg, resolved, CellPaths.of(cfg)
-                                                              .wandb),
-                           list(resume["records"]) if resume else []))
+        paths = CellPaths.of(cfg)
+        records = list(resume["records"]) if resume else []
+        cells.append(_Cell(cfg, paths, WandbSink(cfg, resolved, paths.wandb), records))
     try:
         _train_pack(cells, None if resumes[0] is None else resumes, device)
     except ConfigError:

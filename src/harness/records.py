@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 import harness
 from harness.config import Config
@@ -71,8 +72,6 @@ def frame(cfg: Config, n_train: int, num_classes: int, device: str,
     """All rows of one cell as a DataFrame with exactly `COLUMNS`."""
     if status not in STATUSES:
         raise ValueError(f"status={status!r} is not valid; choose one of: {', '.join(STATUSES)}")
-    import torch
-
     configured = math.nan if cfg.decay.normalized else cfg.decay.weight_decay
     rows = metrics or [dict.fromkeys(METRIC_COLUMNS, math.nan)
                        | {"epoch": 0, "step": 0, "weight_decay": configured}]
