@@ -15,7 +15,8 @@ from harness import data
 from harness.data import Dataset, augment, load_dataset, normalize, train_batches
 from harness.datasets import cifar
 
-FASHION = Path(__file__).resolve().parents[2] / "shared/datasets/fashion-mnist"
+from .conftest import fashion_mnist_root
+
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
@@ -101,9 +102,8 @@ def test_cifar_refuses_codecs_other_than_latin1():
         cifar._latin1_encode("abc", "rot13")
 
 
-@pytest.mark.skipif(not FASHION.is_dir(), reason=f"real Fashion-MNIST not at {FASHION}")
 def test_fashion_mnist_real_files():
-    ds = load_dataset("fashion_mnist", root=str(FASHION))
+    ds = load_dataset("fashion_mnist", root=str(fashion_mnist_root()))
     assert tuple(ds.x_train.shape) == (60000, 1, 28, 28)
     assert tuple(ds.x_test.shape) == (10000, 1, 28, 28)
     assert ds.num_classes == 10
