@@ -40,9 +40,10 @@ def fashion_mnist_root() -> Path:
     pytest.skip(why)
 
 
-def harness_cli(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+def harness_cli(args: list[str], cwd: Path, timeout: float = 600,
+                env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run `python -m harness ...` in a fresh process, as a user would (one CPU thread: jobs
     the command starts in parallel must not fight over 2 cores with spinning OpenMP threads)."""
-    env = dict(os.environ, **CLI_ENV)
+    env = dict(os.environ, **CLI_ENV, **(env or {}))
     return subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)

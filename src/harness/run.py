@@ -125,7 +125,8 @@ def main(argv: list[str]) -> int:
     from hydra._internal.utils import get_args_parser
 
     parser = get_args_parser()
-    args = parser.parse_args(argv)
+    parser.prog = "harness run"
+    args = parser.parse_intermixed_args(argv)  # flags may follow overrides
     if any(getattr(args, flag) for flag in SHOW_ONLY):
         _hydra(args, parser)
         return 0
