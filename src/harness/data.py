@@ -114,46 +114,51 @@ def _download(name: str, root: str | None, timeout_s: float = 20.0) -> Path:
         socket.setdefaulttimeout(old)
 
 
-def _n_train(name: str, root: str | None, path: str | None, download: bool) -> int:
-    """Training images of a dataset that can be loaded; DataError (one line) if it cannot."""
+def _sizes(name: str, root: str | None, path: str | None, download: bool) -> tuple[int, int]:
+    """(train, test) images of a dataset that can be loaded; DataError (one line) if not."""
     if name == "synthetic":
-        return synthetic.DEFAULT_TRAIN
+        return synthetic.DEFAULT_TRAIN, synthetic.DEFAULT_TEST
     if name == "npz":
         if path is None or not Path(path).is_file():
             raise DataError(f"dataset.path={path} is not a file; give the .npz holding x_train, "
                             "y_train, x_test, y_test (an absolute path, no ~)")
-        return len(npz.load_npz(path).x_train)
+        raw = npz.load_npz(path)
+        return len(raw.x_train), len(raw.x_test)
     if root is not None and not Path(root).is_dir() and not download:
         raise DataError(f"dataset.root={root} is not a directory; give the folder that holds "
                         f"{name}, or {HOW_TO_GET[name]}")
-    if name == "imagenet32":
-        return len(npz.load_imagenet(search_dirs(name, root)).x_train)
-    reader = {"cifar10": cifar.load, "fashion_mnist": idx.load}[name]
+    reader = {"cifar10": cifar.load, "fashion_mnist": idx.load,
+              "imagenet32": npz.load_imagenet}[name]
     try:
-        return len(reader(search_dirs(name, root)).x_train)
+        raw = reader(search_dirs(name, root))
     except FileNotFoundError as err:
-        if not download:
+        if not download or name == "imagenet32":
             raise DataError(_one_line(err)) from None
-    _download(name, root)
-    return len(reader(search_dirs(name, root)).x_train)
+        _download(name, root)
+        raw = reader(search_dirs(name, root))
+    return len(raw.x_train), len(raw.x_test)
 
 
 def check(name: str, *, root: str | None = None, path: str | None = None,
-          download: bool = False, train_subset: int | None = None) -> int:
+          download: bool = False, train_subset: int | None = None,
+          test_subset: int | None = None) -> int:
     """The number of training images a cell of dataset `name` trains on, once the dataset is
     known to be loadable (found and readable, or downloaded now when `download`); a missing,
-    corrupt or undownloadable dataset raises `DataError` with one line saying how to get it."""
+    corrupt or undownloadable dataset, or a subset larger than it, raises `DataError` with one
+    line saying what to do."""
     if name not in DATASETS:
         raise DataError(f"dataset={name!r} is not valid; choose one of: {', '.join(DATASETS)}")
     try:
-        n = _n_train(name, root, path, download)
+        sizes = _sizes(name, root, path, download)
     except (ValueError, FileNotFoundError) as err:  # the readers' one-line messages
         raise DataError(_one_line(err)) from None
-    if name == "synthetic":
-        return train_subset or n
-    if train_subset is not None and not 1 <= train_subset <= n:
-        raise DataError(f"dataset.train_subset={train_subset} is out of range; valid: 1..{n}")
-    return train_subset or n
+    if name == "synthetic":  # the subsets are the generated sizes
+        return train_subset or sizes[0]
+    for key, n, size in (("train_subset", train_subset, sizes[0]),
+                         ("test_subset", test_subset, sizes[1])):
+        if n is not None and not 1 <= n <= size:
+            raise DataError(f"dataset.{key}={n} is out of range; valid: 1..{size}")
+    return train_subset or sizes[0]
 
 
 def fetch(name: str, root: str | os.PathLike | None = None) -> Path:
