@@ -101,6 +101,17 @@ def test_every_study_composes_with_its_own_sweep():
     assert len(validate(["panel=adam_decoupled_lr", "dataset=synthetic"])) == 64
 
 
+def test_cells_compose_the_packaged_defaults_and_a_missing_value_is_an_error():
+    [cell] = compose.cells(["optimizer=sgd", "decay=l2"])
+    assert (cell.optimizer.lr, cell.optimizer.momentum, cell.decay.weight_decay) == (0.05, 0.9,
+                                                                                     5e-4)
+    assert (cell.dataset.name, cell.model.name, cell.train.epochs) == ("cifar10", "resnet20", 100)
+    with pytest.raises(ConfigError, match="^optimizer.lr is missing; set optimizer.lr=...$"):
+        expand(raw(optimizer={"lr": None}))
+    with pytest.raises(ConfigError, match="^seed is missing"):
+        expand({k: v for k, v in raw().items() if k != "seed"})
+
+
 def test_valid_choices_come_from_the_registries_of_the_modules_that_build_them():
     from harness import config, data, models, optim, schedules
 

@@ -198,6 +198,13 @@ def _study_sweeps(params: dict, given: list[str]) -> list[str]:
     return [f"{k}={v}" for k, v in params.items() if k not in keys]
 
 
+def cells(overrides: list[str], config_dir: str | None = None) -> list[Config]:
+    """The cells of one job composed from the packaged configs, as `harness run overrides`
+    would train them (for code that builds configs without a command line, e.g. benchmarks)."""
+    raw, _ = _compose(_loader(config_dir), CONFIG_NAME, overrides)
+    return expand(raw)
+
+
 def validate(args: argparse.Namespace) -> list[Config]:
     """Every cell the command line names, validated; raise ConfigError (one line)."""
     _check_words(args.overrides)

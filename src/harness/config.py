@@ -226,6 +226,13 @@ def _sub(raw: dict[str, Any], section: str, cls: type) -> dict[str, Any]:
     return given
 
 
+def _required(section: dict[str, Any], key: str, prefix: str = "") -> Any:
+    """section[key]: configs/ gives every value, so a missing one is an error, not a fallback."""
+    if section.get(key) is None:
+        raise ConfigError(f"{prefix}{key} is missing; set {prefix}{key}=...")
+    return section[key]
+
+
 def _flatten_logger(raw: dict[str, Any]) -> dict[str, Any]:
     logger = dict(raw.get("logger") or {})
     wandb = dict(logger.pop("wandb", None) or {})
@@ -254,14 +261,17 @@ def expand(raw: dict[str, Any]) -> list[Config]:
     }
     sections["dataset"] = _dataset(sections["dataset"])
     _one_of("model", sections["model"].name, registry("model"))
-    study = str(raw.get("study", "default"))
+    study = str(_required(raw, "study"))
     if not study or "/" in study or study.startswith("."):
         raise ConfigError(f"study={study!r} is not valid; use a plain name like fig2_lite")
-    seed = int(_number("seed", raw.get("seed", 0), integer=True))
+    seed = int(_number("seed", _required(raw, "seed"), integer=True))
     if seed > SEED_MAX:
         raise ConfigError(f"seed={seed} is not valid; it must be an integer in 0..{SEED_MAX}")
-    lrs = [_number("optimizer.lr", x, strict=True) for x in _as_list(opt.pop("lr", 1e-3))]
-    wds = [_number("decay.weight_decay", x) for x in _as_list(decay.pop("weight_decay", 0.0))]
+    lrs = [_number("optimizer.lr", x, strict=True)
+           for x in _as_list(_required(opt, "lr", "optimizer."))]
+    wds = [_number("decay.weight_decay", x)
+           for x in _as_list(_required(decay, "weight_decay", "decay."))]
+    del opt["lr"], decay["weight_decay"]
     base_opt = _optimizer(OptimizerConfig(**opt))
     base_decay = _decay(DecayConfig(**decay))
     cells = [Config(study=study, seed=seed, **sections,
