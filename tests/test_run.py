@@ -132,6 +132,26 @@ def test_make_sweep_without_the_data_ends_at_once_and_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_make_test_and_demo_create_the_environment_when_missing(tmp_path):
+    """`make -n`: what make would run with no environment at VENV (nothing is executed)."""
+    import shutil
+    import subprocess
+
+    from .conftest import ROOT
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    venv = tmp_path / "venv"
+    for target in ("test", "demo"):
+        lines = subprocess.run(["make", "-n", "-C", str(ROOT), f"VENV={venv}", target],
+                               capture_output=True, text=True, check=True).stdout.splitlines()
+        install = next(i for i, line in enumerate(lines) if "pip install -q -e" in line)
+        runs = [i for i, line in enumerate(lines) if "-m pytest" in line or "harness run" in line]
+        assert runs and install < runs[0], lines
+    demo = next(line for line in lines if "harness run" in line)
+    assert demo.rstrip().endswith("harness run -m +experiment=demo"), demo  # no dev-only path
+
+
 class TinyMLP(nn.Module):
     """A model added the documented way: this module plus configs of its own (model/tiny.yaml);
     the registry `harness.models.MODELS` is the one list config.py validates against."""
