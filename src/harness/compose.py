@@ -31,7 +31,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import MissingConfigException
 from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict, read_write
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from harness.config import Config, ConfigError, expand
 
@@ -118,7 +118,7 @@ def _explain(err: Exception, loader: Any, config_name: str, overrides: list[str]
                 return f"{group}={option} is not valid; choose one of: {valid}"
     for e in chain:
         key = getattr(e, "full_key", None)
-        if isinstance(e, OmegaConfBaseException) and key and "not in struct" in str(e):
+        if isinstance(e, (ConfigAttributeError, ConfigKeyError)) and key:
             parent, _, _ = str(key).rpartition(".")
             rest = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] != key]
             try:
