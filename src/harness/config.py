@@ -336,8 +336,7 @@ def _train(t: TrainConfig) -> TrainConfig:
     if t.device != "auto" and not t.device.startswith(("cpu", "cuda", "mps")):
         raise ConfigError(f"train.device={t.device!r} is not valid; choose auto, cpu or cuda[:N]")
     return dataclasses.replace(t, epochs=int(t.epochs), batch_size=int(t.batch_size),
-                               eval_every=int(t.eval_every), pack=pack,
-                               compile=_bool("train.compile", t.compile))
+                               eval_every=int(t.eval_every), pack=pack)
 
 
 def _run(r: RunOptions) -> RunOptions:
