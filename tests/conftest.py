@@ -1,4 +1,9 @@
-"""Shared test helpers: the repository root, the real Fashion-MNIST, and a CLI runner."""
+"""Shared test helpers: the repository root, the real Fashion-MNIST, and a CLI runner.
+
+The real Fashion-MNIST is found as the harness finds it on a user's machine: $HARNESS_DATA
+(CI's .ci/run points it at the datasets copied beside the clone), ./data, or Debian's
+/usr/share/datasets/fashion-mnist.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FASHION_MNIST = ROOT.parent / "shared" / "datasets" / "fashion-mnist"
 # A tiny synthetic cell: trains in a couple of seconds on one CPU core.
 TINY = ["dataset=synthetic", "model=small", "dataset.train_subset=512",
         "dataset.test_subset=256", "train.epochs=2", "train.batch_size=64", "train.device=cpu",
@@ -22,18 +26,24 @@ CLI_ENV = {"PYTHONUNBUFFERED": "1", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "
 
 
 def fashion_mnist_root() -> Path:
-    """The real Fashion-MNIST files; skip outside CI when absent, fail in CI."""
-    for path in (FASHION_MNIST, Path("/usr/share/datasets/fashion-mnist")):
-        if (path / "train-images-idx3-ubyte.gz").exists():
-            return path
+    """The folder of the real Fashion-MNIST files; skip outside CI when absent, fail in CI."""
+    from harness.data import search_dirs
+    from harness.datasets import idx
+
+    dirs = search_dirs("fashion_mnist")
+    try:
+        return idx.locate(dirs)["train-images-idx3-ubyte"].parent
+    except FileNotFoundError:
+        why = f"real Fashion-MNIST not in {', '.join(map(str, dirs))} (set HARNESS_DATA)"
     if os.environ.get("CI"):
-        pytest.fail(f"real Fashion-MNIST missing at {FASHION_MNIST}")
-    pytest.skip("real Fashion-MNIST not available")
+        pytest.fail(why)
+    pytest.skip(why)
 
 
-def harness_cli(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+def harness_cli(args: list[str], cwd: Path, timeout: float = 600,
+                env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run `python -m harness ...` in a fresh process, as a user would (one CPU thread: jobs
     the command starts in parallel must not fight over 2 cores with spinning OpenMP threads)."""
-    env = dict(os.environ, **CLI_ENV)
+    env = dict(os.environ, **CLI_ENV, **(env or {}))
     return subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)

@@ -5,9 +5,15 @@ from __future__ import annotations
 import math
 
 import pytest
+from hydra._internal.utils import get_args_parser
 
+from harness import compose
 from harness.config import Config, ConfigError, expand
-from harness.run import validate
+
+
+def validate(argv):
+    """compose.validate on a command line as `harness run` parses it."""
+    return compose.validate(get_args_parser().parse_args(argv))
 
 
 def raw(**sections):
@@ -46,6 +52,15 @@ def test_run_id_ignores_logging_and_output_but_not_seed():
     ("train", {"batch_size": 6000}, "train.batch_size=6000 is larger than the training set"),
     ("optimizer", {"betas": [0.9, 1.0]}, "optimizer.betas=[0.9, 1.0] is not valid"),
     ("train", {"epohcs": 3}, "train.epohcs is not a valid key; valid keys: batch_size"),
+    ("decay", {"normalized": "maybe"}, "type decay.normalized=true or decay.normalized=false"),
+    ("dataset", {"augment": 1}, "dataset.augment=1 is not valid; type dataset.augment=true"),
+    ("seed", 2**32, "seed=4294967296 is not valid; it must be an integer in 0..4294967295"),
+    ("seed", -1, "seed=-1 is not valid"),
+    ("schedule", {"name": "step", "milestones": [1, 3]},
+     "schedule.milestones=[1, 3] has epochs beyond train.epochs=2; give milestones <= 2"),
+    ("schedule", {"name": "step", "milestones": [2, 1]}, "give increasing epochs"),
+    ("dataset", {"train_subset": 0}, "dataset.train_subset=0 is not valid"),
+    ("optimizer", {"betas": 0.9}, "optimizer.betas=[0.9] is not valid; give two numbers"),
 ])
 def test_bad_values_give_one_line_naming_key_and_valid_values(section, value, message):
     with pytest.raises(ConfigError) as err:
@@ -59,26 +74,50 @@ def test_bad_values_give_one_line_naming_key_and_valid_values(section, value, me
     (["optimizer.lrr=0.1"], "optimizer.lrr is not a valid key; valid keys of optimizer:"),
     (["decay.weight_decay=-1"], "decay.weight_decay=-1 is not valid"),
     (["-m", "optimizer.lr=0.1,-0.2"], "optimizer.lr=-0.2 is not valid"),
+    (["experiment=demo"], "experiment=demo: experiment is not in the default config; type "
+                          "+experiment=demo (with the +)"),
+    (["+experiment=fig2_lite"], "study fig2_lite sweeps panel=sgd_l2,"),
+    (["optimizer.lr=0.1,0.01"], "optimizer.lr=0.1,0.01 is a sweep: add -m to run one job per "
+                                "value, or type optimizer.lr=[0.1,0.01] for one run with a list"),
+    (["dataset.root=~/cifar"], "the shell does not expand ~ after dataset.root=; type "
+                               "dataset.root=/"),
+    (["-m", "+experiment=budgets", "train.epochs=25,0"], "train.epochs=0 is not valid"),
+    (["-m", "+experiment=fig1_schedules", "train.epochs=20"],
+     "schedule.milestones=[30, 60, 80] has epochs beyond train.epochs=20"),
+    (["--config-dir", "/no/such/dir"], "--config-dir /no/such/dir is not a directory"),
 ])
 def test_hydra_overrides_are_validated_before_anything_runs(overrides, message):
     with pytest.raises(ConfigError) as err:
-        validate([o for o in overrides if not o.startswith("-")])
+        validate(overrides)
     assert message in str(err.value)
     assert "\n" not in str(err.value)
 
 
-def test_every_experiment_and_panel_composes():
-    for experiment in ("fig2_decay", "fig2_lite", "fig1_schedules", "budgets", "restarts"):
-        validate([f"+experiment={experiment}"])
-    validate(["panel=adam_decoupled_lr", "dataset=synthetic"])
+def test_every_study_composes_with_its_own_sweep():
+    counts = {study: len(validate(["-m", f"+experiment={study}"])) for study in compose.studies()}
+    expected = {"budgets": 4 * (10 + 10), "demo": 5 * 25, "fig1_schedules": 3 * 2 * 64,
+                "fig2_decay": 5 * 64 + 2 * 8, "fig2_lite": 5 * 64 + 2 * 8,
+                "fig2_lite_cpu": 5 * 25 + 5, "restarts": 2 * 2 * 2}
+    assert counts.items() >= expected.items()  # every study composes; these with these sizes
+    assert len(validate(["panel=adam_decoupled_lr", "dataset=synthetic"])) == 64
 
 
-def test_config_choices_are_the_registries_of_the_modules_they_name():
-    """config.py validates before torch is imported, so it keeps its own lists of keys;
-    they must stay equal to the registries that build the objects."""
+def test_cells_compose_the_packaged_defaults_and_a_missing_value_is_an_error():
+    [cell] = compose.cells(["optimizer=sgd", "decay=l2"])
+    assert (cell.optimizer.lr, cell.optimizer.momentum, cell.decay.weight_decay) == (0.05, 0.9,
+                                                                                     5e-4)
+    assert (cell.dataset.name, cell.model.name, cell.train.epochs) == ("cifar10", "resnet20", 100)
+    with pytest.raises(ConfigError, match="^optimizer.lr is missing; set optimizer.lr=...$"):
+        expand(raw(optimizer={"lr": None}))
+    with pytest.raises(ConfigError, match="^seed is missing"):
+        expand({k: v for k, v in raw().items() if k != "seed"})
+
+
+def test_valid_choices_come_from_the_registries_of_the_modules_that_build_them():
     from harness import config, data, models, optim, schedules
 
-    assert set(config.MODELS) == set(models.MODELS)
-    assert set(config.DATASETS) == set(data.DATASETS)
-    assert config.OPTIMIZERS == optim.OPTIMIZERS and config.DECAY_MODES == optim.DECAY_MODES
-    assert set(config.SCHEDULES) == set(schedules.SCHEDULES)
+    assert config.registry("model") == tuple(models.MODELS)
+    assert config.registry("dataset") == data.DATASETS
+    assert config.registry("optimizer") == optim.OPTIMIZERS
+    assert config.registry("decay") == optim.DECAY_MODES
+    assert config.registry("schedule") == schedules.SCHEDULES

@@ -15,7 +15,8 @@ from harness import data
 from harness.data import Dataset, augment, load_dataset, normalize, train_batches
 from harness.datasets import cifar
 
-FASHION = Path(__file__).resolve().parents[2] / "shared/datasets/fashion-mnist"
+from .conftest import fashion_mnist_root
+
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
@@ -101,9 +102,8 @@ def test_cifar_refuses_codecs_other_than_latin1():
         cifar._latin1_encode("abc", "rot13")
 
 
-@pytest.mark.skipif(not FASHION.is_dir(), reason=f"real Fashion-MNIST not at {FASHION}")
 def test_fashion_mnist_real_files():
-    ds = load_dataset("fashion_mnist", root=str(FASHION))
+    ds = load_dataset("fashion_mnist", root=str(fashion_mnist_root()))
     assert tuple(ds.x_train.shape) == (60000, 1, 28, 28)
     assert tuple(ds.x_test.shape) == (10000, 1, 28, 28)
     assert ds.num_classes == 10
@@ -307,8 +307,28 @@ def test_errors_name_valid_choices():
 def test_cli_info_and_fetch(capsys):
     assert data.main(["info", "synthetic"]) == 0
     assert "(5000, 3, 32, 32)" in capsys.readouterr().out
-    assert data.main(["fetch", "imagenet32"]) == 1
+    assert data.main(["fetch", "imagenet32"]) == 2
     assert "registration" in capsys.readouterr().err
+
+
+def test_check_says_once_how_to_get_missing_corrupt_or_undownloadable_data(tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setenv("HARNESS_DATA", str(tmp_path / "empty"))
+    monkeypatch.chdir(tmp_path)
+    assert data.check("synthetic", train_subset=300) == 300
+    with pytest.raises(data.DataError, match=r"^Fashion-MNIST \(4 IDX .gz files\) not found.*apt"):
+        data.check("fashion_mnist", root=str(tmp_path))
+    (tmp_path / "bad.npz").write_bytes(b"PK not a zip")
+    with pytest.raises(data.DataError, match="bad.npz is not a readable .npz"):
+        data.check("npz", path=str(tmp_path / "bad.npz"))
+    write_cifar(tmp_path / "c", per_batch=2, n_test=3)
+    assert data.check("cifar10", root=str(tmp_path / "c")) == 10
+    with pytest.raises(data.DataError, match=r"dataset.test_subset=9 is out of range; valid: 1"):
+        data.check("cifar10", root=str(tmp_path / "c"), test_subset=9)
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # downloads fail at once
+    with pytest.raises(data.DataError, match="cannot be downloaded .*data fetch cifar10"):
+        data.check("cifar10", root=str(tmp_path / "new"), download=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.npz", "c"]
 
 
 @CUDA

@@ -89,7 +89,7 @@ def test_submitit_local_sweep_lands_every_cell(tmp_path):
                         "hydra.launcher.timeout_min=10", *tiny(tmp_path, "local", lrs)],
                        tmp_path, timeout=600)
     assert_sweep_landed(proc, tmp_path, "local")
-    assert len(list(tmp_path.glob("outputs/local/sweep-*/*/outcomes.json"))) == len(LRS)
+    assert len(list(tmp_path.glob("outputs/local/sweep-*/*/.hydra/overrides.yaml"))) == len(LRS)
 
 
 @pytest.mark.slow

@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import math
+import os
 
 import pandas as pd
 import pytest
+import torch
+from torch import nn
 
 from harness.records import COLUMNS
 from harness.run import main
 
 from .conftest import TINY, fashion_mnist_root, harness_cli
 
+NO_NET = "http://127.0.0.1:9"  # a proxy that refuses: downloads fail at once, even in CI
+
 
 def run(tmp_path, *overrides):
-    return main([*TINY, f"run.results_dir={tmp_path / 'results'}", "study=t", *overrides])
+    """`harness run` in this process: TINY with `overrides` replacing the keys they name."""
+    keys = {o.split("=", 1)[0] for o in overrides}
+    base = [o for o in TINY if o.split("=", 1)[0] not in keys]
+    return main([*base, f"run.results_dir={tmp_path / 'results'}", "study=t", *overrides])
 
 
 def parquet_files(tmp_path, study="t"):
@@ -75,13 +83,127 @@ def test_divergence_is_a_result_not_a_crash(tmp_path, monkeypatch):
     assert len(df) < 3 and math.isnan(df["test_error"].iloc[-1])
 
 
-def test_a_missing_dataset_is_a_failed_cell_with_its_message(tmp_path, monkeypatch):
+@pytest.mark.parametrize("data,message", [
+    (["dataset.download=false"], "CIFAR-10 not found in "),
+    (["dataset.download=false", "dataset.root=nowhere"], "dataset.root=nowhere is not a dir"),
+    (["dataset.download=true", "dataset.root=fresh"], "cifar10 is not in fresh, "),
+    (["dataset.download=false", "dataset.root=corrupt"], "corrupt CIFAR-10 batch corrupt/"),
+])
+def test_missing_or_corrupt_data_is_one_line_before_any_cell(tmp_path, data, message):
+    """Checked once before any cell is claimed: exit 2, one line, nothing written (here the
+    download cannot reach the internet, or is refused as corrupt)."""
+    (tmp_path / "corrupt").mkdir()
+    for name in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4",
+                 "data_batch_5", "test_batch"):
+        (tmp_path / "corrupt" / name).write_bytes(b"not a pickle")
+    before = sorted(tmp_path.iterdir())
+    proc = harness_cli(["run", "-m", *TINY, "dataset=cifar10", "optimizer.lr=0.1,0.01",
+                        "logger=wandb", *data], tmp_path, timeout=120,
+                       env={"HTTPS_PROXY": NO_NET, "HTTP_PROXY": NO_NET})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert "download" in lines[0]  # says how to get it
+    assert sorted(tmp_path.iterdir()) == before  # no results/, outputs/, wandb/ or data/
+
+
+def test_make_sweep_without_the_data_ends_at_once_and_writes_nothing(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from .conftest import CLI_ENV, ROOT
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    venv = Path(sys.executable).parent.parent
+    env = dict(os.environ, **CLI_ENV, HARNESS_DATA=str(tmp_path / "empty"))
+    start = time.monotonic()
+    proc = subprocess.run(["make", "-s", "-f", str(ROOT / "Makefile"), "-o",
+                           f"{venv}/bin/harness", f"VENV={venv}", "sweep",
+                           "EXPERIMENT=fig2_lite", "ARGS=dataset.download=false"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert time.monotonic() - start < 30
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if not line.startswith("make")]
+    assert len(errors) == 1 and "CIFAR-10 not found" in errors[0], proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_make_test_and_demo_create_the_environment_when_missing(tmp_path):
+    """`make -n`: what make would run with no environment at VENV (nothing is executed)."""
+    import shutil
+    import subprocess
+
+    from .conftest import ROOT
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    venv = tmp_path / "venv"
+    for target in ("test", "demo"):
+        lines = subprocess.run(["make", "-n", "-C", str(ROOT), f"VENV={venv}", target],
+                               capture_output=True, text=True, check=True).stdout.splitlines()
+        install = next(i for i, line in enumerate(lines) if "pip install -q -e" in line)
+        runs = [i for i, line in enumerate(lines) if "-m pytest" in line or "harness run" in line]
+        assert runs and install < runs[0], lines
+    demo = next(line for line in lines if "harness run" in line)
+    assert demo.rstrip().endswith("harness run -m +experiment=demo"), demo  # no dev-only path
+
+
+class TinyMLP(nn.Module):
+    """A model added the documented way: this module plus configs of its own (model/tiny.yaml);
+    the registry `harness.models.MODELS` is the one list config.py validates against."""
+
+    def __init__(self, num_classes: int, in_channels: int, image_size: int, packs: int = 1):
+        super().__init__()
+        assert packs == 1
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size**2, 32),
+                                 nn.ReLU(), nn.Linear(32, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Broken(TinyMLP):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("this model cannot run")
+
+
+@pytest.fixture
+def user_models(tmp_path, monkeypatch):
+    from harness import models
+
+    monkeypatch.setitem(models.MODELS, "tiny", TinyMLP)
+    monkeypatch.setitem(models.MODELS, "broken", Broken)
+    conf = tmp_path / "conf" / "model"
+    conf.mkdir(parents=True)
+    for name in ("tiny", "broken"):
+        (conf / f"{name}.yaml").write_text(f"name: {name}\n")
+    return ["--config-dir", str(conf.parent)]
+
+
+def test_a_registered_model_with_its_yaml_trains_a_cell(tmp_path, monkeypatch, user_models):
     monkeypatch.chdir(tmp_path)
-    assert run(tmp_path, "dataset=cifar10", "dataset.download=false",
-               f"dataset.root={tmp_path / 'nowhere'}") == 1
-    df = pd.read_parquet(parquet_files(tmp_path)[0])
-    assert df["status"].tolist() == ["failed"] and df["epoch"].tolist() == [0]
-    assert "cifar" in df["error_message"].iloc[0].lower()
+    assert run(tmp_path, *user_models, "model=tiny") == 0
+    [path] = parquet_files(tmp_path)
+    df = pd.read_parquet(path)
+    assert (df["model"] == "tiny").all() and (df["status"] == "completed").all()
+    assert df["test_error"].iloc[-1] < 0.8  # chance: 0.9
+
+
+def test_summary_and_exit_code_come_from_the_cells_run_whatever_hydra_dirs(
+        tmp_path, monkeypatch, capsys, user_models):
+    monkeypatch.chdir(tmp_path)
+    for dirs in (["hydra.run.dir=elsewhere/run"], ["-m", "hydra.sweep.dir=elsewhere/sweep"]):
+        capsys.readouterr()
+        assert run(tmp_path, *user_models, *dirs, "model=broken", "train.epochs=1") == 1
+        assert "harness run: 1 cells: 1 failed" in capsys.readouterr().out
+    assert run(tmp_path, *user_models, "hydra.run.dir=elsewhere/run", "model=tiny",
+               "train.epochs=1") == 0
+    assert "harness run: 1 cells: 1 completed" in capsys.readouterr().out
+    assert not (tmp_path / "results" / ".outcomes").exists()
 
 
 @pytest.mark.parametrize("override,message", [

@@ -21,12 +21,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-OPTIMIZERS = ("sgd", "adam", "rmsprop")
-DECAY_MODES = ("none", "l2", "decoupled", "decoupled_lr")
-SCHEDULES = ("constant", "step", "cosine", "warm_restarts")
-DATASETS = ("cifar10", "fashion_mnist", "imagenet32", "synthetic", "npz")
-MODELS = ("small", "resnet20", "resnet56", "preact_resnet18",
-          "shake_shake_26_2x64d", "shake_shake_26_2x96d")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 WANDB_MODES = ("offline", "online", "disabled")
 # Known training-set sizes, for planning a sweep without loading data.
@@ -34,8 +28,24 @@ N_TRAIN = {"cifar10": 50_000, "fashion_mnist": 60_000, "imagenet32": 1_281_167,
            "synthetic": 5_000}
 
 
+SEED_MAX = 2**32 - 1  # numpy's legacy seeding and CUDA generators take 32-bit seeds
+
+
 class ConfigError(ValueError):
     """A configuration value is invalid; the message is one line for the user."""
+
+
+def registry(kind: str) -> tuple[str, ...]:
+    """The valid keys of `kind`, read from the module that builds them (imported only now, so
+    this module stays free of torch; each registry has exactly one home)."""
+    import importlib
+
+    module, name = {"optimizer": ("harness.optim", "OPTIMIZERS"),
+                    "decay": ("harness.optim", "DECAY_MODES"),
+                    "schedule": ("harness.schedules", "SCHEDULES"),
+                    "dataset": ("harness.data", "DATASETS"),
+                    "model": ("harness.models", "MODELS")}[kind]
+    return tuple(getattr(importlib.import_module(module), name))
 
 
 @dataclass(frozen=True)
@@ -185,6 +195,22 @@ def _number(key: str, value: Any, *, low: float = 0.0, integer: bool = False,
     return x
 
 
+def _bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r} is not valid; type {key}=true or {key}=false")
+    return value
+
+
+def _optional_int(key: str, value: Any) -> int | None:
+    return None if value is None else int(_number(key, value, low=1, integer=True))
+
+
+def _path(key: str, value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"{key}={value!r} is not valid; give a path")
+    return value
+
+
 def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
@@ -198,6 +224,13 @@ def _sub(raw: dict[str, Any], section: str, cls: type) -> dict[str, Any]:
             raise ConfigError(f"{section}.{key} is not a valid key; valid keys: "
                               f"{', '.join(sorted(names))}")
     return given
+
+
+def _required(section: dict[str, Any], key: str, prefix: str = "") -> Any:
+    """section[key]: configs/ gives every value, so a missing one is an error, not a fallback."""
+    if section.get(key) is None:
+        raise ConfigError(f"{prefix}{key} is missing; set {prefix}{key}=...")
+    return section[key]
 
 
 def _flatten_logger(raw: dict[str, Any]) -> dict[str, Any]:
@@ -224,16 +257,21 @@ def expand(raw: dict[str, Any]) -> list[Config]:
         "train": _train(TrainConfig(**_sub(raw, "train", TrainConfig))),
         "logger": _logger(LoggerConfig(**_sub({"logger": _flatten_logger(raw)}, "logger",
                                               LoggerConfig))),
-        "run": RunOptions(**_sub(raw, "run", RunOptions)),
+        "run": _run(RunOptions(**_sub(raw, "run", RunOptions))),
     }
-    _one_of("dataset", sections["dataset"].name, DATASETS)
-    _one_of("model", sections["model"].name, MODELS)
-    study = str(raw.get("study", "default"))
+    sections["dataset"] = _dataset(sections["dataset"])
+    _one_of("model", sections["model"].name, registry("model"))
+    study = str(_required(raw, "study"))
     if not study or "/" in study or study.startswith("."):
         raise ConfigError(f"study={study!r} is not valid; use a plain name like fig2_lite")
-    seed = int(_number("seed", raw.get("seed", 0), integer=True))
-    lrs = [_number("optimizer.lr", x, strict=True) for x in _as_list(opt.pop("lr", 1e-3))]
-    wds = [_number("decay.weight_decay", x) for x in _as_list(decay.pop("weight_decay", 0.0))]
+    seed = int(_number("seed", _required(raw, "seed"), integer=True))
+    if seed > SEED_MAX:
+        raise ConfigError(f"seed={seed} is not valid; it must be an integer in 0..{SEED_MAX}")
+    lrs = [_number("optimizer.lr", x, strict=True)
+           for x in _as_list(_required(opt, "lr", "optimizer."))]
+    wds = [_number("decay.weight_decay", x)
+           for x in _as_list(_required(decay, "weight_decay", "decay."))]
+    del opt["lr"], decay["weight_decay"]
     base_opt = _optimizer(OptimizerConfig(**opt))
     base_decay = _decay(DecayConfig(**decay))
     cells = [Config(study=study, seed=seed, **sections,
@@ -241,11 +279,22 @@ def expand(raw: dict[str, Any]) -> list[Config]:
                      decay=dataclasses.replace(base_decay, weight_decay=wd))
              for lr, wd in itertools.product(lrs, wds)]
     _check_batch_size(cells[0])
+    _check_milestones(cells[0])
     return cells
 
 
+def _dataset(d: DatasetConfig) -> DatasetConfig:
+    _one_of("dataset", d.name, registry("dataset"))
+    return dataclasses.replace(
+        d, root=_path("dataset.root", d.root), path=_path("dataset.path", d.path),
+        download=_bool("dataset.download", d.download),
+        augment=_bool("dataset.augment", d.augment),
+        train_subset=_optional_int("dataset.train_subset", d.train_subset),
+        test_subset=_optional_int("dataset.test_subset", d.test_subset))
+
+
 def _optimizer(o: OptimizerConfig) -> OptimizerConfig:
-    _one_of("optimizer", o.name, OPTIMIZERS)
+    _one_of("optimizer", o.name, registry("optimizer"))
     betas = tuple(float(b) for b in _as_list(o.betas))
     if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
         raise ConfigError(f"optimizer.betas={list(betas)} is not valid; "
@@ -258,17 +307,22 @@ def _optimizer(o: OptimizerConfig) -> OptimizerConfig:
 
 
 def _decay(d: DecayConfig) -> DecayConfig:
-    _one_of("decay", d.mode, DECAY_MODES)
-    return dataclasses.replace(d, normalized=bool(d.normalized),
+    _one_of("decay", d.mode, registry("decay"))
+    return dataclasses.replace(d, normalized=_bool("decay.normalized", d.normalized),
                                exclude=tuple(str(p) for p in _as_list(d.exclude or ())))
 
 
 def _schedule(s: ScheduleConfig) -> ScheduleConfig:
-    _one_of("schedule", s.name, SCHEDULES)
-    _number("schedule.factor", s.factor, strict=True)
-    _number("schedule.t_0", s.t_0, low=1, integer=True)
-    _number("schedule.t_mult", s.t_mult, low=1, integer=True)
-    return dataclasses.replace(s, milestones=tuple(int(m) for m in _as_list(s.milestones)))
+    _one_of("schedule", s.name, registry("schedule"))
+    milestones = tuple(int(_number("schedule.milestones", m, low=1, integer=True))
+                       for m in _as_list(s.milestones))
+    if list(milestones) != sorted(set(milestones)):
+        raise ConfigError(f"schedule.milestones={list(milestones)} is not valid; give "
+                          "increasing epochs, e.g. schedule.milestones=[30,60,80]")
+    return dataclasses.replace(
+        s, milestones=milestones, factor=_number("schedule.factor", s.factor, strict=True),
+        t_0=int(_number("schedule.t_0", s.t_0, low=1, integer=True)),
+        t_mult=int(_number("schedule.t_mult", s.t_mult, low=1, integer=True)))
 
 
 def _train(t: TrainConfig) -> TrainConfig:
@@ -285,6 +339,14 @@ def _train(t: TrainConfig) -> TrainConfig:
                                eval_every=int(t.eval_every), pack=pack)
 
 
+def _run(r: RunOptions) -> RunOptions:
+    if not isinstance(r.results_dir, str) or not r.results_dir:
+        raise ConfigError(f"run.results_dir={r.results_dir!r} is not valid; give a directory")
+    return dataclasses.replace(r, force=_bool("run.force", r.force),
+                               plan=_bool("run.plan", r.plan),
+                               worker=int(_number("run.worker", r.worker, integer=True)))
+
+
 def _logger(lg: LoggerConfig) -> LoggerConfig:
     _one_of("logger.wandb.mode", lg.wandb_mode, WANDB_MODES)
     _one_of("logger.progress", lg.progress, ("auto", "bar", "line", "none"))
@@ -296,6 +358,15 @@ def _check_batch_size(cfg: Config) -> None:
     if n is not None and cfg.train.batch_size > n:
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} is larger than the training "
                           f"set ({n} images); choose at most {n}")
+
+
+def _check_milestones(cfg: Config) -> None:
+    s, epochs = cfg.schedule, cfg.train.epochs
+    if s.name == "step" and any(m > epochs for m in s.milestones):
+        fit = [max(1, round(m * epochs / max(s.milestones))) for m in s.milestones]
+        raise ConfigError(f"schedule.milestones={list(s.milestones)} has epochs beyond "
+                          f"train.epochs={epochs}; give milestones <= {epochs}, e.g. "
+                          f"schedule.milestones=[{','.join(map(str, sorted(set(fit))))}]")
 
 
 def planned_images(cfg: Config) -> int | None:

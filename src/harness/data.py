@@ -10,12 +10,16 @@ a subset, computes per-channel statistics on the training images and moves every
 
 Data is looked for in `root`, else $HARNESS_DATA, else ./data (each as is and with the dataset's
 folder name), plus /usr/share/datasets for Fashion-MNIST (Debian's dataset-fashion-mnist).
+`check` answers, once per command and before any cell starts, whether a dataset can be had:
+found and readable, or downloaded now; otherwise a `DataError` of one line says how to get it.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import socket
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -28,6 +32,8 @@ import torch.nn.functional as F
 from harness.datasets import RawData, cifar, idx, npz, synthetic
 
 DATASETS = ("cifar10", "fashion_mnist", "imagenet32", "synthetic", "npz")
+HOW_TO_GET = {"cifar10": cifar.HOW_TO_GET, "fashion_mnist": idx.HOW_TO_GET,
+              "imagenet32": npz.IMAGENET_HOW_TO_GET}
 SYSTEM_DIRS = {"fashion_mnist": [Path("/usr/share/datasets/fashion-mnist")]}
 
 
@@ -77,6 +83,82 @@ def search_dirs(name: str, root: str | os.PathLike | None = None) -> list[Path]:
         dirs.append(Path(os.environ["HARNESS_DATA"]))
     dirs += [Path("data"), *SYSTEM_DIRS.get(name, [])]
     return list(dict.fromkeys(dirs))
+
+
+class DataError(Exception):
+    """A dataset is missing, unreadable or cannot be downloaded; the message is one line."""
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _download(name: str, root: str | None, timeout_s: float = 20.0) -> Path:
+    """fetch(name, root), or one DataError line; a failed download leaves no new folder."""
+    target = data_root(root)
+    created = [p for p in (target, *target.parents) if not p.exists()]
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout_s)  # no network: fail in seconds, not minutes
+    try:
+        return fetch(name, root)
+    except Exception as err:  # noqa: BLE001 - urllib, torchvision and md5 errors alike
+        for folder in created[-1:]:
+            shutil.rmtree(folder, ignore_errors=True)
+        apt = " or `apt install dataset-fashion-mnist`" if name == "fashion_mnist" else ""
+        raise DataError(f"{name} is not in {', '.join(map(str, search_dirs(name, root)))} and "
+                        f"cannot be downloaded ({_one_line(err)}); where there is internet run "
+                        f"`python -m harness data fetch {name} --root DIR`, copy DIR here and "
+                        f"set dataset.root=DIR (or HARNESS_DATA=DIR){apt}") from None
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def _sizes(name: str, root: str | None, path: str | None, download: bool) -> tuple[int, int]:
+    """(train, test) images of a dataset that can be loaded; DataError (one line) if not."""
+    if name == "synthetic":
+        return synthetic.DEFAULT_TRAIN, synthetic.DEFAULT_TEST
+    if name == "npz":
+        if path is None or not Path(path).is_file():
+            raise DataError(f"dataset.path={path} is not a file; give the .npz holding x_train, "
+                            "y_train, x_test, y_test (an absolute path, no ~)")
+        raw = npz.load_npz(path)
+        return len(raw.x_train), len(raw.x_test)
+    if root is not None and not Path(root).is_dir() and not download:
+        raise DataError(f"dataset.root={root} is not a directory; give the folder that holds "
+                        f"{name}, or {HOW_TO_GET[name]}")
+    reader = {"cifar10": cifar.load, "fashion_mnist": idx.load,
+              "imagenet32": npz.load_imagenet}[name]
+    try:
+        raw = reader(search_dirs(name, root))
+    except FileNotFoundError as err:
+        if not download or name == "imagenet32":
+            raise DataError(_one_line(err)) from None
+        _download(name, root)
+        raw = reader(search_dirs(name, root))
+    return len(raw.x_train), len(raw.x_test)
+
+
+def check(name: str, *, root: str | None = None, path: str | None = None,
+          download: bool = False, train_subset: int | None = None,
+          test_subset: int | None = None) -> int:
+    """The number of training images a cell of dataset `name` trains on, once the dataset is
+    known to be loadable (found and readable, or downloaded now when `download`); a missing,
+    corrupt or undownloadable dataset, or a subset larger than it, raises `DataError` with one
+    line saying what to do."""
+    if name not in DATASETS:
+        raise DataError(f"dataset={name!r} is not valid; choose one of: {', '.join(DATASETS)}")
+    try:
+        sizes = _sizes(name, root, path, download)
+    except (ValueError, FileNotFoundError) as err:  # the readers' one-line messages
+        raise DataError(_one_line(err)) from None
+    if name == "synthetic":  # the subsets are the generated sizes
+        return train_subset or sizes[0]
+    for key, n, size in (("train_subset", train_subset, sizes[0]),
+                         ("test_subset", test_subset, sizes[1])):
+        if n is not None and not 1 <= n <= size:
+            raise DataError(f"dataset.{key}={n} is out of range; valid: 1..{size}")
+    return train_subset or sizes[0]
 
 
 def fetch(name: str, root: str | os.PathLike | None = None) -> Path:
@@ -253,13 +335,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "fetch":
-            print(fetch(args.name, args.root))
+            if args.name not in ("cifar10", "fashion_mnist"):
+                fetch(args.name, args.root)  # raises ValueError: nothing to fetch
+            print(_download(args.name, args.root))
         else:
-            print(_info(load_dataset(args.name, root=args.root, path=args.path,
-                                     download=args.download)))
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+            check(args.name, root=args.root, path=args.path, download=args.download)
+            print(_info(load_dataset(args.name, root=args.root, path=args.path)))
+    except (DataError, ValueError, FileNotFoundError) as e:
+        print(f"harness data: error: {_one_line(e)}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -1,130 +1,61 @@
-"""The only Hydra entry: `python -m harness run <overrides>` trains every cell it is given.
+"""The only Hydra entry: `harness run <overrides>` trains every cell it is given.
 
-    argv --validate--> Hydra (single run or -m sweep, any launcher) --> _task(cfg)
-         --> config.expand(cfg): one Config per (lr, weight_decay) --> cells.run_cell(...)
+    argv --Hydra's own parser--> compose.validate (every cell) --> data.check (each dataset)
+         --> Hydra (single run or -m sweep, any launcher) --> _task(cfg)
+         --> config.expand(cfg): one Config per (lr, weight_decay) --> cells.run_cells(...)
 
-Bad input is caught before Hydra starts: every override is composed and validated, and the
-first problem is printed as one line (exit 2, nothing written). Each Hydra job writes its
-cells' outcomes to `outcomes.json` in its job directory; after Hydra returns, `main` reads
-them all (from any launcher, local or Slurm), prints the summary and exits non-zero only if
-a cell failed.
+Hydra's command line works as Hydra documents it (`--help`, `--cfg job|hydra`, `--info`, `-m`,
+`--config-name`, `--config-dir`, `-sc install=bash`); those that only show something go straight
+to Hydra. Before a run, every configuration is composed and validated and every dataset is
+checked once, so bad input or missing data ends the command with one line (exit 2) and
+nothing is written. Each Hydra job, on whichever launcher, writes its cells' outcomes into
+this command's ledger directory (`$HARNESS_OUTCOMES`, under the results dir, removed at the
+end); `main` prints the summary of exactly those cells and exits 1 only if one failed.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
-import re
+import shutil
 import sys
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from harness.cells import run_cells
-from harness.config import ConfigError, expand, planned_images
+from harness import compose, data
+from harness.config import Config, ConfigError, expand, planned_images
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-OUTCOMES = "outcomes.json"
-
-
-def _pow2(low: Any, high: Any) -> list[float]:
-    """${pow2:a,b} -> [2^a, 2^(a+1), ..., 2^b]."""
-    return [2.0 ** k for k in range(int(low), int(high) + 1)]
+LEDGER = "HARNESS_OUTCOMES"  # environment variable: where jobs write their outcomes
+SHOW_ONLY = ("help", "hydra_help", "cfg", "info", "shell_completion")
 
 
-if not OmegaConf.has_resolver("pow2"):
-    OmegaConf.register_new_resolver("pow2", _pow2)
+def _task(cfg: DictConfig) -> dict[str, str]:
+    from harness.cells import run_cells
 
-
-def _group_options(group: str) -> list[str]:
-    folder = CONFIGS / group
-    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
-
-
-def _explain(err: Exception, overrides: list[str]) -> str:
-    """One line out of Hydra's multi-line composition errors."""
-    text = str(err)
-    missing = re.search(r"Could not find '([\w/]+)/([^']+)'", text)
-    if missing:
-        group, option = missing.groups()
-        return (f"{group}={option} is not valid; choose one of: "
-                f"{', '.join(_group_options(group))}")
-    key = re.search(r"Could not override '([^']+)'|Key '([^']+)' is not in struct", text)
-    if key:
-        name = key.group(1) or key.group(2)
-        parent = name.rsplit(".", 1)[0] if "." in name else ""
-        try:
-            base = _compose([o for o in overrides if not o.startswith(name)])
-            node = OmegaConf.select(base, parent) if parent else base
-            valid = ", ".join(sorted(str(k) for k in node.keys() if k not in ("hydra", "grid")))
-            where = f" of {parent}" if parent else ""
-            return f"{name} is not a valid key; valid keys{where}: {valid}"
-        except Exception:  # noqa: BLE001 - fall back to Hydra's first line
-            pass
-    return text.strip().splitlines()[0]
-
-
-def _compose(overrides: list[str]) -> DictConfig:
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
-        return compose(config_name="config", overrides=overrides)
-
-
-def _validation_sets(overrides: list[str]) -> list[list[str]]:
-    """Each sweep value once: the first values together, then one value changed at a time."""
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    choices = [[o.input_line] if not o.is_sweep_override() else
-               [f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
-               for o in parsed]
-    first = [c[0] for c in choices]
-    sets = [first]
-    for i, c in enumerate(choices):
-        sets += [first[:i] + [v] + first[i + 1:] for v in c[1:]]
-    return sets
-
-
-def validate(overrides: list[str]) -> None:
-    """Compose and expand every configuration the overrides name; raise ConfigError."""
-    plain = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
-    try:
-        sets = _validation_sets(plain)
-    except Exception as err:  # noqa: BLE001 - a syntax error in an override
-        raise ConfigError(f"cannot parse overrides: {str(err).strip().splitlines()[0]}") from None
-    for override_set in sets:
-        try:
-            cfg = _compose(override_set)
-            raw = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-        except ConfigError:
-            raise
-        except Exception as err:  # noqa: BLE001 - Hydra/OmegaConf composition errors
-            raise ConfigError(_explain(err, override_set)) from None
-        expand(raw)
-
-
-def _task(cfg: DictConfig) -> None:
     raw = OmegaConf.to_container(cfg, resolve=True)
     cells = expand(raw)
     outcomes = run_cells(cells, raw)
     images = sum(planned_images(c) or 0 for c in cells if outcomes[c.run_id] == "planned")
-    out = Path(HydraConfig.get().runtime.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / OUTCOMES).write_text(json.dumps({"outcomes": outcomes, "images": images}))
+    ledger = os.environ.get(LEDGER)
+    if ledger:
+        job = Path(ledger) / uuid.uuid4().hex
+        job.with_suffix(".tmp").write_text(json.dumps({"outcomes": outcomes, "images": images}))
+        os.replace(job.with_suffix(".tmp"), job.with_suffix(".json"))
+    return outcomes
 
 
-def _hydra(argv: list[str]) -> None:
-    old = sys.argv
-    sys.argv = ["harness run", *argv]
-    try:
-        hydra.main(config_path=str(CONFIGS), config_name="config", version_base=None)(_task)()
-    finally:
-        sys.argv = old
+def _hydra(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Hand the parsed command line to Hydra, as `@hydra.main` does with sys.argv."""
+    from hydra._internal.utils import _run_hydra
+
+    compose.register()
+    _run_hydra(args=args, args_parser=parser, task_function=_task,
+               config_path=compose.config_path(), config_name=compose.CONFIG_NAME)
 
 
 def summarize(outcomes: dict[str, str]) -> str:
@@ -134,36 +65,84 @@ def summarize(outcomes: dict[str, str]) -> str:
     return f"{len(outcomes)} cells: " + (", ".join(parts) or "none")
 
 
-def main(argv: list[str]) -> int:
-    flags = [a for a in argv if a.startswith("-")]
-    overrides = [a for a in argv if not a.startswith("-")]
-    if any(f in ("--help", "-h", "--cfg", "-c", "--info", "--hydra-help") for f in flags):
-        _hydra(argv)
-        return 0
-    try:
-        validate(overrides)
-    except ConfigError as err:
-        print(f"harness run: error: {err}", file=sys.stderr)
-        return 2
+def _output_dirs(overrides: list[str], plan: bool) -> list[str]:
+    """Per-command Hydra output folders (two commands started in one second never share one),
+    unless the command line sets them; a plan runs in this process."""
     stamp = f"{time.strftime('%Y-%m-%d_%H-%M-%S')}-{os.getpid()}"
     extra = [f"hydra.run.dir=outputs/${{study}}/run-{stamp}",
              f"hydra.sweep.dir=outputs/${{study}}/sweep-{stamp}"]
-    plan = any(o.lower() == "run.plan=true" for o in overrides)
-    if plan:
-        extra.append("hydra/launcher=basic")
-    user_set = {o.split("=", 1)[0].lstrip("+") for o in overrides}
-    extra = [e for e in extra if e.split("=", 1)[0] not in user_set]
-    try:
-        _hydra(flags + overrides + extra)
-    except ConfigError as err:  # e.g. a batch larger than an npz training set
-        print(f"harness run: error: {err}", file=sys.stderr)
-        return 2
+    extra += ["hydra/launcher=basic"] if plan else []
+    given = {o.lstrip("+").split("=", 1)[0] for o in overrides}
+    return [e for e in extra if e.split("=", 1)[0] not in given]
+
+
+def _check_data(cells: list[Config]) -> None:
+    """Each dataset the cells use, once: found, readable, or downloaded now (data.check);
+    and no batch larger than its training set."""
+    sizes = {d: data.check(d.name, root=d.root, path=d.path, download=d.download,
+                           train_subset=d.train_subset, test_subset=d.test_subset)
+             for d in {c.dataset for c in cells}}
+    for c in cells:
+        if c.train.batch_size > sizes[c.dataset]:
+            raise ConfigError(f"train.batch_size={c.train.batch_size} is larger than the "
+                              f"training set ({sizes[c.dataset]} images); choose at most "
+                              f"{sizes[c.dataset]}")
+
+
+def _collect(ledger: Path) -> tuple[dict[str, str], int]:
     outcomes: dict[str, str] = {}
     images = 0
-    for path in Path("outputs").glob(f"*/*-{stamp}/**/{OUTCOMES}"):
+    for path in sorted(ledger.glob("*.json")):
         job = json.loads(path.read_text())
         outcomes |= job["outcomes"]
         images += job["images"]
+    return outcomes, images
+
+
+def _launch(args: argparse.Namespace, parser: argparse.ArgumentParser,
+            cells: list[Config]) -> tuple[dict[str, str], int]:
+    """Run Hydra with a fresh ledger under the results dir; the outcomes of its jobs."""
+    results = Path(cells[0].run.results_dir).absolute()
+    existed = results.exists()
+    ledger = results / ".outcomes" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    ledger.mkdir(parents=True)
+    os.environ[LEDGER] = str(ledger)  # launchers pass the environment on to their jobs
+    try:
+        _hydra(args, parser)
+        return _collect(ledger)
+    finally:
+        del os.environ[LEDGER]
+        shutil.rmtree(ledger, ignore_errors=True)
+        for empty in (ledger.parent, results) if not existed else (ledger.parent,):
+            try:
+                empty.rmdir()
+            except OSError:
+                pass
+
+
+def main(argv: list[str]) -> int:
+    """`harness run [Hydra flags] [overrides]`; returns the exit code."""
+    from hydra._internal.utils import get_args_parser
+
+    parser = get_args_parser()
+    parser.prog = "harness run"
+    args = parser.parse_intermixed_args(argv)  # flags may follow overrides
+    if any(getattr(args, flag) for flag in SHOW_ONLY):
+        _hydra(args, parser)
+        return 0
+    plan = any(o.lower() in ("run.plan=true", "+run.plan=true") for o in args.overrides)
+    try:
+        cells = compose.validate(args)
+        _check_data(cells)
+    except (ConfigError, data.DataError) as err:
+        print(f"harness run: error: {err}", file=sys.stderr)
+        return 2
+    args.overrides = [*args.overrides, *_output_dirs(args.overrides, plan)]
+    try:
+        outcomes, images = _launch(args, parser, cells)
+    except ConfigError as err:  # e.g. a batch larger than an npz training set
+        print(f"harness run: error: {err}", file=sys.stderr)
+        return 2
     print(f"harness run: {summarize(outcomes)}")
     if plan:
         print(f"harness run: plan: {len(outcomes)} cells, "

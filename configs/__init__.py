@@ -1,0 +1,1 @@
+"""Hydra configs of the harness (configs/ in the source tree, harness.configs when installed)."""
