@@ -35,6 +35,7 @@ INTEGER = ("epochs", "batch_size", "seed", "epoch")
 STATUSES = ("completed", "diverged", "failed")
 CONFIG = ("study", "dataset", "model", "optimizer", "decay", "schedule", "epochs", "batch_size",
           "n_train", "normalized", "num_classes")
+UNKNOWN_WHEN_FAILED = ("n_train", "num_classes")  # null on a cell that failed before data
 PANEL_EXTRA = ("schedule", "epochs", "model", "dataset")  # in panel keys when they vary
 ORDER = {"optimizer": OPTIMIZERS, "decay": DECAY_MODES,
          "schedule": ("constant", "step", "cosine", "warm_restarts")}
@@ -162,7 +163,7 @@ def _run_summary(run: pd.DataFrame) -> dict:
 def _aggregate(cell: pd.DataFrame) -> dict:
     """Seeds of one cell -> mean/std of final errors over the seeds that did not fail."""
     ok = cell[~cell["failed"]]
-    first = cell.iloc[0]
+    first = ok.iloc[0] if len(ok) else cell.iloc[0]
     n_div = int(ok["diverged"].sum())
     status = "failed" if ok.empty else "diverged" if n_div else "completed"
     messages = [m for m in cell["error_message"] if m]
@@ -208,7 +209,7 @@ def cells(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per cell (seeds aggregated) with ``panel``, ``lam``, ``test_error`` (mean final
     top-1 error), ``test_error_std``, ``val_error``, ``seeds``, ``diverged``, ``failed``."""
     per_run = finals(runs)
-    keys = ["panel", *CONFIG, "lr", "lam"]
+    keys = ["panel", *[k for k in CONFIG if k not in UNKNOWN_WHEN_FAILED], "lr", "lam"]
     groups = per_run.groupby(keys, dropna=False, sort=False)
     out = pd.DataFrame([{"panel": g["panel"].iloc[0], **_aggregate(g)} for _, g in groups])
     return out.reset_index(drop=True)

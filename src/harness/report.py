@@ -99,7 +99,7 @@ def _separability(table: pd.DataFrame, per_run: pd.DataFrame) -> str:
                      "reading": basin.reading(), "cells in fit": basin.n,
                      "fit residual sd (pts)": "" if math.isnan(basin.resid_sd)
                      else f"{100 * basin.resid_sd:.2f}",
-                     f"damage frontier slope [95%] (margin pts)": f"{front.text()} "
+                     "damage frontier slope [95%] (margin pts)": f"{front.text()} "
                      f"({100 * margin:.1f})", "noise": noise.text(),
                      "in the other units": _other(sub, basin)})
     return ("## Separability of the (α, λ) basin\n\n"
