@@ -127,7 +127,7 @@ def heatmap_panel(ax, sub: pd.DataFrame, top: set, norm: Normalize, ylabel: str,
 def _panel_title(sub: pd.DataFrame, per_run: pd.DataFrame) -> str:
     first = sub.iloc[0]
     noise = stats.noise(per_run[per_run["panel"] == first["panel"]])
-    return f"{first['panel']}\n{DECAY_NOTE.get(first['decay'], first['decay'])}\n{noise.text()}"
+    return f"{first['panel']}\n{DECAY_NOTE.get(first['decay'], first['decay'])}\n{noise.short()}"
 
 
 def plot_heatmaps(table: pd.DataFrame, per_run: pd.DataFrame, out: Path) -> list[Path]:
@@ -165,8 +165,9 @@ def _heatmap_title(table: pd.DataFrame) -> str:
     seeds = ", ".join(str(v) for v in sorted(pd.unique(table["seeds"])))
     return (f"{one('study')}: {ERROR_LABEL} after {one('epochs')} epochs ({one('dataset')}, "
             f"{one('model')}, {one('schedule')} schedule), mean of {seeds} seed(s) per cell\n"
-            f"numbers = error in %; σ = seed-to-seed sd of one cell; circled = top-10 of the "
-            f"panel; bold = chosen; hatched = diverged (chance); grey = failed")
+            "numbers = error in %; σ = seed-to-seed sd of a cell, pooled over the panel's "
+            "cells with 2+ seeds; circled = top-10 of the panel; bold = chosen; hatched = "
+            "diverged (chance); grey = failed")
 
 
 def plot_learning_curves(runs: pd.DataFrame, table: pd.DataFrame, out: Path) -> list[Path]:
@@ -222,6 +223,8 @@ def plot_coordinates(table: pd.DataFrame, out: Path) -> list[Path] | None:
             ax.set(xlabel="log₂ α", ylabel=f"log₂ {units.COORDS[to]}",
                    title=f"{sub['panel'].iloc[0]} in {to} units ({here})")
             ax.grid(alpha=0.3)
+            for axis in (ax.xaxis, ax.yaxis):
+                axis.set_major_locator(MaxNLocator(integer=True))
     fig.colorbar(ScalarMappable(norm=norm, cmap=CMAP), ax=axes, shrink=0.8).set_label(
         ERROR_LABEL)
     fig.suptitle(wrap("One surface, two coordinate systems: λ_paper = α·λ_torch, so a "

@@ -53,9 +53,9 @@ class Slope:
 
     def reading(self) -> str:
         """separable / coupled / in between: the value its interval covers, or the one
-        within CLOSE of the estimate; else why it is undetermined."""
+        within CLOSE of the estimate; or "undetermined" (``text`` says why)."""
         if not self.determined:
-            return f"undetermined: {self.reason}"
+            return "undetermined"
         if self.low <= 0 <= self.high or abs(self.estimate) <= CLOSE:
             return "separable"
         if self.low <= -1 <= self.high or abs(self.estimate + 1) <= CLOSE:
@@ -205,6 +205,12 @@ class Noise:
     sigma: float
     cells: int      # cells with >= 2 seeds
     dof: int
+
+    def short(self) -> str:
+        """For a figure title: ``σ = 0.41 pts (3 cells)``."""
+        if not math.isfinite(self.sigma):
+            return "σ unknown (1 seed)"
+        return f"σ = {100 * self.sigma:.2f} pts ({self.cells} cell{'s' * (self.cells > 1)})"
 
     def text(self) -> str:
         if not math.isfinite(self.sigma):
