@@ -190,7 +190,10 @@ def test_diverged_failed_and_seeds(tmp_path: Path) -> None:
                                            num_classes=None))
     for seed, err in enumerate([0.10, 0.12, 0.14]):
         planted.write(runs, planted.cell_frame(err, lr=0.1, lam=0.01, seed=seed))
+    planted.write(runs, planted.cell_frame(0.2, lr=0.5, lam=0.04, status="failed",
+                                           num_classes=0))  # today's main: ZeroDivisionError
     table, _ = load(tmp_path)
+    assert table.set_index(["lr", "lam"]).loc[(0.5, 0.04), "failed"]
     table = table.set_index(["lr", "lam"])
     div = table.loc[(0.5, 0.01)]
     assert div["diverged"] and div["test_error"] == pytest.approx(0.9)  # 1 - 1/10
