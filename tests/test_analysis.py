@@ -215,7 +215,8 @@ def test_bad_files_and_values_are_skipped_with_one_line_each(tmp_path: Path) -> 
            "optimizer": base.assign(optimizer="lion"),
            "nulls": base.assign(lr=None),
            "classes0": base.assign(num_classes=0),
-           "classesnull": base.assign(num_classes=None)}
+           "classesnull": base.assign(num_classes=None),
+           "normalized": base.assign(normalized="maybe")}
     for name, df in bad.items():
         df.to_parquet(runs / f"{name}.parquet")
     (runs / "garbage.parquet").write_bytes(b"not a parquet file at all")
@@ -224,12 +225,13 @@ def test_bad_files_and_values_are_skipped_with_one_line_each(tmp_path: Path) -> 
     pd.DataFrame({"run_id": ["x"], "lr": [0.1]}).to_parquet(runs / "columns.parquet")
     runs_df, problems = analysis.load_runs(tmp_path)
     why = {p.split(":")[0]: p for p in problems}
-    assert len(problems) == 8 and all(p.endswith(", skipped") for p in problems)
+    assert len(problems) == 9 and all(p.endswith(", skipped") for p in problems)
     assert "epoch has a non-numeric value 'two'" in why["epoch.parquet"]
     assert "unknown optimizer 'lion' (valid: sgd, adam, rmsprop)" in why["optimizer.parquet"]
     assert "null values in ['lr']" in why["nulls.parquet"]
     assert "chance level unknown" in why["classes0.parquet"] + why["classesnull.parquet"]
     assert "missing required columns" in why["columns.parquet"]
+    assert "normalized must be true or false" in why["normalized.parquet"]
     assert "unreadable parquet" in why["garbage.parquet"]
     assert len(analysis.cells(runs_df)) == 1
 

@@ -84,9 +84,21 @@ def _problem(df: pd.DataFrame) -> str | None:
         return f"{df['run_id'].nunique()} run_ids in one file"
     if not (df["lr"] > 0).all():
         return "lr must be > 0"
+    if "normalized" in df and not df["normalized"].dropna().map(
+            lambda v: isinstance(v, (bool, np.bool_))).all():
+        return "normalized must be true or false"
     k = df["num_classes"].iloc[-1]
     if df["status"].iloc[-1] != "failed" and not (math.isfinite(k) and k >= 2):
         return f"num_classes={k!r}: chance level unknown for a {df['status'].iloc[-1]} run"
+    return None
+
+
+def _summary_problem(df: pd.DataFrame) -> str | None:
+    """Whatever else stops a run from being summarised, as one line (None if nothing)."""
+    try:
+        _run_summary(with_optional(df))
+    except Exception as exc:  # noqa: BLE001 - one unusable run never stops a report
+        return f"cannot be summarised ({type(exc).__name__}: {exc})"
     return None
 
 
@@ -103,7 +115,7 @@ def load_runs(study_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
     for path in sorted(run_dir.glob("*.parquet")):
         try:
             df = pd.read_parquet(path)
-            why = _problem(df)
+            why = _problem(df) or _summary_problem(df)
         except Exception as exc:  # any unreadable file is reported and skipped
             first = (str(exc).splitlines() or [""])[0][:160]
             why = f"unreadable parquet ({type(exc).__name__}: {first})"
