@@ -99,8 +99,23 @@ def _marks(ax, x: float, y: float, row, norm: Normalize, top: bool, best: bool, 
         ax.scatter([x], [y], s=CIRCLE_PT**2, facecolors="none", edgecolors=ink, linewidths=1.3)
 
 
+def _ridge_line(ax, ridge: stats.Slope, xs: np.ndarray, ys: np.ndarray) -> None:
+    """The fitted basin ridge log2 λ* = c + s·log2 α, in heatmap cell coordinates
+    (columns: ascending α; rows: descending λ), clipped to the grid."""
+    x = np.linspace(xs.min(), xs.max(), 50)
+    y = ridge.intercept + ridge.estimate * x
+    keep = (y >= ys.min()) & (y <= ys.max())
+    if keep.sum() < 2:
+        return
+    cols = np.interp(x[keep], xs, np.arange(len(xs)) + 0.5)
+    rows = np.interp(y[keep], ys[::-1], (np.arange(len(ys)) + 0.5)[::-1])
+    ax.plot(cols, rows, color="red", linestyle="--", linewidth=1.4,
+            label=f"fitted ridge, slope {ridge.text()}")
+    ax.legend(loc="upper right", fontsize=6, framealpha=0.8)
+
+
 def heatmap_panel(ax, sub: pd.DataFrame, top: set, norm: Normalize, ylabel: str,
-                  title: str) -> None:
+                  title: str, ridge: stats.Slope | None = None) -> None:
     """One panel: seaborn heatmap of error (%) over the lambda x alpha grid, low lambda at the
     bottom, cell values printed, the chosen cell bold, the top 10 circled."""
     sub = sub[np.isfinite(sub["lr"]) & np.isfinite(sub["lam"])]  # unknown lambda: not drawn
@@ -118,6 +133,9 @@ def heatmap_panel(ax, sub: pd.DataFrame, top: set, norm: Normalize, ylabel: str,
     for row in sub.itertuples():
         _marks(ax, ix[row.lr], iy[row.lam], row, norm, (row.lr, row.lam) in top,
                row.Index == best, size)
+    if ridge is not None and ridge.determined:
+        _ridge_line(ax, ridge, np.log2(z.columns.to_numpy(float)),
+                    np.log2(z.index.to_numpy(float)))
     ax.tick_params(labelsize=7, rotation=0)
     ax.set_xlabel("learning rate α (log scale)", fontsize=8)
     ax.set_ylabel(ylabel + " (log scale)", fontsize=8)
@@ -145,8 +163,10 @@ def plot_heatmaps(table: pd.DataFrame, per_run: pd.DataFrame, out: Path) -> list
     for panel, (r, c) in pos.items():
         sub = table[table["panel"] == panel]  # circle the top 10 only if there are more
         chosen = top[top["panel"] == panel] if len(analysis.ranked(sub)) > 10 else top[:0]
+        ridge = stats.basin_slope(sub, per_run[per_run["panel"] == panel]) \
+            if (sub["lam"] > 0).any() else None
         heatmap_panel(axes[r, c], sub, set(zip(chosen["lr"], chosen["lam"], strict=True)),
-                      norm, lam_label(table), _panel_title(sub, per_run))
+                      norm, lam_label(table), _panel_title(sub, per_run), ridge)
     for ax in axes.flat:
         if not ax.has_data():
             ax.set_axis_off()
@@ -167,7 +187,7 @@ def _heatmap_title(table: pd.DataFrame) -> str:
             f"{one('model')}, {one('schedule')} schedule), mean of {seeds} seed(s) per cell\n"
             "numbers = error in %; σ = seed-to-seed sd of a cell, pooled over the panel's "
             "cells with 2+ seeds; circled = top-10 of the panel; bold = chosen; hatched = "
-            "diverged (chance); grey = failed")
+            "diverged (chance); grey = failed; dashed = fitted basin ridge (where determined)")
 
 
 def plot_learning_curves(runs: pd.DataFrame, table: pd.DataFrame, out: Path) -> list[Path]:

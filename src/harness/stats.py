@@ -46,6 +46,7 @@ class Slope:
     method: str
     reason: str = ""     # why it is undetermined; "" when determined
     resid_sd: float = math.nan  # residual sd of the fit (error fraction)
+    intercept: float = math.nan  # the line log2 lambda = intercept + estimate * log2 alpha
 
     @property
     def determined(self) -> bool:
@@ -132,7 +133,9 @@ def basin_slope(cells: pd.DataFrame, runs: pd.DataFrame) -> Slope:
     reason = (f"no minimum in λ in {100 * missing:.0f}% of bootstrap resamples" if missing > 0.05
               else f"95% interval {signed(low)} … {signed(high)} is wider than {WIDTH:g}"
               if high - low > WIDTH else "")
-    return Slope(float(est), float(low), float(high), n, method, reason, resid_sd)
+    intercept = y0 - (coef[2] - coef[4] * x0) / (2 * coef[5])  # y*(x) in uncentred x
+    return Slope(float(est), float(low), float(high), n, method, reason, resid_sd,
+                 float(intercept))
 
 
 def _bootstrap(pts: pd.DataFrame, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -195,7 +198,7 @@ def frontier_slope(cells: pd.DataFrame, margin: float) -> Slope:
     half = t975(n - 2) * se
     reason = f"95% interval ±{half:.2f} is wider than {WIDTH:g}" if 2 * half > WIDTH else ""
     return Slope(float(slope), slope - half, slope + half, n, method, reason,
-                 math.sqrt(float(resid @ resid) / max(n - 2, 1)))
+                 math.sqrt(float(resid @ resid) / max(n - 2, 1)), float(intercept))
 
 
 @dataclass(frozen=True)
