@@ -1,206 +1,262 @@
-"""analysis.py on planted error surfaces written as real parquet files.
-
-error(alpha, lam) = BASE + A*(log2 lam - log2 lam*(alpha))^2 + B*(log2 alpha - c)^2 with
-log2 lam*(alpha) = k0 + s*log2 alpha: s = 0 is separable, s = -1 is coupled.
-"""
+"""analysis, stats, claims and units on planted studies written through `records.frame`."""
 
 from __future__ import annotations
 
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from harness import analysis
+from harness import analysis, claims, stats, units
 
-ALPHAS = [2.0**k for k in range(-10, -2)]  # 8 values
-LAMS = [2.0**k for k in range(-10, -2)]
-BASE, A, B = 0.05, 0.01, 0.004
+from . import planted
 
-
-def planted(alpha: float, lam: float, s: float, k0: float, c: float) -> float:
-    """The planted final test error (fraction), capped below chance."""
-    la = math.log2(alpha)
-    return min(0.85, BASE + A * (math.log2(lam) - (k0 + s * la)) ** 2 + B * (la - c) ** 2)
+A8 = [2.0**k for k in range(-10, -2)]   # 8 alphas / lambdas
+A5 = [2.0**k for k in range(-9, -4)]    # 5
 
 
-def write_cell(run_dir: Path, final_error: float, *, lr: float, lam: float, seed: int = 0,
-               optimizer: str = "sgd", decay: str = "decoupled", status: str = "completed",
-               epochs: int = 3, normalized: bool = False, n_epochs: int | None = None) -> str:
-    """One cell's parquet with every contract column; test error falls to final_error."""
-    run_id = f"{optimizer}-{decay}-{lr:.3g}-{lam:.3g}-{epochs}-{seed}"
-    n = epochs if n_epochs is None else n_epochs
-    err = [final_error + 0.05 * (n - e) for e in range(1, n + 1)] if n else [math.nan]
-    if status == "diverged":
-        err[-1] = math.nan
-    wd = lam * math.sqrt(128 / (50000 * epochs)) if normalized else lam
-    wd = math.nan if not n else wd  # records.py: lambda is a per-epoch metric
-    rows = pd.DataFrame({
-        "run_id": run_id, "study": "planted", "status": status,
-        "error_message": "boom" if status == "failed" else "", "dataset": "cifar10",
-        "model": "resnet20", "optimizer": optimizer, "decay": decay, "lr": lr,
-        "weight_decay": wd, "weight_decay_norm": lam if normalized else math.nan,
-        "normalized": normalized, "schedule": "cosine", "epochs": epochs, "batch_size": 128,
-        "n_train": 50000, "seed": seed, "epoch": list(range(1, n + 1)) if n else [0],
-        "step": [391 * e for e in range(1, n + 1)] if n else [0], "lr_multiplier": 1.0,
-        "train_loss": [2.0 / e for e in range(1, n + 1)] if n else [math.nan],
-        "train_error": err, "test_loss": err, "test_error": err, "test_error_top5": err,
-        "param_norm": 10.0, "elapsed_s": 1.0, "num_classes": 10, "git_sha": "abc1234",
-        "harness_version": "0.1.0", "torch_version": "2.4.0", "device": "cpu"})
-    run_dir.mkdir(parents=True, exist_ok=True)
-    rows.to_parquet(run_dir / f"{run_id}.parquet")
-    return run_id
-
-
-def write_surface(run_dir: Path, s: float, k0: float, c: float, noise: float = 0.0,
-                  **kw) -> None:
-    rng = np.random.default_rng(0)
-    for alpha in ALPHAS:
-        for lam in LAMS:
-            error = planted(alpha, lam, s, k0, c) + noise * rng.standard_normal()
-            write_cell(run_dir, error, lr=alpha, lam=lam, **kw)
-
-
-def load_cells(study: Path) -> pd.DataFrame:
+def load(study: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs, problems = analysis.load_runs(study)
     assert problems == []
-    return analysis.cells(runs)
+    return analysis.cells(runs), analysis.finals(runs)
 
 
-@pytest.mark.parametrize("s,k0", [(0.0, -6.3), (-1.0, -13.4)])
-def test_optimum_top10_and_slope(tmp_path: Path, s: float, k0: float) -> None:
-    write_surface(tmp_path / "runs", s, k0, c=-6)
-    table = load_cells(tmp_path)
+def in_memory(frames: list[pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    runs = pd.concat(frames, ignore_index=True)
+    return analysis.cells(runs), analysis.finals(runs)
+
+
+@pytest.mark.parametrize("s,k0,reading", [(-1.0, -13.4, "coupled"), (0.0, -6.3, "separable")])
+def test_basin_slope_recovers_planted_slope_at_half_a_point_of_noise(tmp_path, s, k0, reading):
+    planted.write_surface(tmp_path / "runs", A8, A8, s, k0, -6, noise=0.005)
+    table, per_run = load(tmp_path)
     assert len(table) == 64 and (table["seeds"] == 1).all()
+    slope = stats.basin_slope(table, per_run)
+    assert slope.determined, slope
+    assert abs(slope.estimate - s) < 0.2 and slope.low <= slope.estimate <= slope.high
+    assert slope.high - slope.low < 0.3 and slope.n == 32
+    assert slope.reading() == reading
+    assert 0.003 < slope.resid_sd < 0.007  # the planted 0.5 points come back
+    front = stats.frontier_slope(table, 0.02)
+    assert front.determined and abs(front.estimate - s) < 0.2, front
+
+
+def test_bias_toward_zero_is_gone():
+    """The old estimator (OLS of per-column argmin lambda* on log2 alpha) read a planted
+    coupled 5x5 basin as -0.70 +- 0.22 at 0.3 points of noise and -0.36 +- 0.31 at 1 point."""
+    low_noise, high_noise = [], []
+    for rng in range(4):
+        low_noise.append(stats.basin_slope(*in_memory(planted.surface_frames(
+            A5, A5, -1.0, -13.0, -7, noise=0.003, rng=rng))))
+        high_noise.append(stats.basin_slope(*in_memory(planted.surface_frames(
+            A5, A5, -1.0, -13.0, -7, noise=0.01, rng=rng))))
+    estimates = [s.estimate for s in low_noise if s.determined]
+    assert len(estimates) >= 3 and abs(np.mean(estimates) + 1) < 0.1, low_noise
+    for s in high_noise:  # at 1 point: honest, either undetermined or covering the truth
+        assert not s.determined or s.low <= -1 <= s.high, s
+        assert s.text().startswith("undetermined") or s.estimate < -0.5
+    assert any(not s.determined for s in high_noise)
+
+
+@pytest.mark.parametrize("coupled", [True, False])
+def test_damage_frontier_shows_coupling_where_decay_never_helps(coupled):
+    frames = []
+    for a in A8:
+        for m in A8:  # flat until the frontier, then quadratic damage: decay never helps
+            x, y = math.log2(a), math.log2(m)
+            edge = -14 - x if coupled else -7.0
+            frames.append(planted.cell_frame(0.1 + 0.02 * max(0.0, y - edge) ** 2, lr=a, lam=m))
+    table, per_run = in_memory(frames)
+    front = stats.frontier_slope(table, 0.02)
+    assert front.determined and abs(front.estimate - (-1 if coupled else 0)) < 0.1, front
+    assert "first exceeds the column's best by 2.0 points" in front.method
+
+
+def test_optimum_off_the_grid_is_undetermined_and_prints_no_slope():
+    table, per_run = in_memory(planted.surface_frames(A8, A8, 0.0, -14.0, -6))
+    slope = stats.basin_slope(table, per_run)
+    assert not slope.determined and "outside the λ grid" in slope.reason
+    assert slope.text().startswith("undetermined (") and "±" not in slope.text()
+    few = stats.basin_slope(*in_memory(planted.surface_frames(A8[:3], A8[:3], 0.0, -6, -6)))
+    assert not few.determined and "quadratic surface needs 10" in few.reason
+
+
+def test_noise_and_paired_difference():
+    frames = [planted.cell_frame(e, lr=0.1, lam=0.01, seed=i) for i, e in
+              enumerate([0.10, 0.12, 0.14])]
+    frames += [planted.cell_frame(e, lr=0.1, lam=0.02, seed=i) for i, e in
+               enumerate([0.09, 0.10, 0.13])]
+    table, per_run = in_memory(frames)
+    noise = stats.noise(per_run)
+    pooled = math.sqrt((0.0008 + ((np.array([0.09, 0.10, 0.13]) - 0.10666) ** 2).sum()) / 4)
+    assert noise.dof == 4 and noise.sigma == pytest.approx(pooled, rel=1e-3)
+    a, b = (per_run[per_run["lam"] == lam] for lam in (0.01, 0.02))
+    d = stats.difference(a, b)
+    assert d.paired and d.n == 3
+    assert d.mean == pytest.approx(0.04 / 3) and d.se == pytest.approx(0.01 / 3)
+    assert d.resolved and d.text() == "+1.33 ± 0.33 pts (paired seeds, n=3)"
+    assert not stats.difference(a.head(1), b.head(1)).resolved  # one seed: SE unknown
+
+
+def adam_study(e0: float, l2: list[float], w: list[float], seeds: int = 3,
+               jitter: float = 0.001) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Adam at alpha 2^-10: lambda = 0, and L2 / AdamW at 3 lambdas (middle one best)."""
+    alpha, frames = 2.0**-10, []
+    offsets = [jitter * (s - 1) for s in range(seeds)]  # shared per seed: pairing removes it
+    for s, off in enumerate(offsets):
+        frames.append(planted.cell_frame(e0 + off, lr=alpha, lam=0.0, optimizer="adam",
+                                         decay="none", seed=s))
+        for decay, errs in (("l2", l2), ("decoupled", w)):
+            for lam, e in zip([2.0**-6, 2.0**-4, 2.0**-2], errs, strict=True):
+                frames.append(planted.cell_frame(e + off + 0.0003 * ((s * 7 + len(frames)) % 3),
+                                                 lr=alpha, lam=lam, optimizer="adam",
+                                                 decay=decay, seed=s))
+    return in_memory(frames)
+
+
+@pytest.mark.parametrize("l2,w,verdict", [
+    ([0.142, 0.140, 0.143], [0.140, 0.125, 0.135], claims.SUPPORTED),
+    ([0.140, 0.1368, 0.139], [0.139, 0.1370, 0.138], claims.CONTRADICTED),  # the pilot
+    ([0.1432, 0.1431, 0.1433], [0.1433, 0.1431, 0.1432], claims.UNTESTABLE),  # noise > effect
+    ([0.130, 0.135, 0.140], [0.140, 0.125, 0.135], claims.UNTESTABLE),  # L2 best on the edge
+])
+def test_claim2_verdicts_from_paired_seed_means(l2, w, verdict):
+    table, per_run = adam_study(0.1432, l2, w)
+    claim = claims.claims(table, per_run)[1]
+    assert claim.verdict == verdict, claim.measured
+    assert "pts (paired seeds, n=3)" in claim.measured
+    assert "chosen and scored on the same test set" in claim.measured
+
+
+def test_claim2_with_one_seed_is_not_testable():
+    table, per_run = adam_study(0.1432, [0.142, 0.140, 0.143], [0.140, 0.125, 0.135], seeds=1)
+    claim = claims.claims(table, per_run)[1]
+    assert claim.verdict == claims.UNTESTABLE and "(SE unknown)" in claim.measured
+
+
+def test_lambda_chosen_on_validation_and_scored_on_test():
+    frames = [planted.cell_frame(0.10, val=0.20, lr=0.1, lam=0.01),   # best on test
+              planted.cell_frame(0.11, val=0.15, lr=0.1, lam=0.02)]   # best on validation
+    table, _ = in_memory(frames)
+    assert analysis.selection_metric(table) == "val_error"
     best = analysis.best_cells(table).iloc[0]
-    assert best["lr"] == 2.0**-6
-    assert best["lam"] == 2.0 ** round(k0 + s * -6)
-    assert best["test_error"] == pytest.approx(planted(best["lr"], best["lam"], s, k0, -6))
-    truth = sorted((planted(a, m, s, k0, -6), a, m) for a in ALPHAS for m in LAMS)[:10]
-    top = analysis.top_k(table, 10)
-    assert set(zip(top["lr"], top["lam"], strict=True)) == {(a, m) for _, a, m in truth}
-    assert list(top["rank"]) == list(range(1, 11))
-    sep = analysis.separability(table)
-    assert abs(sep.slope - s) < 0.15, sep
-    assert sep.n >= 5
-    assert analysis.edge_warnings(table) == []
+    assert best["lam"] == 0.02 and best["test_error"] == pytest.approx(0.11)
+    table_test, _ = in_memory([f.drop(columns="val_error") for f in frames])
+    assert analysis.selection_metric(table_test) == "test_error"
+    assert analysis.best_cells(table_test).iloc[0]["lam"] == 0.01
 
 
-@pytest.mark.parametrize("s,k0", [(0.0, -6.3), (-1.0, -13.4)])
-def test_separability_with_noise(tmp_path: Path, s: float, k0: float) -> None:
-    write_surface(tmp_path / "runs", s, k0, c=-6, noise=0.002)  # 0.2 points of error noise
-    sep = analysis.separability(load_cells(tmp_path))
-    assert abs(sep.slope - s) < 0.15 and 0 < sep.stderr < 0.1, sep
+def test_claim1_supported_on_planted_coupled_and_separable_panels():
+    frames = planted.surface_frames(A8, A8, -1.0, -13.4, -6, noise=0.003, seeds=2,
+                                    optimizer="sgd", decay="l2")
+    frames += planted.surface_frames(A8, A8, 0.0, -6.3, -6, noise=0.003, seeds=2, rng=1,
+                                     optimizer="sgd", decay="decoupled")
+    table, per_run = in_memory(frames)
+    claim = claims.claims(table, per_run)[0]
+    assert claim.verdict == claims.SUPPORTED, claim.measured
+    assert "basin ridge slope SGD+L2 -1.0" in claim.measured and "verdict from the basin" in \
+        claim.measured
+    rivals = claims.claims(table, per_run)[2]
+    assert rivals.verdict == claims.UNTESTABLE and rivals.measured.startswith("needs")
 
 
-def test_edge_warning_when_optimum_on_grid_edge(tmp_path: Path) -> None:
-    write_surface(tmp_path / "runs", 0.0, -9.8, c=-10)  # best alpha and lambda are the smallest
-    warnings = analysis.edge_warnings(load_cells(tmp_path))
-    assert len(warnings) == 2
-    assert "smallest lr" in warnings[0] and "smallest lambda" in warnings[1]
-    assert warnings[0].startswith("sgd / decoupled: best cell (lr=2^-10, lambda=2^-10")
+def test_paper_and_torch_units():
+    assert units.convert(0.5, 2.0**-10, "decoupled_lr", "paper") == 2.0**-11
+    assert units.convert(2.0**-11, 2.0**-10, "decoupled", "torch") == 0.5
+    assert units.convert(0.5, 0.1, "decoupled", "paper") == 0.5
+    with pytest.raises(ValueError, match="no paper/torch coordinates"):
+        units.convert(0.5, 0.1, "l2", "paper")
+    # tau_epoch = b / (B * alpha * lambda_torch) = 64 / (5000 * 2^-10 * 2^3) = 1.6384 epochs
+    frames = [planted.cell_frame(0.1, lr=2.0**-10, lam=8.0, optimizer="adam",
+                                 decay="decoupled_lr"),
+              planted.cell_frame(0.1, lr=2.0**-10, lam=2.0**-7, optimizer="adam",
+                                 decay="decoupled"),
+              planted.cell_frame(0.1, lr=2.0**-10, lam=2.0**-7, optimizer="adam", decay="l2")]
+    table, _ = in_memory(frames)
+    tau = dict(zip(table["decay"], units.tau_epochs(table), strict=True))
+    assert tau["decoupled_lr"] == pytest.approx(1.6384) and tau["decoupled"] == \
+        pytest.approx(1.6384) and math.isnan(tau["l2"])
+    both = units.overlap(table[table["decay"] == "decoupled"],
+                         table[table["decay"] == "decoupled_lr"])
+    assert len(both) == 1 and both["lam_paper"].iloc[0] == 2.0**-7
 
 
 def test_diverged_failed_and_seeds(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    write_cell(runs, 0.2, lr=0.5, lam=0.01, status="diverged")
-    write_cell(runs, 0.2, lr=0.5, lam=0.02, status="failed", n_epochs=0)
+    planted.write(runs, planted.cell_frame(0.2, lr=0.5, lam=0.01, status="diverged"))
+    planted.write(runs, planted.cell_frame(0.2, lr=0.5, lam=0.02, status="failed",
+                                           num_classes=None))
     for seed, err in enumerate([0.10, 0.12, 0.14]):
-        write_cell(runs, err, lr=0.1, lam=0.01, seed=seed)
-    write_cell(runs, 0.2, lr=0.5, lam=0.03, status="failed", n_epochs=0, normalized=True)
-    table = load_cells(tmp_path)
-    unknown = table[table["lam"].isna()].iloc[0]  # failed, not normalized: lambda not recorded
-    assert unknown["failed"] and unknown["lr"] == 0.5
-    table = table.dropna(subset=["lam"]).set_index(["lr", "lam"])
+        planted.write(runs, planted.cell_frame(err, lr=0.1, lam=0.01, seed=seed))
+    planted.write(runs, planted.cell_frame(0.2, lr=0.5, lam=0.04, status="failed",
+                                           num_classes=0))  # today's main: ZeroDivisionError
+    table, _ = load(tmp_path)
+    assert table.set_index(["lr", "lam"]).loc[(0.5, 0.04), "failed"]
+    table = table.set_index(["lr", "lam"])
     div = table.loc[(0.5, 0.01)]
     assert div["diverged"] and div["test_error"] == pytest.approx(0.9)  # 1 - 1/10
     assert div["status"] == "diverged" and div["final_epoch"] == 2
-    failed = table.loc[(0.5, 0.03)]  # normalized: lambda_norm is known
-    assert failed["failed"] and failed["error_message"] == "boom"
-    assert math.isnan(failed["test_error"])
+    failed = table.loc[(0.5, 0.02)]
+    assert failed["failed"] and failed["error_message"] == "CUDA out of memory"
+    assert math.isnan(failed["test_error"]) and math.isnan(failed["chance"])
     seeds = table.loc[(0.1, 0.01)]
-    assert seeds["seeds"] == 3 and not seeds["diverged"]
-    assert seeds["test_error"] == pytest.approx(0.12)
+    assert seeds["seeds"] == 3 and seeds["test_error"] == pytest.approx(0.12)
     assert seeds["test_error_std"] == pytest.approx(0.02)
-    ranked = analysis.top_k(table.reset_index())
-    assert len(ranked) == 2 and ranked["test_error"].iloc[0] == pytest.approx(0.12)
+    assert len(analysis.top_k(table.reset_index())) == 2
 
 
-def test_corrupt_files_reported_and_skipped(tmp_path: Path) -> None:
+def test_bad_files_and_values_are_skipped_with_one_line_each(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    good = write_cell(runs, 0.1, lr=0.1, lam=0.01)
-    write_cell(runs, 0.2, lr=0.2, lam=0.01)
+    good = planted.write(runs, planted.cell_frame(0.1, lr=0.1, lam=0.01))
+    base = planted.cell_frame(0.2, lr=0.2, lam=0.01)
+    bad = {"epoch": base.assign(epoch=base["epoch"].astype(str).replace("2", "two")),
+           "optimizer": base.assign(optimizer="lion"),
+           "nulls": base.assign(lr=None),
+           "classes0": base.assign(num_classes=0),
+           "classesnull": base.assign(num_classes=None),
+           "normalized": base.assign(normalized="maybe")}
+    for name, df in bad.items():
+        df.to_parquet(runs / f"{name}.parquet")
     (runs / "garbage.parquet").write_bytes(b"not a parquet file at all")
     data = (runs / f"{good}.parquet").read_bytes()
     (runs / "partial.parquet").write_bytes(data[: len(data) // 2])
     pd.DataFrame({"run_id": ["x"], "lr": [0.1]}).to_parquet(runs / "columns.parquet")
     runs_df, problems = analysis.load_runs(tmp_path)
-    assert len(problems) == 3
-    assert {p.split(":")[0] for p in problems} == {"garbage.parquet", "partial.parquet",
-                                                   "columns.parquet"}
-    assert "missing required columns" in [p for p in problems if p.startswith("col")][0]
-    assert len(analysis.cells(runs_df)) == 2
+    why = {p.split(":")[0]: p for p in problems}
+    assert len(problems) == 9 and all(p.endswith(", skipped") for p in problems)
+    assert "epoch has a non-numeric value 'two'" in why["epoch.parquet"]
+    assert "unknown optimizer 'lion' (valid: sgd, adam, rmsprop)" in why["optimizer.parquet"]
+    assert "null values in ['lr']" in why["nulls.parquet"]
+    assert "chance level unknown" in why["classes0.parquet"] + why["classesnull.parquet"]
+    assert "missing required columns" in why["columns.parquet"]
+    assert "normalized must be true or false" in why["normalized.parquet"]
+    assert "unreadable parquet" in why["garbage.parquet"]
+    assert len(analysis.cells(runs_df)) == 1
 
 
-def test_panels_vary_and_claims(tmp_path: Path) -> None:
-    runs = tmp_path / "runs"
-    write_surface(runs, -1.0, -13.4, c=-6, optimizer="sgd", decay="l2")
-    write_surface(runs, 0.0, -6.3, c=-6, optimizer="sgd", decay="decoupled")
-    alpha = 2.0**-10  # the grid alpha closest to 0.001
-    write_cell(runs, 0.100, lr=alpha, lam=0.0, optimizer="adam", decay="none")
-    for lam, l2_err, w_err in [(2.0**-8, 0.099, 0.090), (2.0**-6, 0.098, 0.070)]:
-        write_cell(runs, l2_err, lr=alpha, lam=lam, optimizer="adam", decay="l2")
-        write_cell(runs, w_err, lr=alpha, lam=lam, optimizer="adam", decay="decoupled")
-    table = load_cells(tmp_path)
-    assert analysis.panels(table) == ["sgd / l2", "sgd / decoupled", "adam / none", "adam / l2",
-                                      "adam / decoupled"]
-    verdicts = {c.name[0]: c for c in analysis.claims(table)}
-    assert verdicts["1"].verdict == "supported", verdicts["1"].measured
-    assert "SGD+L2 -1.00 ± 0.00 (n=6)" in verdicts["1"].measured
-    assert verdicts["2"].verdict == "supported"
-    assert "gain 2.0% rel." in verdicts["2"].measured and "gain 30.0% rel." in \
-        verdicts["2"].measured
-    assert verdicts["3"].verdict == "not supported"  # 7.0% vs 5.0%: 40% worse
-    assert verdicts["4"].verdict == analysis.UNTESTABLE
+def test_edge_warning_and_top10(tmp_path: Path) -> None:
+    table, _ = in_memory(planted.surface_frames(A8, A8, 0.0, -9.8, -10))
+    warnings = analysis.edge_warnings(table)
+    assert len(warnings) == 2 and "smallest lr" in warnings[0] and "smallest lambda" in \
+        warnings[1]
+    table, _ = in_memory(planted.surface_frames(A8, A8, -1.0, -13.4, -6))
+    truth = sorted((planted.surface(a, m, -1.0, -13.4, -6), a, m) for a in A8 for m in A8)[:10]
+    top = analysis.top_k(table, 10)
+    assert set(zip(top["lr"], top["lam"], strict=True)) == {(a, m) for _, a, m in truth}
+    assert analysis.edge_warnings(table) == []
 
 
-@pytest.mark.parametrize("shift,verdict", [(0.0, "supported"), (3.0, "not supported")])
-def test_budget_transfer_claim(tmp_path: Path, shift: float, verdict: str) -> None:
-    for epochs, k0 in [(2, -5.0), (4, -5.0 + shift)]:
-        for lam in LAMS:
-            write_cell(tmp_path / "runs", planted(0.1, lam, 0.0, k0, math.log2(0.1)), lr=0.1,
-                       lam=lam, epochs=epochs, normalized=True)
-    table = load_cells(tmp_path)
+@pytest.mark.parametrize("shift,verdict", [(0.0, claims.SUPPORTED),
+                                           (3.0, claims.NOT_SUPPORTED)])
+def test_budget_transfer_claim(shift: float, verdict: str) -> None:
+    lams = [2.0**k for k in range(-10, 1)]
+    frames = [planted.cell_frame(planted.surface(0.1, lam, 0.0, k0, math.log2(0.1)), lr=0.1,
+                                 lam=lam, epochs=epochs, normalized=True)
+              for epochs, k0 in [(2, -5.0), (4, -5.0 + shift)] for lam in lams]
+    table, per_run = in_memory(frames)
     assert analysis.panels(table) == ["sgd / decoupled / 2 ep", "sgd / decoupled / 4 ep"]
-    claim = analysis.claims(table)[3]
+    claim = claims.claims(table, per_run)[3]
     assert claim.verdict == verdict, claim.measured
     assert "2^-5 @ 2 ep" in claim.measured
-    assert np.isclose(table["weight_decay"].iloc[0], 2.0**-10 * math.sqrt(128 / 100000))
-
-
-def test_missing_runs_dir_copy_is_independent(tmp_path: Path) -> None:
-    write_cell(tmp_path / "a" / "runs", 0.1, lr=0.1, lam=0.01)
-    shutil.copytree(tmp_path / "a" / "runs", tmp_path / "flat")
-    runs, problems = analysis.load_runs(tmp_path / "flat")  # parquet files directly in the dir
-    assert problems == [] and len(runs) == 3
-    empty, problems = analysis.load_runs(tmp_path / "nothing")
-    assert empty.empty and problems == []
-    with pytest.raises(ValueError, match="no runs"):
-        analysis.cells(empty)
-
-
-def test_separability_is_undetermined_when_lambda_star_sits_on_the_grid_edge(tmp_path):
-    write_surface(tmp_path / "runs", 0.0, -14.0, c=-6)  # lambda* far below the grid
-    sep = analysis.separability(load_cells(tmp_path))
-    assert sep.interior == 0 and not sep.determined
-    interior = analysis.separability(load_cells(_fresh(tmp_path, -6.3)))
-    assert interior.interior == 8 and interior.determined
-
-
-def _fresh(tmp_path: Path, k0: float) -> Path:
-    study = tmp_path / "interior"
-    write_surface(study / "runs", 0.0, k0, c=-6)
-    return study

@@ -1,65 +1,44 @@
-"""report.py end to end on small planted studies written as real parquet files."""
+"""report.py end to end on planted studies written through `records.frame`."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.image import imread
 
 from harness import report
 
-GRID = [2.0**k for k in range(-9, -4)]  # lambda grid, 5 values; alpha grid is GRID * 2
+from . import planted
+
+A6 = [2.0**k for k in range(-9, -3)]   # 6 alphas
+L6 = [2.0**k for k in range(-10, -4)]  # 6 lambdas
 
 
-def write_run(runs: Path, *, optimizer: str, decay: str, lr: float, lam: float, final: float,
-              epochs: int = 4, status: str = "completed", normalized: bool = False) -> None:
-    """A cell with an exponential learning curve ending at ``final`` test error."""
-    n = 0 if status == "failed" else epochs
-    epoch = np.arange(1, n + 1) if n else np.array([0])
-    err = final + 0.3 * np.exp(-(epoch - 1.0)) * (epoch < epochs) if n else np.array([np.nan])
-    if status == "diverged":
-        err = np.where(epoch == n, np.nan, err)
-    run_id = f"{optimizer}_{decay}_{lr:g}_{lam:g}_{epochs}"
-    pd.DataFrame({
-        "run_id": run_id, "study": runs.parent.name, "status": status,
-        "error_message": "CUDA out of memory" if status == "failed" else "",
-        "dataset": "cifar10", "model": "resnet20", "optimizer": optimizer, "decay": decay,
-        "lr": lr, "weight_decay": math.nan if status == "failed" and normalized  # as records.py
-        else lam * (math.sqrt(128 / (50000 * epochs)) if normalized else 1),
-        "weight_decay_norm": lam if normalized else math.nan, "normalized": normalized,
-        "schedule": "cosine", "epochs": epochs, "batch_size": 128, "n_train": 50000, "seed": 0,
-        "epoch": epoch, "step": 391 * epoch, "lr_multiplier": 1.0,
-        "train_loss": 2.0 * np.exp(-0.5 * epoch) if n else np.nan, "train_error": err,
-        "test_loss": 2 * err, "test_error": err, "test_error_top5": err / 3, "param_norm": 30.0,
-        "elapsed_s": 10.0 * epoch, "num_classes": 10, "git_sha": "0123abc",
-        "harness_version": "0.1.0", "torch_version": "2.4.1", "device": "cuda:0 (H100)",
-    }).to_parquet(runs / f"{run_id}.parquet")
-
-
-def planted(lr: float, lam: float, slope: float, k0: float) -> float:
-    """Final error with best lambda at log2 lam* = k0 + slope*log2 lr, best lr 2^-6."""
-    la, lm = math.log2(lr), math.log2(lam)
-    return 0.05 + 0.01 * (lm - (k0 + slope * la)) ** 2 + 0.005 * (la + 6) ** 2
-
-
-@pytest.fixture
-def study(tmp_path: Path) -> Path:
-    runs = tmp_path / "results" / "fig2_mini" / "runs"
-    runs.mkdir(parents=True)
-    for optimizer, decay, slope, k0 in [("sgd", "l2", -1.0, -13.0),
-                                        ("adam", "decoupled", 0.0, -7.0)]:
-        for lr in [2 * g for g in GRID]:
-            for lam in GRID:
-                status = "diverged" if (lr, lam) == (GRID[-1] * 2, GRID[-1]) else "completed"
-                status = "failed" if (decay, lr, lam) == ("l2", GRID[0] * 2, GRID[-1]) \
-                    else status
-                write_run(runs, optimizer=optimizer, decay=decay, lr=lr, lam=lam,
-                          final=planted(lr, lam, slope, k0), status=status)
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SGD+L2 (coupled) and PyTorch-AdamW (coupled in paper units) panels, 2 seeds, with a
+    diverged cell, a failed cell (num_classes null, as records writes it) and bad files."""
+    runs = tmp_path_factory.mktemp("results") / "fig2_mini" / "runs"
+    for df in planted.surface_frames(A6, L6, -1.0, -14.0, -6, noise=0.003, seeds=2,
+                                     optimizer="sgd", decay="l2"):
+        if not (df["lr"].iloc[0] == A6[-1] and df["decay"].iloc[0] == "l2"
+                and df["weight_decay"].iloc[0] == L6[-1]):
+            planted.write(runs, df)
+    planted.write(runs, planted.cell_frame(0.5, lr=A6[-1], lam=L6[-1], optimizer="sgd",
+                                           decay="l2", status="diverged"))
+    planted.write(runs, planted.cell_frame(0.5, lr=A6[-1], lam=L6[-1], optimizer="sgd",
+                                           decay="l2", status="failed", seed=1,
+                                           num_classes=None))
+    for df in planted.surface_frames(A6, [2.0**k for k in range(-1, 5)], -1.0, -4.0, -6,
+                                     noise=0.003, seeds=2, rng=1, optimizer="adam",
+                                     decay="decoupled_lr"):
+        planted.write(runs, df)
     (runs / "corrupt.parquet").write_bytes(b"PAR1 this is not a parquet file")
+    bad = planted.cell_frame(0.1, lr=0.1, lam=0.01)
+    bad.assign(epoch="one").to_parquet(runs / "string_epoch.parquet")
+    bad.assign(optimizer="lion").to_parquet(runs / "lion.parquet")
     return runs.parent
 
 
@@ -74,35 +53,35 @@ def test_write_report(study: Path) -> None:
     path = report.write_report(study)
     assert path == study / "report" / "report.md"
     text = path.read_text()
-    assert "## Best cell per panel" in text
-    assert "| sgd / l2 | 2^-6 | 2^-7 | 5.00 |  | 1 | completed |" in text
-    assert "| adam / decoupled | 2^-6 | 2^-7 | 5.00 |" in text
-    assert "| sgd / l2 | -1.00 | 0.00 | 3 | coupled |" in text
-    assert "| adam / decoupled | +0.00 |" in text and "separable |" in text
-    assert "skipped file: corrupt.parquet" in text
-    assert "failed cell: sgd / l2 α=2^-8 λ=2^-5: CUDA out of memory" in text
-    assert "cells (grid points) | 50; runs 50: 47 completed, 2 diverged, 1 failed" in text
-    assert "0123abc" in text and "cuda:0 (H100)" in text
-    assert "![heatmaps](heatmaps.png)" in text
-    for stem in ("heatmaps", "learning_curves"):
-        assert_real_png(study / "report" / f"{stem}.png")
-        assert (study / "report" / f"{stem}.pdf").stat().st_size > 5_000
-    assert not (study / "report" / "transfer.png").exists()  # one epoch budget
-    table = pd.read_csv(study / "report" / "cells.csv")
-    assert len(table) == 50 and table["failed"].sum() == 1 and table["diverged"].sum() == 2
+    out = study / "report"
+    assert "| sgd / l2 " in text and "-1.0" in text and "coupled" in text
+    assert "3 file(s) skipped: 1 × unreadable parquet" in text
+    assert "epoch has a non-numeric value 'one'" in text and "unknown optimizer 'lion'" in text
+    assert "failed cell: sgd / l2" not in text  # its other seed diverged: the cell is ranked
+    assert "cell(s) with a diverged seed" in text
+    assert "chosen and scored on the same test set" in text
+    assert "σ = 0.3" in text or "σ = 0.2" in text or "σ = 0.4" in text
+    assert "decoupled(λ) = decoupled_lr(λ/α) exactly" in text
+    assert "in paper units" in text  # the torch-AdamW slope, re-expressed
+    assert "τ (epochs)" in text
+    for stem in ("heatmaps", "learning_curves", "coordinates"):
+        assert_real_png(out / f"{stem}.png")
+        assert (out / f"{stem}.pdf").stat().st_size > 5_000
+    assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporary file
+    table = pd.read_csv(out / "cells.csv")
+    assert len(table) == 72 and table["diverged"].sum() == 1 and "tau_epochs" in table
+    assert table.loc[table["decay"] == "decoupled_lr", "tau_epochs"].notna().all()
 
 
-def test_budgets_study_has_transfer_plot(tmp_path: Path) -> None:
-    runs = tmp_path / "budgets" / "runs"
-    runs.mkdir(parents=True)
-    for epochs in (2, 4):
-        for lam in GRID:
-            write_run(runs, optimizer="adam", decay="decoupled", lr=0.001, lam=lam,
-                      final=planted(2.0**-6, lam, 0.0, -7.0), epochs=epochs, normalized=True)
-    text = report.write_report(tmp_path / "budgets", tmp_path / "out").read_text()
-    assert_real_png(tmp_path / "out" / "transfer.png")
-    assert "best lambda_norm 2^-7 @ 2 ep, 2^-7 @ 4 ep (spread 0.0 octaves)" in text
-    assert "normalized weight decay λ_norm grid" in text
+def test_undetermined_panel_prints_no_slope(tmp_path: Path) -> None:
+    runs = tmp_path / "flat" / "runs"
+    for df in planted.surface_frames(A6, L6, 0.0, -13.0, -6, noise=0.003):  # λ* off the grid
+        planted.write(runs, df)
+    text = report.write_report(tmp_path / "flat").read_text()
+    section = text.split("## Separability")[1]
+    row = next(line for line in section.splitlines() if line.startswith("| sgd / decoupled "))
+    assert "undetermined (λ* ≈ 2^" in row and "outside the λ grid" in row
+    assert "**not testable with this study**" in text
 
 
 def test_cli(study: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -112,3 +91,13 @@ def test_cli(study: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert err.count("\n") == 1 and "unknown study 'nope'" in err and "fig2_mini" in err
     assert report.main(["fig2_mini", "--results-dir", str(results)]) == 0
     assert Path(capsys.readouterr().out.strip()) == study / "report" / "report.md"
+
+
+def test_only_bad_files_is_one_line_and_exit_1(tmp_path: Path, capsys) -> None:
+    runs = tmp_path / "bad" / "runs"
+    runs.mkdir(parents=True)
+    planted.cell_frame(0.1, lr=0.1, lam=0.01).assign(num_classes=0).to_parquet(
+        runs / "zero.parquet")
+    assert report.main([str(tmp_path / "bad")]) == 1
+    err = capsys.readouterr().err
+    assert "report: no usable parquet files" in err and "(1 skipped)" in err

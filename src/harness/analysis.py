@@ -1,51 +1,45 @@
-"""Study analysis: parquet runs -> cells, best cells, separability, the paper's claims.
+"""Study analysis: parquet runs -> one row per run (``finals``) -> one row per cell (``cells``).
 
 Input (DESIGN.md section 3): ``<study>/runs/<run_id>.parquet``, one row per evaluated epoch.
 Units: ``lr`` = alpha (base learning rate); ``weight_decay`` = lambda actually used;
 ``lam`` = the lambda axis of the grid (lambda_norm if the study used normalized decay, else
-lambda); ``test_error`` = top-1 test error as a fraction in [0, 1]. A *cell* is one grid point
-(config, lr, lam), its seeds averaged. Only pandas and numpy: reports build without torch.
+lambda); errors are top-1 fractions in [0, 1]. A *cell* is one grid point (config, lr, lam),
+its seeds averaged. ``val_error`` (error on a split held out of the training set) is used to
+choose cells when the parquet has it; ``test_error`` scores them. Only pandas and numpy:
+reports build without torch. Statistics live in ``harness.stats``, verdicts in
+``harness.claims``.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from harness.config import DECAY_MODES, OPTIMIZERS
 
 log = logging.getLogger(__name__)
 
 REQUIRED = ("run_id", "status", "dataset", "model", "optimizer", "decay", "lr", "weight_decay",
             "schedule", "epochs", "batch_size", "seed", "epoch", "test_error", "num_classes")
 OPTIONAL = {"study": "", "error_message": "", "weight_decay_norm": np.nan, "normalized": False,
-            "n_train": np.nan, "train_loss": np.nan}
+            "n_train": np.nan, "train_loss": np.nan, "val_error": np.nan}
+NUMERIC = ("lr", "weight_decay", "weight_decay_norm", "epochs", "batch_size", "seed", "epoch",
+           "test_error", "val_error", "train_loss", "num_classes", "n_train")
+NOT_NULL = ("run_id", "status", "optimizer", "decay", "lr", "epoch", "seed", "epochs",
+            "batch_size")
+INTEGER = ("epochs", "batch_size", "seed", "epoch")
+STATUSES = ("completed", "diverged", "failed")
 CONFIG = ("study", "dataset", "model", "optimizer", "decay", "schedule", "epochs", "batch_size",
           "n_train", "normalized", "num_classes")
+UNKNOWN_WHEN_FAILED = ("n_train", "num_classes")  # null on a cell that failed before data
 PANEL_EXTRA = ("schedule", "epochs", "model", "dataset")  # in panel keys when they vary
-ORDER = {"optimizer": ("sgd", "adam", "rmsprop"), "decay": ("none", "l2", "decoupled",
-         "decoupled_lr"), "schedule": ("constant", "step", "cosine", "warm_restarts")}
-USABLE = 0.9  # an alpha column counts for separability if its best error < USABLE * chance
-
-
-@dataclass(frozen=True)
-class Separability:
-    """Slope of log2 lambda*(alpha) against log2 alpha: 0 = separable, -1 = coupled (L2)."""
-
-    slope: float
-    stderr: float
-    n: int
-    method: str
-    interior: int = 0  # alpha columns whose lambda* lies inside the lambda grid
-
-    @property
-    def determined(self) -> bool:
-        """A slope needs >= 3 interior minima: lambda* on the grid edge is censored, and a
-        line through edge values says where the grid ends, not where the basin is."""
-        return self.interior >= 3 and not math.isnan(self.slope)
+ORDER = {"optimizer": OPTIMIZERS, "decay": DECAY_MODES,
+         "schedule": ("constant", "step", "cosine", "warm_restarts")}
+USABLE = 0.9  # a cell enters a fit if its error < USABLE * chance
 
 
 def fmt_value(x: float) -> str:
@@ -56,11 +50,64 @@ def fmt_value(x: float) -> str:
     return f"2^{round(k)}" if abs(k - round(k)) < 1e-9 and x > 0 else f"{x:.3g}"
 
 
+def signed(x: float) -> str:
+    """``+0.12`` style, never ``-0.00``."""
+    text = f"{x:+.2f}"
+    return "+0.00" if text == "-0.00" else text
+
+
+def _problem(df: pd.DataFrame) -> str | None:
+    """Why a run's rows cannot be used (None if they can); coerces numeric columns in place."""
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        return f"missing required columns {missing}"
+    if df.empty:
+        return "no rows"
+    for col in (c for c in NUMERIC if c in df.columns):
+        values = pd.to_numeric(df[col], errors="coerce")
+        bad = values.isna() & df[col].notna()
+        if bad.any():
+            return f"{col} has a non-numeric value {df.loc[bad, col].iloc[0]!r}"
+        df[col] = values.astype(float)
+    nulls = [c for c in NOT_NULL if df[c].isna().any()]
+    if nulls:
+        return f"null values in {nulls}"
+    for col, valid in (("optimizer", OPTIMIZERS), ("decay", DECAY_MODES), ("status", STATUSES)):
+        unknown = sorted(set(df[col].astype(str)) - set(valid))
+        if unknown:
+            return f"unknown {col} {unknown[0]!r} (valid: {', '.join(valid)})"
+    for col in INTEGER:
+        if not (df[col] == df[col].round()).all():
+            return f"{col} has a non-integer value"
+        df[col] = df[col].astype("int64")
+    if df["run_id"].nunique() != 1:
+        return f"{df['run_id'].nunique()} run_ids in one file"
+    if not (df["lr"] > 0).all():
+        return "lr must be > 0"
+    if "normalized" in df and not df["normalized"].dropna().map(
+            lambda v: isinstance(v, (bool, np.bool_))).all():
+        return "normalized must be true or false"
+    k = df["num_classes"].iloc[-1]
+    if df["status"].iloc[-1] != "failed" and not (math.isfinite(k) and k >= 2):
+        return f"num_classes={k!r}: chance level unknown for a {df['status'].iloc[-1]} run"
+    return None
+
+
+def _summary_problem(df: pd.DataFrame) -> str | None:
+    """Whatever else stops a run from being summarised, as one line (None if nothing)."""
+    try:
+        _run_summary(with_optional(df))
+    except Exception as exc:  # noqa: BLE001 - one unusable run never stops a report
+        return f"cannot be summarised ({type(exc).__name__}: {exc})"
+    return None
+
+
 def load_runs(study_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
     """Concatenate ``<study_dir>/runs/*.parquet`` (or ``<study_dir>/*.parquet``).
 
-    A file that cannot be read, has no rows, or lacks a required column is skipped and
-    reported as one line in the returned problem list (and logged); never fatal.
+    A file that cannot be read or used (missing columns, no rows, a non-numeric epoch, an
+    unknown optimizer, nulls where a value is needed, no chance level) is skipped and reported
+    as one line in the returned problem list (and logged); never fatal.
     """
     root = Path(study_dir)
     run_dir = root / "runs" if (root / "runs").is_dir() else root
@@ -68,29 +115,36 @@ def load_runs(study_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
     for path in sorted(run_dir.glob("*.parquet")):
         try:
             df = pd.read_parquet(path)
+            why = _problem(df) or _summary_problem(df)
         except Exception as exc:  # any unreadable file is reported and skipped
             first = (str(exc).splitlines() or [""])[0][:160]
-            problems.append(f"{path.name}: unreadable parquet, skipped ({type(exc).__name__}: "
-                            f"{first})")
-            continue
-        missing = [c for c in REQUIRED if c not in df.columns]
-        if missing:
-            problems.append(f"{path.name}: missing required columns {missing}, skipped")
-        elif df.empty:
-            problems.append(f"{path.name}: no rows, skipped")
+            why = f"unreadable parquet ({type(exc).__name__}: {first})"
+        if why:
+            problems.append(f"{path.name}: {why}, skipped")
         else:
             frames.append(df)
     for line in problems:
         log.warning(line)
     if not frames:
         return pd.DataFrame(columns=[*REQUIRED, *OPTIONAL]), problems
-    runs = pd.concat(frames, ignore_index=True)
+    return with_optional(pd.concat(frames, ignore_index=True)), problems
+
+
+def with_optional(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with every OPTIONAL column (its default where absent) and clean flags."""
+    runs = runs.copy()
     for col, default in OPTIONAL.items():
         if col not in runs.columns:
             runs[col] = default
     runs["normalized"] = runs["normalized"].fillna(False).astype(bool)
     runs["error_message"] = runs["error_message"].fillna("").astype(str)
-    return runs, problems
+    return runs
+
+
+def _last_finite(run: pd.DataFrame, col: str) -> float:
+    values = run.loc[run["epoch"] >= 1, col].astype(float)
+    values = values[np.isfinite(values)]
+    return float(values.iloc[-1]) if len(values) else math.nan
 
 
 def _run_summary(run: pd.DataFrame) -> dict:
@@ -99,35 +153,38 @@ def _run_summary(run: pd.DataFrame) -> dict:
     last = run.iloc[-1]
     status = str(last["status"])
     evaluated = run[(run["epoch"] >= 1) & np.isfinite(run["test_error"].astype(float))]
-    chance = 1.0 - 1.0 / float(last["num_classes"])
+    k = float(last["num_classes"])
+    chance = 1.0 - 1.0 / k if math.isfinite(k) and k >= 2 else math.nan
     failed = status == "failed"
     diverged = not failed and (status == "diverged" or evaluated.empty
                                or evaluated["epoch"].iloc[-1] != last["epoch"])
     error = math.nan if failed else chance if diverged else float(evaluated["test_error"].iloc[-1])
+    val = math.nan if failed else chance if diverged else _last_finite(run, "val_error")
     norm = float(last["weight_decay_norm"])
     wd = run["weight_decay"].astype(float).dropna()  # NaN on a failed cell's epoch-0 row
     wd = float(wd.iloc[0]) if len(wd) else math.nan
     lam = norm if bool(last["normalized"]) and math.isfinite(norm) else wd
     return {**{k: last[k] for k in CONFIG}, "lr": float(last["lr"]), "lam": lam,
-            "weight_decay": wd, "weight_decay_norm": norm,
+            "weight_decay": wd, "weight_decay_norm": norm, "seed": int(last["seed"]),
             "run_id": str(last["run_id"]), "failed": failed, "diverged": diverged,
-            "final_error": error, "chance": chance,
+            "test_error": error, "val_error": val, "chance": chance,
             "final_epoch": 0 if evaluated.empty else int(evaluated["epoch"].max()),
             "error_message": str(last["error_message"])}
 
 
 def _aggregate(cell: pd.DataFrame) -> dict:
-    """Seeds of one cell -> mean/std of final error over the seeds that did not fail."""
+    """Seeds of one cell -> mean/std of final errors over the seeds that did not fail."""
     ok = cell[~cell["failed"]]
-    first = cell.iloc[0]
+    first = ok.iloc[0] if len(ok) else cell.iloc[0]
     n_div = int(ok["diverged"].sum())
     status = "failed" if ok.empty else "diverged" if n_div else "completed"
     messages = [m for m in cell["error_message"] if m]
     return {**{k: first[k] for k in (*CONFIG, "lr", "lam", "weight_decay", "weight_decay_norm")},
-            "status": status, "test_error": float(ok["final_error"].mean()) if len(ok) else np.nan,
-            "test_error_std": float(ok["final_error"].std(ddof=1)) if len(ok) > 1 else np.nan,
+            "status": status, "test_error": float(ok["test_error"].mean()) if len(ok) else np.nan,
+            "test_error_std": float(ok["test_error"].std(ddof=1)) if len(ok) > 1 else np.nan,
+            "val_error": float(ok["val_error"].mean()) if len(ok) else np.nan,
             "seeds": len(ok), "n_diverged": n_div, "n_failed": int(cell["failed"].sum()),
-            "diverged": n_div > 0, "failed": ok.empty, "chance": float(first["chance"]),
+            "diverged": n_div > 0, "failed": ok.empty, "chance": float(cell["chance"].max()),
             "final_epoch": int(cell["final_epoch"].max()),
             "run_ids": ";".join(sorted(cell["run_id"])), "error_message": messages[0] if
             messages else ""}
@@ -148,18 +205,34 @@ def _sort_key(col: pd.Series) -> pd.Series:
     return col.map(lambda v: order.index(v) if v in order else len(order)) if order else col
 
 
-def cells(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per cell (seeds aggregated) with ``panel``, ``lam``, ``test_error`` (mean final
-    top-1 error), ``test_error_std``, ``seeds``, ``diverged``, ``failed`` and the config."""
+def finals(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: its final ``test_error`` (and ``val_error``), seed, ``panel``, config."""
     if runs.empty:
-        raise ValueError("cells: no runs to analyse (empty DataFrame)")
-    per_run = pd.DataFrame([_run_summary(g) for _, g in runs.groupby("run_id", sort=True)])
-    keys = [*CONFIG, "lr", "lam"]
-    out = pd.DataFrame([_aggregate(g) for _, g in per_run.groupby(keys, dropna=False)])
+        raise ValueError("no runs to analyse (empty DataFrame)")
+    runs = with_optional(runs)
+    out = pd.DataFrame([_run_summary(g) for _, g in runs.groupby("run_id", sort=True)])
     pkeys = panel_keys(out)
     out.insert(0, "panel", [panel_label(r, pkeys) for r in out.to_dict("records")])
-    order = [*pkeys, "lr", "lam"]
-    return out.sort_values(order, key=_sort_key, kind="stable").reset_index(drop=True)
+    return out.sort_values([*pkeys, "lr", "lam", "seed"], key=_sort_key,
+                           kind="stable").reset_index(drop=True)
+
+
+def cells(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell (seeds aggregated) with ``panel``, ``lam``, ``test_error`` (mean final
+    top-1 error), ``test_error_std``, ``val_error``, ``seeds``, ``diverged``, ``failed``."""
+    per_run = finals(runs)
+    keys = ["panel", *[k for k in CONFIG if k not in UNKNOWN_WHEN_FAILED], "lr", "lam"]
+    groups = per_run.groupby(keys, dropna=False, sort=False)
+    out = pd.DataFrame([{"panel": g["panel"].iloc[0], **_aggregate(g)} for _, g in groups])
+    return out.reset_index(drop=True)
+
+
+def selection_metric(table: pd.DataFrame) -> str:
+    """``val_error`` when every ranked cell has one (choose on validation, score on test);
+    else ``test_error`` (then choice and score share the test set, and reports say so)."""
+    r = ranked(table)
+    return "val_error" if len(r) and np.isfinite(r["val_error"].astype(float)).all() \
+        else "test_error"
 
 
 def panels(table: pd.DataFrame) -> list[str]:
@@ -172,9 +245,9 @@ def ranked(table: pd.DataFrame) -> pd.DataFrame:
     return table[~table["failed"] & np.isfinite(table["test_error"])]
 
 
-def top_k(table: pd.DataFrame, k: int = 10) -> pd.DataFrame:
-    """The k lowest-error cells of each panel, with ``rank`` 1..k, in panel order."""
-    r = ranked(table).sort_values("test_error", kind="stable")
+def top_k(table: pd.DataFrame, k: int = 10, by: str = "test_error") -> pd.DataFrame:
+    """The k lowest cells of each panel by ``by``, with ``rank`` 1..k, in panel order."""
+    r = ranked(table).sort_values(by, kind="stable")
     r = r.groupby("panel", sort=False).head(k).copy()
     r["rank"] = r.groupby("panel").cumcount() + 1
     order = {p: i for i, p in enumerate(panels(table))}
@@ -183,8 +256,16 @@ def top_k(table: pd.DataFrame, k: int = 10) -> pd.DataFrame:
 
 
 def best_cells(table: pd.DataFrame) -> pd.DataFrame:
-    """The lowest-error cell of each panel."""
-    return top_k(table, 1)
+    """The cell of each panel chosen by ``selection_metric`` (validation when recorded)."""
+    return top_k(table, 1, by=selection_metric(table))
+
+
+def on_edge(grid: pd.DataFrame, row: pd.Series, col: str) -> str:
+    """'smallest'/'largest' if ``row[col]`` is an end of ``grid[col]`` (>= 2 values), else ''."""
+    values = np.sort(grid[col].dropna().unique())
+    if len(values) < 2 or values[0] < row[col] < values[-1]:
+        return ""
+    return "smallest" if row[col] == values[0] else "largest"
 
 
 def edge_warnings(table: pd.DataFrame) -> list[str]:
@@ -193,79 +274,12 @@ def edge_warnings(table: pd.DataFrame) -> list[str]:
     for _, best in best_cells(table).iterrows():
         grid = ranked(table[table["panel"] == best["panel"]])
         for col, name in (("lr", "lr (alpha)"), ("lam", "lambda")):
-            values = np.sort(grid[col].unique())
-            if len(values) < 2 or values[0] < best[col] < values[-1]:
-                continue
-            side = "smallest" if best[col] == values[0] else "largest"
-            lines.append(f"{best['panel']}: best cell (lr={fmt_value(best['lr'])}, lambda="
-                         f"{fmt_value(best['lam'])}, {100 * best['test_error']:.2f}%) is at the "
-                         f"{side} {name} of its grid; the optimum may lie outside it")
+            side = on_edge(grid, best, col)
+            if side:
+                lines.append(f"{best['panel']}: best cell (lr={fmt_value(best['lr'])}, lambda="
+                             f"{fmt_value(best['lam'])}, {100 * best['test_error']:.2f}%) is at "
+                             f"the {side} {name} of its grid; the optimum may lie outside it")
     return lines
-
-
-def _refined_argmin(x: np.ndarray, f: np.ndarray) -> tuple[float, bool]:
-    """argmin of f over x; if interior, the vertex of the parabola through the 3 points."""
-    i = int(np.argmin(f))
-    if i == 0 or i == len(x) - 1:
-        return float(x[i]), False
-    a, b, _ = np.polyfit(x[i - 1:i + 2], f[i - 1:i + 2], 2)
-    vertex = -b / (2 * a) if a > 0 else x[i]
-    return float(np.clip(vertex, x[i - 1], x[i + 1])), True
-
-
-def separability(panel_cells: pd.DataFrame) -> Separability:
-    """Slope of the best-lambda line: fit log2 lambda*(alpha) = c + slope * log2 alpha.
-
-    For each alpha column (lam > 0, >= 2 lam values, best error < 0.9 * chance, not all
-    diverged): lambda*(alpha) = argmin over lambda of the test error, refined by the vertex
-    of a parabola in log2 lambda through the 3 points around the minimum when it is interior.
-    If >= 3 columns have an interior minimum, columns whose minimum is on the lambda edge are
-    dropped (censored). Least squares gives the slope and its OLS standard error.
-    slope ~ 0: separable (the best lambda does not move with alpha: SGDW/AdamW in the
-    paper's convention); slope ~ -1: coupled (alpha*lambda constant: SGD+L2, and PyTorch's
-    lr-scaled AdamW in the paper's units).
-    """
-    usable = ranked(panel_cells)
-    usable = usable[usable["lam"] > 0]
-    points = []
-    for lr, col in usable.groupby("lr"):
-        col = col.sort_values("lam")
-        f = col["test_error"].to_numpy(float)
-        if len(col) < 2 or col["diverged"].all() or f.min() >= USABLE * col["chance"].iloc[0]:
-            continue
-        x_star, interior = _refined_argmin(np.log2(col["lam"].to_numpy(float)), f)
-        points.append((math.log2(lr), x_star, interior))
-    interior = [p for p in points if p[2]]
-    chosen = interior if len(interior) >= 3 else points
-    method = (f"parabola-refined argmin over log2 lambda per alpha, OLS on log2 alpha; "
-              f"{len(chosen)} of {usable['lr'].nunique()} alpha columns used")
-    if len({p[0] for p in chosen}) < 2:
-        return Separability(math.nan, math.nan, len(chosen), method, len(interior))
-    x, y = np.array([p[0] for p in chosen]), np.array([p[1] for p in chosen])
-    slope, intercept = np.polyfit(x, y, 1)
-    n = len(x)
-    sxx = float(((x - x.mean()) ** 2).sum())
-    resid = y - (intercept + slope * x)
-    stderr = math.sqrt(float((resid ** 2).sum()) / (n - 2) / sxx) if n > 2 else math.nan
-    return Separability(float(slope), stderr, n, method, len(interior))
-
-
-SUPPORTED, NOT_SUPPORTED = "supported", "not supported"
-UNTESTABLE = "not testable with this study"
-
-
-@dataclass(frozen=True)
-class Claim:
-    """One headline claim of the paper (DESIGN.md section 1), checked against a study."""
-
-    name: str
-    paper_statement: str
-    measured: str  # the numbers, one clause per context (schedule, ...), and the criterion
-    verdict: str  # SUPPORTED | NOT_SUPPORTED | UNTESTABLE
-
-
-def _verdict(oks: list[bool]) -> str:
-    return UNTESTABLE if not oks else SUPPORTED if all(oks) else NOT_SUPPORTED
 
 
 def contexts(table: pd.DataFrame, drop: tuple[str, ...]) -> list[tuple[str, pd.DataFrame]]:
@@ -275,112 +289,3 @@ def contexts(table: pd.DataFrame, drop: tuple[str, ...]) -> list[tuple[str, pd.D
         return [("", table)]
     return [(panel_label(dict(zip(keys, v, strict=True)), keys) + ": ", g)
             for v, g in table.groupby(keys, sort=False)]
-
-
-def _pick(table: pd.DataFrame, optimizer: str, decays: tuple[str, ...]) -> pd.DataFrame:
-    r = ranked(table)
-    return r[(r["optimizer"] == optimizer) & r["decay"].isin(decays)]
-
-
-def signed(x: float) -> str:
-    """``+0.12`` style, never ``-0.00``."""
-    text = f"{x:+.2f}"
-    return "+0.00" if text == "-0.00" else text
-
-
-def _where(row: pd.Series) -> str:
-    return f"{100 * row['test_error']:.2f}% at alpha={fmt_value(row['lr'])}, " \
-           f"lambda={fmt_value(row['lam'])}"
-
-
-def _claim_separable(table: pd.DataFrame) -> Claim:
-    lines, oks = [], []
-    for ctx, g in contexts(table, ("optimizer", "decay")):
-        l2, w = _pick(g, "sgd", ("l2",)), _pick(g, "sgd", ("decoupled",))
-        if l2.empty or w.empty:
-            continue
-        a, b = separability(l2), separability(w)
-        if not (a.determined and b.determined):
-            lines.append(f"{ctx}lambda* lies inside the grid in only {a.interior} (SGD+L2) and "
-                         f"{b.interior} (SGDW) alpha columns; a slope needs 3")
-            continue
-        oks.append(a.slope < -0.5 and abs(b.slope) < 0.5)
-        lines.append(f"{ctx}slope of log2 lambda* on log2 alpha: SGD+L2 {signed(a.slope)} ± "
-                     f"{a.stderr:.2f} (n={a.n}), SGDW {signed(b.slope)} ± {b.stderr:.2f} (n={b.n})")
-    measured = "; ".join(lines) or "needs sgd/l2 and sgd/decoupled panels"
-    return Claim("1. SGD+L2 coupled, SGDW separable",
-                 "SGD with L2 has a diagonal basin in (alpha, lambda); SGDW's is separable",
-                 measured + " [criterion: L2 slope < -0.5 and |SGDW slope| < 0.5]", _verdict(oks))
-
-
-def _claim_adam_gain(table: pd.DataFrame) -> Claim:
-    lines, oks = [], []
-    for ctx, g in contexts(table, ("optimizer", "decay")):
-        adam = _pick(g, "adam", tuple(ORDER["decay"]))
-        base = adam[(adam["decay"] == "none") | (adam["lam"] == 0)]
-        l2 = adam[adam["decay"] == "l2"]
-        w = adam[adam["decay"] == "decoupled"]
-        w = w if not w.empty else adam[adam["decay"] == "decoupled_lr"]
-        common = set(base["lr"]) & set(l2["lr"]) & set(w["lr"])
-        if not common:
-            continue
-        lr = min(common, key=lambda v: abs(math.log2(v / 1e-3)))
-        e0 = float(base.loc[base["lr"] == lr, "test_error"].mean())
-        e_l2 = float(l2.loc[l2["lr"] == lr, "test_error"].min())
-        e_w = float(w.loc[w["lr"] == lr, "test_error"].min())
-        g_l2, g_w = (e0 - e_l2) / e0, (e0 - e_w) / e0
-        oks.append(g_w >= 0.05 and g_l2 <= g_w / 2)
-        lines.append(f"{ctx}at alpha={fmt_value(lr)} ({lr:.3g}): lambda=0 {100 * e0:.2f}%, "
-                     f"best Adam+L2 {100 * e_l2:.2f}% (gain {100 * g_l2:.1f}% rel.), best "
-                     f"Adam {w['decay'].iloc[0]} {100 * e_w:.2f}% (gain {100 * g_w:.1f}% rel.)")
-    measured = "; ".join(lines) or "needs adam lambda=0 (or decay=none), l2 and decoupled cells"
-    return Claim("2. AdamW gains over lambda=0, Adam+L2 does not",
-                 "Adam gains nothing from L2 over lambda=0; AdamW gains clearly "
-                 "(15% relative at alpha=0.001)",
-                 measured + " [criterion: AdamW gain >= 5% and Adam+L2 gain <= half of it]",
-                 _verdict(oks))
-
-
-def _claim_adamw_rivals_sgd(table: pd.DataFrame) -> Claim:
-    lines, oks = [], []
-    for ctx, g in contexts(table, ("optimizer", "decay")):
-        w, s = _pick(g, "adam", ("decoupled",)), _pick(g, "sgd", ("l2", "decoupled"))
-        if w.empty or s.empty:
-            continue
-        bw, bs = w.loc[w["test_error"].idxmin()], s.loc[s["test_error"].idxmin()]
-        rel = (bw["test_error"] - bs["test_error"]) / bs["test_error"]
-        oks.append(rel <= 0.10)
-        lines.append(f"{ctx}best AdamW {_where(bw)} vs best SGD(W) ({bs['decay']}) {_where(bs)}:"
-                     f" {100 * rel:+.1f}% relative")
-    measured = "; ".join(lines) or "needs adam/decoupled and sgd/l2 or sgd/decoupled panels"
-    return Claim("3. AdamW rivals SGD(W)", "AdamW's best test error rivals SGD(W)'s",
-                 measured + " [criterion: AdamW within 10% relative of SGD(W)]", _verdict(oks))
-
-
-def _claim_transfer(table: pd.DataFrame) -> Claim:
-    name = "4. best lambda_norm transfers across budgets"
-    statement = "with normalized weight decay the best lambda_norm is the same for every budget"
-    if table["epochs"].nunique() < 2 or not table["normalized"].any():
-        why = "one epoch budget" if table["epochs"].nunique() < 2 else "no normalized decay"
-        return Claim(name, statement, f"the study has {why}", UNTESTABLE)
-    lines, oks = [], []
-    for ctx, g in contexts(table, ("epochs",)):
-        g = ranked(g)
-        g = g[(g["lam"] > 0) & g["normalized"]]
-        per = g.groupby(["epochs", "lam"])["test_error"].min()  # best over alpha
-        best = {ep: lam for ep, lam in per.groupby(level="epochs").idxmin().to_list()}
-        if len(best) < 2:
-            continue
-        spread = math.log2(max(best.values()) / min(best.values()))
-        oks.append(spread <= 1 + 1e-9)
-        lines.append(f"{ctx}best lambda_norm " + ", ".join(
-            f"{fmt_value(lam)} @ {ep} ep" for ep, lam in sorted(best.items()))
-            + f" (spread {spread:.1f} octaves)")
-    return Claim(name, statement, "; ".join(lines) + " [criterion: spread <= 1 octave (x2)]",
-                 _verdict(oks))
-
-
-def claims(table: pd.DataFrame) -> list[Claim]:
-    """The paper's four headline claims, each measured on ``cells(runs)``."""
-    return [_claim_separable(table), _claim_adam_gain(table), _claim_adamw_rivals_sgd(table),
-            _claim_transfer(table)]
