@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.config import DECAY_MODES, OPTIMIZERS
+from harness.modes import DECAY_MODES, OPTIMIZERS
 
 log = logging.getLogger(__name__)
 

@@ -40,8 +40,8 @@ def registry(kind: str) -> tuple[str, ...]:
     this module stays free of torch; each registry has exactly one home)."""
     import importlib
 
-    module, name = {"optimizer": ("harness.optim", "OPTIMIZERS"),
-                    "decay": ("harness.optim", "DECAY_MODES"),
+    module, name = {"optimizer": ("harness.modes", "OPTIMIZERS"),
+                    "decay": ("harness.modes", "DECAY_MODES"),
                     "schedule": ("harness.schedules", "SCHEDULES"),
                     "dataset": ("harness.data", "DATASETS"),
                     "model": ("harness.models", "MODELS")}[kind]
