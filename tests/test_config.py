@@ -40,6 +40,9 @@ def test_run_id_ignores_logging_and_output_but_not_seed():
     c = expand(raw(seed=1))[0]
     assert a.run_id == b.run_id != c.run_id
     assert len(a.run_id) == 12 and isinstance(a, Config)
+    # val_split joined the identity later: at its default 0 the earlier run_ids still hold
+    assert a.run_id == "aca12b18c6db"  # this config's run_id before val_split existed
+    assert expand(raw(dataset={"val_split": 0.1}))[0].run_id != a.run_id
 
 
 @pytest.mark.parametrize("section,value,message", [
@@ -61,6 +64,7 @@ def test_run_id_ignores_logging_and_output_but_not_seed():
     ("schedule", {"name": "step", "milestones": [2, 1]}, "give increasing epochs"),
     ("dataset", {"train_subset": 0}, "dataset.train_subset=0 is not valid"),
     ("optimizer", {"betas": 0.9}, "optimizer.betas=[0.9] is not valid; give two numbers"),
+    ("dataset", {"val_split": 1.0}, "dataset.val_split=1.0 is not valid; give a fraction in"),
 ])
 def test_bad_values_give_one_line_naming_key_and_valid_values(section, value, message):
     with pytest.raises(ConfigError) as err:

@@ -221,6 +221,26 @@ def test_subsets_seeded_and_stats_on_subset(tmp_path):
                                          abs=1e-6)
 
 
+def test_val_split_holds_out_a_seeded_disjoint_part_of_the_training_subset(tmp_path):
+    x = np.arange(50, dtype=np.uint8)[:, None, None].repeat(4, 1).repeat(4, 2)  # pixel = index
+    path = _save_npz(tmp_path / "v.npz", x_train=x, y_train=np.arange(50) % 3, x_test=x[:5],
+                     y_test=np.arange(5) % 3)
+    full = load_dataset("npz", path=path, train_subset=40)
+    split = load_dataset("npz", path=path, train_subset=40, val_split=0.25)
+    train, val = split.x_train[:, 0, 0, 0].tolist(), split.x_val[:, 0, 0, 0].tolist()
+    assert (split.n_train, split.n_val) == (30, 10) and not set(train) & set(val)
+    assert sorted(train + val) == full.x_train[:, 0, 0, 0].tolist()
+    assert split.mean.item() == pytest.approx(np.mean(train) / 255, abs=1e-6)  # train part only
+    again = load_dataset("npz", path=path, train_subset=40, val_split=0.25)
+    assert torch.equal(again.x_val, split.x_val)
+    batches = list(data.val_batches(split, 4))
+    assert [len(y) for _, y in batches] == [4, 4, 2] and full.n_val == 0
+    assert list(data.val_batches(full, 4)) == []
+    assert data.check("npz", path=str(path), train_subset=40, val_split=0.25) == 30
+    with pytest.raises(data.DataError, match="val_split=0.001 holds out 0 of 40"):
+        data.check("npz", path=str(path), train_subset=40, val_split=0.001)
+
+
 def _index_dataset(n: int) -> Dataset:
     """n images whose pixels and label both equal their index (n <= 256)."""
     x = torch.arange(n, dtype=torch.uint8)[:, None, None, None].expand(n, 1, 4, 4).contiguous()

@@ -57,6 +57,7 @@ class DatasetConfig:
     train_subset: int | None = None  # train on the first n (seeded) training images
     test_subset: int | None = None
     augment: bool = True             # 4-pixel pad + random crop + horizontal flip
+    val_split: float = 0.0           # fraction of the training images held out for validation
 
 
 @dataclass(frozen=True)
@@ -163,9 +164,18 @@ _NOT_IDENTITY = {"logger", "run", "dataset.root", "dataset.download", "train.dev
                  "train.compile", "train.checkpoint_every", "train.pack", "train.eval_batch_size"}
 
 
+# Keys added after studies were committed: left out of the identity while at these defaults,
+# so the run_id of every earlier cell (and its committed parquet file) still holds.
+_ADDED_LATER = {"dataset.val_split": 0.0}
+
+
 def canonical_json(cfg: Config) -> str:
     """The identity-relevant part of a cell's config as sorted JSON."""
     d = dataclasses.asdict(cfg)
+    for key, default in _ADDED_LATER.items():
+        section, name = key.split(".")
+        if d[section][name] == default:
+            del d[section][name]
     for key in _NOT_IDENTITY:
         parts = key.split(".")
         parent = d
@@ -290,7 +300,16 @@ def _dataset(d: DatasetConfig) -> DatasetConfig:
         download=_bool("dataset.download", d.download),
         augment=_bool("dataset.augment", d.augment),
         train_subset=_optional_int("dataset.train_subset", d.train_subset),
-        test_subset=_optional_int("dataset.test_subset", d.test_subset))
+        test_subset=_optional_int("dataset.test_subset", d.test_subset),
+        val_split=_val_split(d.val_split))
+
+
+def _val_split(value: Any) -> float:
+    fraction = _number("dataset.val_split", value)
+    if fraction >= 1:
+        raise ConfigError(f"dataset.val_split={value!r} is not valid; give a fraction in [0, 1), "
+                          "e.g. dataset.val_split=0.1")
+    return fraction
 
 
 def _optimizer(o: OptimizerConfig) -> OptimizerConfig:
@@ -353,8 +372,14 @@ def _logger(lg: LoggerConfig) -> LoggerConfig:
     return lg
 
 
-def _check_batch_size(cfg: Config) -> None:
+def _n_train(cfg: Config) -> int | None:
+    """Training images when known without loading data: the subset less the held-out split."""
     n = cfg.dataset.train_subset or N_TRAIN.get(cfg.dataset.name)
+    return None if n is None else n - round(cfg.dataset.val_split * n)
+
+
+def _check_batch_size(cfg: Config) -> None:
+    n = _n_train(cfg)
     if n is not None and cfg.train.batch_size > n:
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} is larger than the training "
                           f"set ({n} images); choose at most {n}")
@@ -371,5 +396,5 @@ def _check_milestones(cfg: Config) -> None:
 
 def planned_images(cfg: Config) -> int | None:
     """Training images one cell will see (epochs x training-set size), when known."""
-    n = cfg.dataset.train_subset or N_TRAIN.get(cfg.dataset.name)
+    n = _n_train(cfg)
     return None if n is None else n * cfg.train.epochs

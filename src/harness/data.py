@@ -49,6 +49,8 @@ class Dataset:
     num_classes: int
     mean: torch.Tensor  # float32, C: per-channel mean of x_train in [0, 1] units
     std: torch.Tensor  # float32, C: per-channel std of x_train in [0, 1] units (>= 1/255)
+    x_val: torch.Tensor | None = None  # uint8: images held out of the training set (val_split)
+    y_val: torch.Tensor | None = None
 
     @property
     def n_train(self) -> int:
@@ -57,6 +59,10 @@ class Dataset:
     @property
     def n_test(self) -> int:
         return self.x_test.shape[0]
+
+    @property
+    def n_val(self) -> int:
+        return 0 if self.x_val is None else self.x_val.shape[0]
 
     @property
     def in_channels(self) -> int:
@@ -141,8 +147,9 @@ def _sizes(name: str, root: str | None, path: str | None, download: bool) -> tup
 
 def check(name: str, *, root: str | None = None, path: str | None = None,
           download: bool = False, train_subset: int | None = None,
-          test_subset: int | None = None) -> int:
-    """The number of training images a cell of dataset `name` trains on, once the dataset is
+          test_subset: int | None = None, val_split: float = 0.0) -> int:
+    """The number of training images a cell of dataset `name` trains on (less the val_split
+    held out), once the dataset is
     known to be loadable (found and readable, or downloaded now when `download`); a missing,
     corrupt or undownloadable dataset, or a subset larger than it, raises `DataError` with one
     line saying what to do."""
@@ -152,13 +159,17 @@ def check(name: str, *, root: str | None = None, path: str | None = None,
         sizes = _sizes(name, root, path, download)
     except (ValueError, FileNotFoundError) as err:  # the readers' one-line messages
         raise DataError(_one_line(err)) from None
-    if name == "synthetic":  # the subsets are the generated sizes
-        return train_subset or sizes[0]
-    for key, n, size in (("train_subset", train_subset, sizes[0]),
-                         ("test_subset", test_subset, sizes[1])):
-        if n is not None and not 1 <= n <= size:
-            raise DataError(f"dataset.{key}={n} is out of range; valid: 1..{size}")
-    return train_subset or sizes[0]
+    if name != "synthetic":  # for synthetic the subsets are the generated sizes
+        for key, n, size in (("train_subset", train_subset, sizes[0]),
+                             ("test_subset", test_subset, sizes[1])):
+            if n is not None and not 1 <= n <= size:
+                raise DataError(f"dataset.{key}={n} is out of range; valid: 1..{size}")
+    n = train_subset or sizes[0]
+    n_val = round(val_split * n)
+    if val_split and not 1 <= n_val < n:
+        raise DataError(f"dataset.val_split={val_split} holds out {n_val} of {n} training "
+                        "images; valid: a fraction that leaves at least one image on each side")
+    return n - n_val
 
 
 def fetch(name: str, root: str | os.PathLike | None = None) -> Path:
@@ -223,7 +234,7 @@ def channel_stats(x: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, np.ndar
 def load_dataset(name: str, *, root: str | None = None, path: str | None = None,
                  download: bool = False, train_subset: int | None = None,
                  test_subset: int | None = None, device: str | torch.device = "cpu",
-                 seed: int = 0) -> Dataset:
+                 seed: int = 0, val_split: float = 0.0) -> Dataset:
     """Load dataset `name` onto `device` once.
 
     train_subset: a random subset of that many training examples, chosen by `seed` (kept in
@@ -231,6 +242,9 @@ def load_dataset(name: str, *, root: str | None = None, path: str | None = None,
     generated sizes instead, and the data itself never depends on `seed`. mean/std are computed on
     the (subset) training images. `path` is the .npz for `npz`; `root` is explained in the module
     docstring; `download` fetches cifar10/fashion_mnist when they are not found.
+    val_split: the fraction of those training examples held out as a validation set (a seeded
+    choice, the same for every seed of a study), so hyperparameters can be chosen on it and
+    scored on the test set; training, mean/std and B = n_train use only the rest.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
@@ -238,13 +252,29 @@ def load_dataset(name: str, *, root: str | None = None, path: str | None = None,
     x_train, y_train = _subset(raw.x_train, raw.y_train, train_subset,
                                np.random.default_rng(seed), "train_subset")
     x_test, y_test = _subset(raw.x_test, raw.y_test, test_subset, None, "test_subset")
+    (x_train, y_train), val = _hold_out(x_train, y_train, val_split, seed)
     mean, std = channel_stats(x_train)
 
     def on_device(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.require(a, requirements="CW")).to(device)
 
     return Dataset(raw.name, on_device(x_train), on_device(y_train), on_device(x_test),
-                   on_device(y_test), raw.num_classes, on_device(mean), on_device(std))
+                   on_device(y_test), raw.num_classes, on_device(mean), on_device(std),
+                   *(on_device(a) for a in val))
+
+
+def _hold_out(x: np.ndarray, y: np.ndarray, fraction: float, seed: int
+              ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, ...]]:
+    """(train, val): round(fraction * n) examples, a seeded choice kept in order, held out."""
+    n_val = round(fraction * len(x))
+    if fraction == 0:
+        return (x, y), ()
+    if not 1 <= n_val < len(x):
+        raise ValueError(f"val_split={fraction} holds out {n_val} of {len(x)} training images; "
+                         "valid: a fraction that leaves at least one image on each side")
+    held = np.zeros(len(x), dtype=bool)
+    held[np.random.default_rng([seed, 1]).choice(len(x), n_val, replace=False)] = True
+    return (x[~held], y[~held]), (x[held], y[held])
 
 
 def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4,
@@ -304,11 +334,20 @@ _augment = augment  # train_batches' `augment` flag shadows the function
 
 def test_batches(ds: Dataset, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The test set in order, normalized, not augmented; the last batch may be partial."""
+    return _in_order(ds, ds.x_test, ds.y_test, batch_size)
+
+
+def val_batches(ds: Dataset, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The held-out validation images (val_split), as `test_batches`; none without a split."""
+    return _in_order(ds, ds.x_val, ds.y_val, batch_size)
+
+
+def _in_order(ds: Dataset, x: torch.Tensor | None, y: torch.Tensor | None,
+              batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} is invalid; valid: >= 1")
-    for start in range(0, ds.n_test, batch_size):
-        x = ds.x_test[start:start + batch_size]
-        yield normalize(x, ds.mean, ds.std), ds.y_test[start:start + batch_size]
+    for start in range(0, 0 if x is None else len(x), batch_size):
+        yield normalize(x[start:start + batch_size], ds.mean, ds.std), y[start:start + batch_size]
 
 
 def _info(ds: Dataset) -> str:

@@ -80,7 +80,8 @@ def _check_data(cells: list[Config]) -> None:
     """Each dataset the cells use, once: found, readable, or downloaded now (data.check);
     and no batch larger than its training set."""
     sizes = {d: data.check(d.name, root=d.root, path=d.path, download=d.download,
-                           train_subset=d.train_subset, test_subset=d.test_subset)
+                           train_subset=d.train_subset, test_subset=d.test_subset,
+                           val_split=d.val_split)
              for d in {c.dataset for c in cells}}
     for c in cells:
         if c.train.batch_size > sizes[c.dataset]:
