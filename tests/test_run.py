@@ -153,8 +153,8 @@ def test_make_test_and_demo_create_the_environment_when_missing(tmp_path):
 
 
 class TinyMLP(nn.Module):
-    """A model added the documented way: this module plus configs of its own (model/tiny.yaml);
-    the registry `harness.models.MODELS` is the one list config.py validates against."""
+    """A model added the documented way: a module that calls `harness.models.register` plus a
+    YAML of its own (model/tiny.yaml); config.py validates against that one registry."""
 
     def __init__(self, num_classes: int, in_channels: int, image_size: int, packs: int = 1):
         super().__init__()
@@ -172,16 +172,18 @@ class Broken(TinyMLP):
 
 
 @pytest.fixture
-def user_models(tmp_path, monkeypatch):
+def user_models(tmp_path):
     from harness import models
 
-    monkeypatch.setitem(models.MODELS, "tiny", TinyMLP)
-    monkeypatch.setitem(models.MODELS, "broken", Broken)
+    models.register("tiny")(TinyMLP)
+    models.register("broken")(Broken)
     conf = tmp_path / "conf" / "model"
     conf.mkdir(parents=True)
     for name in ("tiny", "broken"):
         (conf / f"{name}.yaml").write_text(f"name: {name}\n")
-    return ["--config-dir", str(conf.parent)]
+    yield ["--config-dir", str(conf.parent)]
+    for name in ("tiny", "broken"):
+        del models.MODELS[name]
 
 
 def test_a_registered_model_with_its_yaml_trains_a_cell(tmp_path, monkeypatch, user_models):

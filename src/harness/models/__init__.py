@@ -1,7 +1,8 @@
 """Model registry: short keys -> CIFAR-style networks, built with the conventional init.
 
 `build_model(name, num_classes, in_channels, image_size)` looks `name` up in `MODELS` (an unknown
-key raises ValueError listing the valid ones), builds the network and initialises it:
+key raises ValueError listing the valid ones; every module of this folder registers its own
+models with `@register`, harness.models.registry), builds the network and initialises it:
 conv weights kaiming-normal (fan_out, ReLU gain), BatchNorm weight 1 and bias 0, linear bias 0
 (linear weight keeps torch's default). Every model ends in adaptive average pooling, so any
 `image_size` >= 8 works (28 for Fashion-MNIST, 32 for CIFAR).
@@ -14,24 +15,17 @@ model is initialised as a solo model would be (K independent draws). packs=1 is 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+import pkgutil
 
 from torch import nn
 
-from harness.models.resnet import preact_resnet18, resnet20, resnet56
-from harness.models.shake_shake import shake_shake_26_2x64d, shake_shake_26_2x96d
-from harness.models.small import SmallConvNet
+from harness.models.registry import MODELS, register
+
+for _module in pkgutil.iter_modules(__path__):  # each model module registers its own models
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 MIN_IMAGE_SIZE = 8  # three stride-2 reductions (PreAct ResNet-18) still leave >= 1 pixel
-
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "small": SmallConvNet,
-    "resnet20": resnet20,  # 0.27M params, option A shortcuts
-    "resnet56": resnet56,  # 0.85M
-    "preact_resnet18": preact_resnet18,  # 11.17M
-    "shake_shake_26_2x64d": shake_shake_26_2x64d,  # 11.6M, the paper's Figures 1-2 network
-    "shake_shake_26_2x96d": shake_shake_26_2x96d,  # 26.2M
-}
 
 
 def init_weights(model: nn.Module, packs: int = 1) -> nn.Module:
@@ -80,4 +74,4 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-__all__ = ["MODELS", "build_model", "count_parameters", "init_weights"]
+__all__ = ["MODELS", "build_model", "count_parameters", "init_weights", "register"]

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.models.packing import conv, linear, pad_channels
+from harness.models.registry import register
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1, packs: int = 1,
@@ -129,18 +130,21 @@ class PreActResNet18(nn.Module):
         return self.head(self.stages(self.stem(x)))
 
 
+@register("resnet20")  # 0.27M params, option A shortcuts
 def resnet20(num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
              packs: int = 1) -> CifarResNet:
     del image_size  # adaptive pooling: any size works
     return CifarResNet(3, num_classes, in_channels, packs)
 
 
+@register("resnet56")  # 0.85M
 def resnet56(num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
              packs: int = 1) -> CifarResNet:
     del image_size
     return CifarResNet(9, num_classes, in_channels, packs)
 
 
+@register("preact_resnet18")  # 11.17M
 def preact_resnet18(num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
                     packs: int = 1) -> PreActResNet18:
     del image_size

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.models.packing import cat_channels, conv, linear
+from harness.models.registry import register
 
 
 class ShakeShake(torch.autograd.Function):
@@ -128,6 +129,7 @@ class ShakeShakeResNet(nn.Module):
         return self.head(self.stages(self.stem(x)))
 
 
+@register("shake_shake_26_2x64d")  # 11.6M, the paper's Figures 1-2 network
 def shake_shake_26_2x64d(
     num_classes: int = 10, in_channels: int = 3, image_size: int = 32, packs: int = 1
 ) -> ShakeShakeResNet:
@@ -135,6 +137,7 @@ def shake_shake_26_2x64d(
     return ShakeShakeResNet(64, 4, num_classes, in_channels, packs)
 
 
+@register("shake_shake_26_2x96d")  # 26.2M
 def shake_shake_26_2x96d(
     num_classes: int = 10, in_channels: int = 3, image_size: int = 32, packs: int = 1
 ) -> ShakeShakeResNet:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from torch import nn
 
 from harness.models.packing import conv, linear
+from harness.models.registry import register
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int, packs: int,
@@ -24,6 +25,7 @@ def _conv_bn_relu(in_channels: int, out_channels: int, packs: int,
     ]
 
 
+@register("small")
 class SmallConvNet(nn.Sequential):
     """Three conv-BN-ReLU stages (32/64/128 channels), two 2x2 max pools, global pool, linear."""
 
