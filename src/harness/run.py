@@ -111,7 +111,7 @@ def validate(overrides: list[str]) -> None:
 def _task(cfg: DictConfig) -> None:
     raw = OmegaConf.to_container(cfg, resolve=True)
     cells = expand(raw)
-    outcomes = run_cells(cells, raw)
+    outcomes = run_cells(cells)
     images = sum(planned_images(c) or 0 for c in cells if outcomes[c.run_id] == "planned")
     out = Path(HydraConfig.get().runtime.output_dir)
     out.mkdir(parents=True, exist_ok=True)
