@@ -50,11 +50,14 @@ STRING_COLUMNS = ["error_message", "precision", "git_sha", "harness_version", "d
 NULLABLE_INTS = ["n_train", "num_classes", "cpu_threads"]
 
 
-@functools.cache
 def git_sha(cwd: str | None = None) -> str | None:
     """HEAD of the git checkout at `cwd` (default: the working directory), with '-dirty' when
     tracked files differ from it; None when it is not a git checkout."""
-    where = cwd or os.getcwd()
+    return _git_sha(os.path.realpath(cwd or os.getcwd()))
+
+
+@functools.cache
+def _git_sha(where: str) -> str | None:
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True,
                              text=True, timeout=10, check=True).stdout.strip()
