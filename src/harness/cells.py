@@ -149,7 +149,7 @@ def _train(recs: list[Recorder], resumes: list[dict | None], ds: data_mod.Datase
             for rec, resume in zip(recs, resumes, strict=True):
                 _train([rec], [resume], ds, device)
             return
-        recs[0].restart(f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200]}")
+        recs[0].restart(f"{type(err).__name__}: {' '.join(str(err).split())[:200]}")
         _train(recs, [None], ds, device)
 
 
