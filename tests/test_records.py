@@ -94,3 +94,12 @@ def test_parquet_gets_umask_permissions_and_stale_temp_files_go(tmp_path, cfg):
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
     assert not stale.exists() and sorted(p.name for p in path.parent.iterdir()) == ["p.parquet"]
+
+
+def test_not_applicable_floats_are_typed_nulls(tmp_path, cfg):
+    path = tmp_path / "n.parquet"
+    write_parquet(frame(cfg, [epoch(1)], "diverged"), path)
+    schema = pq.read_schema(path)
+    assert str(schema.field("weight_decay_norm").type) == "double"
+    assert pq.read_table(path).column("weight_decay_norm").null_count == 1
+    assert pd.read_parquet(path)["weight_decay_norm"].dtype == "float64"

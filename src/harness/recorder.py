@@ -144,6 +144,7 @@ class Recorder:
                      "checkpoint is kept, a rerun resumes from it", err=True)
             self.status = "failed"
             return self.status
+        self.say(f"recorded {self.status}: {self.paths.parquet}")
         if self.status in DONE:
             tidy(self.cfg, self.paths)
         return self.status

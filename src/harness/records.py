@@ -134,7 +134,10 @@ def frame(cfg: Config, records: list[dict[str, Any]], status: str,
     stamp = now_utc()
     df = pd.DataFrame([fixed | {"timestamp": stamp} | row for row in rows], columns=COLUMNS)
     df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True, format="ISO8601")
-    return df.astype({"epoch": "int64", "step": "int64"} | dict.fromkeys(NULLABLE_INTS, "Int64"))
+    floats = [c for c in METRIC_COLUMNS if c not in ("epoch", "step")] + ["lr",
+                                                                          "weight_decay_norm"]
+    return df.astype({"epoch": "int64", "step": "int64"} | dict.fromkeys(floats, "float64")
+                     | dict.fromkeys(NULLABLE_INTS, "Int64"))
 
 
 def to_table(df: pd.DataFrame) -> pa.Table:
