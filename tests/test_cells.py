@@ -10,6 +10,7 @@ import dataclasses
 import os
 import resource
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -74,7 +75,12 @@ def fresh(tmp_path_factory) -> pd.DataFrame:
 def test_checkpoint_validation_names_what_is_wrong_in_one_line(tmp_path):
     [cfg] = cells_of(tmp_path)
     state, path, rid = after_epoch_1(cfg), tmp_path / "x.pt", cfg.run_id
-    checkpoint.save(state, path, rid)
+    old = os.umask(0o022)
+    try:
+        checkpoint.save(state, path, rid)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644     # teammates can read it
     assert checkpoint.load(path, rid, 3)["epoch"] == 1
     cases = {
         "checksum mismatch": lambda raw: raw[:len(raw) // 2] + bytes([raw[len(raw) // 2] ^ 1])
@@ -244,3 +250,19 @@ def test_wandb_online_without_network_stalls_once_and_warns_once(tmp_path):
     assert proc.returncode == 0 and "3 cells: 3 completed" in proc.stdout, proc.stderr
     assert proc.stderr.count("W&B disabled for the rest of this process") == 1, proc.stderr
     assert seconds < 75, f"{seconds:.0f} s: W&B stalled more than once"
+
+
+def test_a_foreign_parquet_at_a_cells_path_does_not_count_as_done(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    grid = ["optimizer.lr=[0.01,0.003]", "train.epochs=1"]
+    first, second = cells_of(tmp_path, *grid)
+    assert run(tmp_path, *grid[1:], "optimizer.lr=0.01") == 0
+    CellPaths.of(second).parquet.parent.mkdir(parents=True, exist_ok=True)
+    CellPaths.of(second).parquet.write_bytes(CellPaths.of(first).parquet.read_bytes())
+    capsys.readouterr()
+    assert run(tmp_path, *grid) == 0
+    out = capsys.readouterr().out
+    [line] = [x for x in out.splitlines() if "not a final record" in x]
+    assert f"run {second.run_id} (run_id {first.run_id}," in line
+    assert "1 skipped" in out and "1 completed" in out
+    assert (parquet(second).run_id == second.run_id).all()

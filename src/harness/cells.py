@@ -71,8 +71,9 @@ def claim(path: Path) -> Iterator[bool]:
         os.close(fd)
 
 
-def done_status(cfg: Config) -> str | None:
-    """completed | diverged if the cell's parquet file is a final record of this cell."""
+def done_status(cfg: Config, quiet: bool = False) -> str | None:
+    """completed | diverged if the cell's parquet file is a final record of this cell; else
+    None, with one line (unless quiet) when the file exists but is not such a record."""
     path = CellPaths.of(cfg).parquet
     try:
         df = pd.read_parquet(path, columns=["run_id", "status", "epoch"])
@@ -81,12 +82,14 @@ def done_status(cfg: Config) -> str | None:
     except FileNotFoundError:
         return None
     except Exception as err:  # noqa: BLE001 - unreadable: retrain and overwrite it
-        print(f"warning: {path} is unreadable ({type(err).__name__}); the cell is retrained")
+        if not quiet:
+            print(f"warning: {path} is unreadable ({type(err).__name__}); the cell is retrained")
         return None
     whole = epochs == list(range(1, len(epochs) + 1)) and \
         (status == "diverged" or len(epochs) == cfg.train.epochs)
-    if run_id != cfg.run_id or status not in DONE or not whole:
-        if run_id != cfg.run_id or not whole:
+    foreign = run_id != cfg.run_id or (status in DONE and not whole)
+    if foreign or status not in DONE:
+        if foreign and not quiet:
             print(f"warning: {path} is not a final record of run {cfg.run_id} (run_id "
                   f"{run_id}, status {status}, epochs {epochs[:3]}...); the cell is retrained")
         return None
@@ -215,7 +218,7 @@ def _claim_pack(group: list[Config], size: int, stack: contextlib.ExitStack,
         if not ok:
             print(f"[{label(cfg)}] skipped: claimed by another process ({paths.claim})")
             outcomes[cfg.run_id] = "claimed"
-        elif done_status(cfg) in DONE and not cfg.run.force:
+        elif done_status(cfg, quiet=True) in DONE and not cfg.run.force:
             outcomes[cfg.run_id] = "skipped"  # finished by another process meanwhile
             tidy(cfg, paths)
         else:
