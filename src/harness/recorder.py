@@ -8,7 +8,8 @@ cells.py schedules (claims, resume, packs); a `Recorder` owns what one cell leav
            -> W&B mirror: the parquet rows replayed as one run (`mirror`)
 
 Every OSError (a full disk) is one line naming the path and the errno text; it never removes
-the last good checkpoint. W&B mirrors a cell once its parquet is final, so a cell has one run
+the last good checkpoint. W&B mirrors a cell once its parquet is final (completed or
+diverged; a failed cell is retrained, so it gets no run of its own), so a cell has one run
 whose history equals its rows however often it was killed and resumed: a marker
 `<study>/mirrored/<run_id>.json` holds the sha256 of the parquet it mirrors; a cell whose marker
 does not match (killed mid-mirror, retrained with run.force) is mirrored again. Offline runs
@@ -31,7 +32,7 @@ import pandas as pd
 
 from harness import checkpoint
 from harness.config import Config
-from harness.fsutil import atomic_write_text
+from harness.fsutil import atomic_write_text, remove_stale
 from harness.records import METRIC_COLUMNS, frame, now_utc, write_parquet
 from harness.train import Epoch
 
@@ -159,6 +160,7 @@ def _line(cfg: Config, m: dict[str, Any]) -> str:
 def tidy(cfg: Config, paths: CellPaths) -> None:
     """For a cell whose completed/diverged parquet is written: drop the checkpoint, mirror."""
     paths.checkpoint.unlink(missing_ok=True)
+    remove_stale(paths.checkpoint)
     if cfg.logger.wandb_mode != "disabled":
         mirror(cfg, paths)
 
