@@ -24,6 +24,7 @@ GRID = ["optimizer.lr=[0.01,0.003]", "decay.weight_decay=[0,0.0001,0.001]", "tra
 METRICS = ["epoch", "step", "lr_multiplier", "weight_decay", "train_loss", "train_error",
            "test_loss", "test_error", "test_error_top5", "param_norm"]
 KILLS = 10
+PROGRESS = ("] epoch ", "] recorded ")  # an epoch trained or a cell recorded in this attempt
 
 
 def args(results: str, logger: str) -> list[str]:
@@ -32,6 +33,14 @@ def args(results: str, logger: str) -> list[str]:
 
 def runs(study: Path) -> dict[str, pd.DataFrame]:
     return {p.stem: pd.read_parquet(p) for p in (study / "runs").glob("*.parquet")}
+
+
+def wait_for_work(log: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if any(s in log.read_text() for s in PROGRESS):
+            return
+        time.sleep(0.1)
 
 
 def plant_corrupted_checkpoint(study: Path) -> bool:
@@ -67,7 +76,9 @@ def test_random_kills_and_planted_files_end_as_an_uninterrupted_run(tmp_path):
             proc = subprocess.Popen([sys.executable, "-m", "harness", *args("results", "wandb")],
                                     cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True)
-            time.sleep(rng.uniform(3.0, 9.0))
+            if kill % 4 != 3:  # most kills land after some progress, however busy the box
+                wait_for_work(log, proc)
+            time.sleep(rng.uniform(0.0, 2.0))
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         outputs.append(log.read_text())
