@@ -266,3 +266,21 @@ def test_a_foreign_parquet_at_a_cells_path_does_not_count_as_done(tmp_path, monk
     assert f"run {second.run_id} (run_id {first.run_id}," in line
     assert "1 skipped" in out and "1 completed" in out
     assert (parquet(second).run_id == second.run_id).all()
+
+
+def test_cells_done_without_wandb_are_mirrored_by_the_next_run(tmp_path, monkeypatch, capsys):
+    from .wandb_reader import history
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    grid = ["optimizer.lr=[0.01,0.003]", "train.epochs=1"]
+    assert run(tmp_path, *grid) == 0                       # logger=none: no W&B
+    assert not (tmp_path / "c" / "wandb").exists()
+    capsys.readouterr()
+    assert run(tmp_path, *grid, "logger=wandb") == 0
+    out = capsys.readouterr().out
+    assert "2 cells: 2 skipped" in out and "] epoch" not in out
+    files = sorted((tmp_path / "c" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(files) == 2 and all([r["epoch"] for r in history(f)] == [1] for f in files)
+    assert run(tmp_path, *grid, "logger=wandb") == 0       # mirrored once, not again
+    assert sorted((tmp_path / "c" / "wandb").glob("offline-run-*/run-*.wandb")) == files

@@ -15,7 +15,8 @@ whose history equals its rows however often it was killed and resumed: a marker
 does not match (killed mid-mirror, retrained with run.force) is mirrored again. Offline runs
 live in `<study>/wandb/offline-run-*-<run_id>` (an older one of the cell is replaced);
 online, a cell mirrored before gets a new id `<run_id>-<n>`, since W&B drops steps re-logged
-under one id. The first failure to reach W&B disables it for the rest of the process.
+under one id. The first failure to reach W&B disables it for the rest of the process; the
+cells it missed are mirrored by the next run that finds them done (their marker is stale).
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ from harness.records import METRIC_COLUMNS, frame, now_utc, write_parquet
 from harness.train import Epoch
 
 DONE = ("completed", "diverged")
-WANDB_INIT_TIMEOUT_S = 15.0
+# Online, wandb.init waits this long for the server (W&B's default, 90 s, per cell without a
+# network); offline it keeps W&B's default: only a busy machine's startup of wandb-core counts.
+ONLINE_INIT_TIMEOUT_S = 30.0
 _wandb_down: list[str] = []  # process-level: the first failure to reach W&B, once set
 
 
@@ -212,7 +215,8 @@ def _log_run(cfg: Config, df: pd.DataFrame, wandb_id: str, root: Path) -> None:
         config=dataclasses.asdict(cfg) | {"run_id": cfg.run_id},
         tags=[cfg.optimizer.name, cfg.decay.mode, status], mode=cfg.logger.wandb_mode,
         dir=str(root), resume="allow", reinit="finish_previous",
-        settings=wandb.Settings(silent=True, init_timeout=WANDB_INIT_TIMEOUT_S))
+        settings=wandb.Settings(silent=True, **(
+            {"init_timeout": ONLINE_INIT_TIMEOUT_S} if cfg.logger.wandb_mode == "online" else {})))
     try:
         for row in df[METRIC_COLUMNS].to_dict("records"):
             run.log(row, step=int(row["epoch"]))
