@@ -22,6 +22,18 @@ TINY = ["dataset=synthetic", "model=small", "dataset.train_subset=512",
         "optimizer.lr=0.01"]
 
 
+@pytest.fixture(autouse=True)
+def _own_wandb_per_process(monkeypatch):
+    """Each `harness` process a test starts gets its own W&B service: once this process has
+    used wandb it exports WANDB_SERVICE, which children would otherwise share (and a child
+    killed mid-init leaves its run id "in use" there). The process-level "W&B is down" flag
+    of harness.recorder is reset, so one test's failure does not disable W&B in the next."""
+    from harness import recorder
+
+    monkeypatch.delenv("WANDB_SERVICE", raising=False)
+    recorder._wandb_down.clear()
+
+
 CLI_ENV = {"PYTHONUNBUFFERED": "1", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"}
 
 

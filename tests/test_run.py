@@ -246,7 +246,7 @@ def test_wandb_offline_history_has_one_entry_per_epoch(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WANDB_SILENT", "true")
     assert run(tmp_path, "logger=wandb", "logger.progress=none") == 0
-    [run_file] = (tmp_path / "results" / "t" / "wandb").glob("wandb/offline-run-*/run-*.wandb")
+    [run_file] = (tmp_path / "results" / "t" / "wandb").glob("offline-run-*/run-*.wandb")
     rows = history(run_file)
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert rows[1]["train_loss"] < rows[0]["train_loss"]

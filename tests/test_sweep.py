@@ -42,7 +42,9 @@ def test_a_2x2_sweep_completes_and_a_rerun_trains_nothing(tmp_path):
 
 
 def test_sigkill_mid_cell_resumes_from_checkpoint_bit_identical(tmp_path):
-    cell = ["train.epochs=4", "dataset.train_subset=1024"]
+    from .wandb_reader import history
+
+    cell = ["train.epochs=4", "dataset.train_subset=1024", "logger=wandb"]
     env = dict(os.environ, **CLI_ENV)
     proc = subprocess.Popen([sys.executable, "-m", "harness", "run", *TINY, "study=s",
                              "run.results_dir=results", *cell], cwd=tmp_path, env=env,
@@ -63,6 +65,10 @@ def test_sigkill_mid_cell_resumes_from_checkpoint_bit_identical(tmp_path):
     [(run_id, df)] = runs(tmp_path).items()
     assert df["epoch"].tolist() == [1, 2, 3, 4] and (df.status == "completed").all()
     assert not list(ckpt_dir.glob("*.pt")), "checkpoint removed after completion"
+    [wandb_run] = (tmp_path / "results/s/wandb").glob("offline-run-*")  # one run, not two
+    rows = history(wandb_run / f"run-{run_id}.wandb")
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    assert [r["train_loss"] for r in rows] == df["train_loss"].tolist()
     fresh = harness_cli(["run", *TINY, "study=s", "run.results_dir=fresh", *cell], tmp_path)
     assert fresh.returncode == 0
     ref = pd.read_parquet(tmp_path / f"fresh/s/runs/{run_id}.parquet")

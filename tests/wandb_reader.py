@@ -48,3 +48,18 @@ def history(path: Path) -> list[dict]:
             rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
                          for item in record.history.item})
     return rows
+
+
+def config(path: Path) -> dict:
+    """The run's config as logged: the run record's config, then every config update."""
+    from wandb.proto import wandb_internal_pb2
+
+    out = {}
+    for blob in records(path):
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(blob)
+        kind = record.WhichOneof("record_type")
+        items = record.run.config.update if kind == "run" else \
+            record.config.update if kind == "config" else []
+        out |= {item.key: json.loads(item.value_json) for item in items}
+    return out

@@ -28,12 +28,17 @@ def _temp_prefix(path: Path) -> str:
     return f".{path.name}."
 
 
+def remove_stale(path: Path) -> None:
+    """Remove the temporary files a killed writer of `path` left behind."""
+    for stale in Path(path).parent.glob(f"{_temp_prefix(Path(path))}*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call `write(tmp)` to fill a temporary file, then move it onto `path` atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f"{_temp_prefix(path)}*.tmp"):  # from a killed writer
-        stale.unlink(missing_ok=True)
+    remove_stale(path)
     fd, name = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(name)

@@ -3,30 +3,37 @@
 A cell's parquet file `<results>/<study>/runs/<run_id>.parquet` has one row per trained
 epoch and the columns `COLUMNS`: the cell's identity and hyperparameters (repeated on each
 row), its final `status` (completed | diverged | failed) and `error_message`, the epoch's
-`EpochMetrics`, and provenance. A failed cell with no epoch has one row with epoch = 0 and NaN
-metrics. Files are written atomically (temporary file + `os.replace`), so a reader never sees
-a partial file. W&B mirrors the same rows (project, group = study, id = run_id, config =
-resolved config); any W&B failure is a warning, never a failed run.
+`EpochMetrics` and the UTC `timestamp` it was recorded at, and provenance. A failed cell with
+no epoch has one row with epoch = 0 and null metrics. Unknown values are null, never 0 or ""
+(`n_train` and `num_classes` of a cell whose data never loaded, `error_message` when there is
+no error, `git_sha` outside a git checkout). `decay_exclude` is a list of strings and
+`precision` the one actually used (bf16 | fp16 | fp32, never auto). Files are written with
+`harness.fsutil.atomic_write`, so a reader never sees a partial file. `frame` is the one
+builder of rows.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import functools
+import importlib.metadata
+import io
 import math
 import os
+import platform
 import subprocess
-import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
-import harness
 from harness.config import Config
-from harness.train import EpochMetrics
+from harness.fsutil import atomic_write
+from harness.train import EpochMetrics, autocast_dtype
 
 STATUSES = ("completed", "diverged", "failed")
 METRIC_COLUMNS = [f.name for f in dataclasses.fields(EpochMetrics)]
@@ -35,65 +42,121 @@ CELL_COLUMNS = [
     "lr", "weight_decay_norm", "normalized", "decay_exclude", "schedule", "epochs",
     "batch_size", "n_train", "num_classes", "seed", "precision",
 ]
-PROVENANCE_COLUMNS = ["git_sha", "harness_version", "torch_version", "device"]
-COLUMNS = CELL_COLUMNS + METRIC_COLUMNS + PROVENANCE_COLUMNS
+PROVENANCE_COLUMNS = ["git_sha", "harness_version", "torch_version", "device", "cpu_model",
+                      "cpu_threads"]
+COLUMNS = CELL_COLUMNS + METRIC_COLUMNS + ["timestamp"] + PROVENANCE_COLUMNS
+STRING_COLUMNS = ["error_message", "precision", "git_sha", "harness_version", "device",
+                  "cpu_model"]
+NULLABLE_INTS = ["n_train", "num_classes", "cpu_threads"]
+
+
+def git_sha(cwd: str | None = None) -> str | None:
+    """HEAD of the git checkout at `cwd` (default: the working directory), with '-dirty' when
+    tracked files differ from it; None when it is not a git checkout."""
+    return _git_sha(os.path.realpath(cwd or os.getcwd()))
 
 
 @functools.cache
-def git_sha() -> str:
-    """HEAD of the harness checkout, with '-dirty' when tracked files differ from it."""
-    root = Path(harness.__file__).resolve().parents[2]
+def _git_sha(where: str) -> str | None:
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True,
                              text=True, timeout=10, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=root, capture_output=True, text=True, timeout=10).stdout
+                               cwd=where, capture_output=True, text=True, timeout=10).stdout
         return sha + ("-dirty" if dirty.strip() else "")
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return None
 
 
-def cell_values(cfg: Config, n_train: int, num_classes: int) -> dict[str, Any]:
+@functools.cache
+def harness_version() -> str | None:
+    """The installed distribution's version (importlib.metadata); None when not installed."""
+    try:
+        return importlib.metadata.version("harness")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+@functools.cache
+def cpu_model() -> str | None:
+    """The CPU's model name from /proc/cpuinfo (Linux), else platform.processor()."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def precision_used(cfg: Config, device: str | None) -> str | None:
+    """bf16 | fp16 | fp32 as trained on `device`; None when auto and the device is unknown."""
+    if device is None:
+        return None if cfg.train.precision == "auto" else cfg.train.precision
+    dtype = autocast_dtype(cfg.train.precision, torch.device(device))
+    return {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32"}[dtype]
+
+
+def now_utc() -> str:
+    """The UTC time as ISO 8601 (what records store, so checkpoints keep plain strings)."""
+    return dt.datetime.now(dt.UTC).isoformat()
+
+
+def cell_values(cfg: Config, n_train: int | None, num_classes: int | None,
+                device: str | None) -> dict[str, Any]:
     """The per-cell columns (status and error_message are added by `frame`)."""
     return {
         "run_id": cfg.run_id, "study": cfg.study, "dataset": cfg.dataset.name,
         "model": cfg.model.name, "optimizer": cfg.optimizer.name, "decay": cfg.decay.mode,
         "lr": cfg.optimizer.lr,
-        "weight_decay_norm": cfg.decay.weight_decay if cfg.decay.normalized else math.nan,
-        "normalized": cfg.decay.normalized, "decay_exclude": ",".join(cfg.decay.exclude),
+        "weight_decay_norm": cfg.decay.weight_decay if cfg.decay.normalized else None,
+        "normalized": cfg.decay.normalized, "decay_exclude": list(cfg.decay.exclude),
         "schedule": cfg.schedule.name, "epochs": cfg.train.epochs,
         "batch_size": cfg.train.batch_size, "n_train": n_train, "num_classes": num_classes,
-        "seed": cfg.seed, "precision": cfg.train.precision,
+        "seed": cfg.seed, "precision": precision_used(cfg, device),
     }
 
 
-def frame(cfg: Config, n_train: int, num_classes: int, device: str,
-          metrics: list[dict[str, float]], status: str, error_message: str = "") -> pd.DataFrame:
-    """All rows of one cell as a DataFrame with exactly `COLUMNS`."""
+def frame(cfg: Config, records: list[dict[str, Any]], status: str,
+          error_message: str | None = None, *, n_train: int | None = None,
+          num_classes: int | None = None, device: str | None = None) -> pd.DataFrame:
+    """All rows of one cell as a DataFrame with exactly `COLUMNS`; `records` are
+    `EpochMetrics` dicts, each with an optional ISO `timestamp` (default: now)."""
     if status not in STATUSES:
         raise ValueError(f"status={status!r} is not valid; choose one of: {', '.join(STATUSES)}")
-    configured = math.nan if cfg.decay.normalized else cfg.decay.weight_decay
-    rows = metrics or [dict.fromkeys(METRIC_COLUMNS, math.nan)
+    configured = None if cfg.decay.normalized else cfg.decay.weight_decay
+    rows = records or [dict.fromkeys(METRIC_COLUMNS, math.nan)
                        | {"epoch": 0, "step": 0, "weight_decay": configured}]
-    fixed = cell_values(cfg, n_train, num_classes) | {
-        "status": status, "error_message": error_message, "git_sha": git_sha(),
-        "harness_version": harness.__version__, "torch_version": torch.__version__,
-        "device": device}
-    df = pd.DataFrame([fixed | row for row in rows], columns=COLUMNS)
-    return df.astype({"epoch": "int64", "step": "int64"})
+    fixed = cell_values(cfg, n_train, num_classes, device) | {
+        "status": status, "error_message": error_message or None, "git_sha": git_sha(),
+        "harness_version": harness_version(), "torch_version": torch.__version__,
+        "device": device, "cpu_model": cpu_model(), "cpu_threads": torch.get_num_threads()}
+    stamp = now_utc()
+    df = pd.DataFrame([fixed | {"timestamp": stamp} | row for row in rows], columns=COLUMNS)
+    df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True, format="ISO8601")
+    floats = [c for c in METRIC_COLUMNS if c not in ("epoch", "step")] + ["lr",
+                                                                          "weight_decay_norm"]
+    return df.astype({"epoch": "int64", "step": "int64"} | dict.fromkeys(floats, "float64")
+                     | dict.fromkeys(NULLABLE_INTS, "Int64"))
+
+
+def to_table(df: pd.DataFrame) -> pa.Table:
+    """The Arrow table of `frame`'s rows: strings and lists typed even when all null/empty."""
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    for name, kind in [(c, pa.string()) for c in STRING_COLUMNS] + \
+            [("decay_exclude", pa.list_(pa.string()))]:
+        i = table.schema.get_field_index(name)
+        if i >= 0 and table.schema.field(i).type != kind:
+            table = table.set_column(i, name, table.column(i).cast(kind))
+    return table
 
 
 def write_parquet(df: pd.DataFrame, path: Path) -> None:
-    """Write atomically: a temporary file in the same directory, then os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Serialise in memory, then `atomic_write`: a full disk is an OSError, the old file stays."""
+    buf = io.BytesIO()
+    pq.write_table(to_table(df), buf)
+    data = buf.getvalue()
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def read_status(path: Path) -> str | None:
@@ -102,45 +165,3 @@ def read_status(path: Path) -> str | None:
         return str(pd.read_parquet(path, columns=["status"])["status"].iloc[0])
     except Exception:  # noqa: BLE001 - a corrupt file means "not done"
         return None
-
-
-class WandbSink:
-    """Mirror one cell's records to W&B; every failure becomes one warning and disables it."""
-
-    def __init__(self, cfg: Config, resolved: dict[str, Any], wandb_dir: Path) -> None:
-        self.run = None
-        if cfg.logger.wandb_mode == "disabled":
-            return
-        try:
-            import wandb
-
-            wandb_dir.mkdir(parents=True, exist_ok=True)
-            self.run = wandb.init(
-                project=cfg.logger.wandb_project, entity=cfg.logger.wandb_entity,
-                group=cfg.study, id=cfg.run_id, name=f"{cfg.optimizer.name}-{cfg.decay.mode}"
-                f"-lr{cfg.optimizer.lr:.3g}-wd{cfg.decay.weight_decay:.3g}-s{cfg.seed}",
-                config=resolved, tags=[cfg.optimizer.name, cfg.decay.mode],
-                mode=cfg.logger.wandb_mode, dir=str(wandb_dir), resume="allow",
-                reinit="finish_previous", settings=wandb.Settings(silent=True))
-        except Exception as err:  # noqa: BLE001 - W&B never fails a run
-            self._warn(err)
-
-    def _warn(self, err: BaseException) -> None:
-        warnings.warn(f"W&B logging disabled for this cell: {type(err).__name__}: {err}",
-                      stacklevel=3)
-        self.run = None
-
-    def log(self, metrics: dict[str, float]) -> None:
-        if self.run is not None:
-            try:
-                self.run.log(dict(metrics), step=int(metrics["epoch"]))
-            except Exception as err:  # noqa: BLE001
-                self._warn(err)
-
-    def finish(self, status: str) -> None:
-        if self.run is not None:
-            try:
-                self.run.summary["status"] = status
-                self.run.finish(exit_code=0 if status != "failed" else 1)
-            except Exception as err:  # noqa: BLE001
-                self._warn(err)

@@ -39,7 +39,7 @@ def _task(cfg: DictConfig) -> dict[str, str]:
 
     raw = OmegaConf.to_container(cfg, resolve=True)
     cells = expand(raw)
-    outcomes = run_cells(cells, raw)
+    outcomes = run_cells(cells)
     images = sum(planned_images(c) or 0 for c in cells if outcomes[c.run_id] == "planned")
     ledger = os.environ.get(LEDGER)
     if ledger:

@@ -3,7 +3,8 @@
 Both are read with `np.load(allow_pickle=False)`, so a file can hold arrays and nothing else.
 
 - `npz`: keys x_train, y_train, x_test, y_test; x uint8 as N x H x W x C or N x H x W (one
-  channel), any size and channel count; y integers in 0..K-1, K = max label + 1.
+  channel), any size and channel count; y integers in 0..K-1, K = max label + 1, at most
+  twice the number of classes that occur. Only these four arrays are read.
 - `imagenet32`: the official batches of Chrabaszcz et al. (2017), train_data_batch_1..10.npz and
   val_data.npz; key 'data' is N x 3*S*S uint8, channel-major per row (S = 32 for imagenet32), key
   'labels' holds 1..1000 (shifted to 0..999 here). Registration at image-net.org is needed, so
@@ -31,15 +32,22 @@ IMAGENET_HOW_TO_GET = (
 )
 
 
-def _open(path: Path) -> dict[str, np.ndarray]:
-    """All arrays of an .npz (no pickles); ValueError naming the file if it is not one."""
+def _open(path: Path, keys: Iterable[str]) -> dict[str, np.ndarray]:
+    """The arrays `keys` of an .npz (no pickles; other arrays are never read); ValueError
+    naming the file if it is not an .npz of plain arrays or lacks one of them."""
+    keys = list(keys)
     try:
         with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
+            names = list(f.files)
+            arrays = {k: f[k] for k in keys if k in names}
     except FileNotFoundError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise ValueError(f"{path} is not a readable .npz of plain arrays ({e})") from None
+    missing = [k for k in keys if k not in arrays]
+    if missing:
+        raise ValueError(f"{path}: missing keys {missing}; needs {keys}, has {sorted(names)}")
+    return arrays
 
 
 def _images_nchw(x: np.ndarray, key: str, path: Path) -> np.ndarray:
@@ -56,11 +64,7 @@ def load_npz(path: str | Path | None) -> RawData:
     if path is None:
         raise ValueError("dataset npz needs a path: set dataset.path=/path/to/file.npz")
     path = Path(path)
-    arrays = _open(path)
-    missing = [k for k in NPZ_KEYS if k not in arrays]
-    if missing:
-        raise ValueError(f"{path}: missing keys {missing}; needs {list(NPZ_KEYS)}, has "
-                         f"{sorted(arrays)}")
+    arrays = _open(path, NPZ_KEYS)
     x_train = _images_nchw(arrays["x_train"], "x_train", path)
     x_test = _images_nchw(arrays["x_test"], "x_test", path)
     y_train = labels_int64(arrays["y_train"], f"{path}: y_train", len(x_train))
@@ -70,13 +74,15 @@ def load_npz(path: str | Path | None) -> RawData:
     if min(y_train.min(), y_test.min()) < 0:
         raise ValueError(f"{path}: labels must be 0..K-1, found {min(y_train.min(), y_test.min())}")
     num_classes = int(max(y_train.max(), y_test.max())) + 1
+    present = len(np.union1d(np.unique(y_train), np.unique(y_test)))
+    if num_classes > 2 * present:
+        raise ValueError(f"{path}: labels reach {num_classes - 1} but only {present} distinct "
+                         f"classes occur; relabel them as 0..{present - 1}")
     return RawData("npz", x_train, y_train, x_test, y_test, num_classes)
 
 
 def _imagenet_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    arrays = _open(path)
-    if "data" not in arrays or "labels" not in arrays:
-        raise ValueError(f"{path}: needs keys 'data' and 'labels', has {sorted(arrays)}")
+    arrays = _open(path, ("data", "labels"))
     data = arrays["data"]
     side = int(round((data.shape[-1] / 3) ** 0.5)) if data.ndim == 2 else 0
     if data.dtype != np.uint8 or data.ndim != 2 or 3 * side * side != data.shape[1]:
