@@ -57,8 +57,9 @@ def cell_frame(final: float, *, status: str = "completed", val: float | None = N
                         "train_loss": 2.0 * math.exp(-0.5 * e), "train_error": err,
                         "test_loss": 2 * err, "test_error": err, "test_error_top5": err / 3,
                         "param_norm": 30.0, "elapsed_s": 10.0 * e, "images_per_s": 500.0})
-    df = records.frame(cfg, N_TRAIN, num_classes, "cpu", metrics, status,
-                       "CUDA out of memory" if status == "failed" else "")
+    df = records.frame(cfg, metrics, status,
+                       "CUDA out of memory" if status == "failed" else None,
+                       n_train=N_TRAIN, num_classes=num_classes, device="cpu")
     if val is not None and "val_error" not in df:  # until records carries val_error itself
         df["val_error"] = val + df["test_error"] - final
     return df
