@@ -44,9 +44,8 @@ def merge_models(x: torch.Tensor) -> torch.Tensor:
 
 
 def _nhwc(x: torch.Tensor) -> bool:
-    """x is a 4-D tensor stored channels_last (and not also plain contiguous)."""
-    return x.dim() == 4 and not x.is_contiguous() and \
-        x.is_contiguous(memory_format=torch.channels_last)
+    """x is a 4-D tensor stored channels_last: channels innermost (stride 1), more than one."""
+    return x.dim() == 4 and x.shape[1] > 1 and x.stride(1) == 1
 
 
 def _per_model_nhwc(x: torch.Tensor, packs: int) -> torch.Tensor:
