@@ -141,6 +141,7 @@ class ChainOptimizer(torch.optim.Optimizer):
         self.eta: Tensor | None = None
         self.cell_mask: Tensor | None = None  # (K,) bool on the CPU; False: a masked cell
         self._plans: dict[int, tuple[tuple, list[Bucket]]] = {}
+        self._prepared: list[tuple[Bucket, dict[str, Any]]] = []
         super().__init__(params, defaults)
 
     @property
@@ -196,27 +197,43 @@ class ChainOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for index, group in enumerate(self.param_groups):
-            for bucket in self._plan(index, group):
-                self._step_bucket(bucket, group)
+        self.prepare()
+        self.apply_prepared()
         return loss
 
-    def _plan(self, index: int, group: dict[str, Any]) -> list[Bucket]:
+    def prepare(self, assume_grads: bool = False) -> list[tuple[Bucket, dict[str, Any]]]:
+        """The host-side half of a step: the buckets of every group (cached; see `_plan`).
+        `step()` = prepare() + apply_prepared(); a compiled train step calls
+        prepare(assume_grads=True) before its backward (every param that requires grad will
+        have one) outside the compiled region, and apply_prepared() inside it."""
+        self._prepared = [(bucket, group) for index, group in enumerate(self.param_groups)
+                          for bucket in self._plan(index, group, assume_grads)]
+        return self._prepared
+
+    @torch.no_grad()
+    def apply_prepared(self) -> None:
+        """The device half of a step: the chain over every bucket of the last prepare()."""
+        for bucket, group in self._prepared:
+            self._step_bucket(bucket, group)
+
+    def _plan(self, index: int, group: dict[str, Any], assume_grads: bool) -> list[Bucket]:
         """The group's buckets, rebuilt only when the params with a gradient, a per-cell value
         or the mask changed (host-side checks only: no device read in the steady state)."""
         for p in group["params"]:
             if p.grad is not None and p.grad.is_sparse:
                 raise ValueError("sparse gradients are not supported; valid: dense gradients")
-        key = (tuple(p.grad is not None for p in group["params"]),
+        present = [p.requires_grad if assume_grads else p.grad is not None
+                   for p in group["params"]]
+        key = (tuple(present),
                *(_signature(group.get(name)) for name in ("cell_lr", "weight_decay", "initial_lr")),
                _signature(self.cell_mask))
         cached = self._plans.get(index)
         if cached is None or cached[0] != key:
-            cached = key, self._build_buckets(group)
+            cached = key, self._build_buckets(group, present)
             self._plans[index] = cached
         return cached[1]
 
-    def _build_buckets(self, group: dict[str, Any]) -> list[Bucket]:
+    def _build_buckets(self, group: dict[str, Any], present: list[bool]) -> list[Bucket]:
         """Group the params with a gradient by (device, dtype, step count); one shared step
         tensor per bucket (the only place that reads a step count back from the device)."""
         values = self._cell_values(group)
@@ -225,8 +242,8 @@ class ChainOptimizer(torch.optim.Optimizer):
         weight_decay = (Coef(0.0) if not decayed else Coef(cells=("weight_decay",)) if values
                         else Coef(float(group["weight_decay"])))
         by_key: dict[tuple, list[Tensor]] = {}
-        for p in group["params"]:
-            if p.grad is not None:
+        for p, has_grad in zip(group["params"], present, strict=True):
+            if has_grad:
                 step = self.state[p].get("step", 0)
                 by_key.setdefault((p.device, p.dtype, float(step)), []).append(p)
         buckets = []

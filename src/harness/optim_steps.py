@@ -30,31 +30,29 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch import Tensor
 
 
-@dataclass(frozen=True)
-class Coef:
-    """scale * prod(per-cell vectors named in `cells`) * prod(device scalars in `scalars`)."""
+class Coef(NamedTuple):
+    """scale * prod(per-cell vectors named in `cells`) * prod(device scalars in `scalars`).
+    A NamedTuple (not a dataclass) so that torch.compile traces it as a constant."""
 
     scale: float = 1.0
     cells: tuple[str, ...] = ()
     scalars: tuple[str, ...] = ()
 
-    def __mul__(self, other: Coef) -> Coef:
+    def times(self, other: Coef) -> Coef:
+        """The product self * other."""
         if self.scale == 0.0 or other.scale == 0.0:
-            return ZERO
+            return Coef(0.0)
         return Coef(self.scale * other.scale, tuple(sorted(self.cells + other.cells)),
                     tuple(sorted(self.scalars + other.scalars)))
 
     def is_(self, value: float) -> bool:
         return not self.cells and not self.scalars and self.scale == value
-
-
-ONE, ZERO = Coef(1.0), Coef(0.0)
 
 
 class Values(Protocol):
@@ -76,8 +74,8 @@ class Updates:
     direction tensors are scratch buffers of this step (neither p.grad nor a moment)."""
 
     direction: list[Tensor]
-    coef: Coef = ONE
-    decay_coef: Coef = ZERO
+    coef: Coef = Coef(1.0)
+    decay_coef: Coef = Coef(0.0)
     fresh: bool = False
 
 
@@ -169,13 +167,13 @@ def add_decayed_weights(u: Updates, ctx: StepContext) -> Updates:
 
 def scale_by_lr(u: Updates, ctx: StepContext) -> Updates:
     """u <- alpha * u (alpha = base learning rate, not scheduled)."""
-    return replace(u, coef=u.coef * ctx.lr, decay_coef=u.decay_coef * ctx.lr)
+    return replace(u, coef=u.coef.times(ctx.lr), decay_coef=u.decay_coef.times(ctx.lr))
 
 
 def scale_by_schedule(u: Updates, ctx: StepContext) -> Updates:
     """u <- -eta_t * u (eta_t = the schedule multiplier; the minus makes it a descent step)."""
-    minus_eta = Coef(-1.0) * ctx.eta
-    return replace(u, coef=u.coef * minus_eta, decay_coef=u.decay_coef * minus_eta)
+    minus_eta = Coef(-1.0).times(ctx.eta)
+    return replace(u, coef=u.coef.times(minus_eta), decay_coef=u.decay_coef.times(minus_eta))
 
 
 def _state_list(ctx: StepContext, key: str, like: list[Tensor]) -> list[Tensor]:
