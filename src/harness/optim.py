@@ -256,9 +256,13 @@ class ChainOptimizer(torch.optim.Optimizer):
         return buckets
 
     def _cell_values(self, group: dict[str, Any]) -> dict[str, Tensor]:
-        """(K,) float64 CPU vectors of alpha and lambda, zero for masked cells; {} for a solo."""
+        """(K,) float64 CPU vectors of alpha and lambda, zero for masked cells; {} when every
+        value is a float (K = 1 given as 1-element tensors takes the per-cell path, whose
+        arithmetic is then the same as a pack's)."""
         packs, mask = self.packs, self.cell_mask
-        if packs == 1:
+        per_cell = [v for v in (group.get("cell_lr"), group["weight_decay"])
+                    if isinstance(v, Tensor)]
+        if not per_cell and mask is None:
             return {}
         out = {}
         for name, value in (("lr", group.get("cell_lr", group["initial_lr"])),
