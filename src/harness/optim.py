@@ -241,14 +241,20 @@ class ChainOptimizer(torch.optim.Optimizer):
         lr = Coef(cells=("lr",)) if values else Coef(float(group["initial_lr"]))
         weight_decay = (Coef(0.0) if not decayed else Coef(cells=("weight_decay",)) if values
                         else Coef(float(group["weight_decay"])))
+        with_grad = [p for p, has in zip(group["params"], present, strict=True) if has]
+        counters = {id(c): c for c in (self.state[p].get("step") for p in with_grad)
+                    if isinstance(c, Tensor)}
         by_key: dict[tuple, list[Tensor]] = {}
-        for p, has_grad in zip(group["params"], present, strict=True):
-            if has_grad:
-                step = self.state[p].get("step", 0)
-                by_key.setdefault((p.device, p.dtype, float(step)), []).append(p)
+        for p in with_grad:
+            step = self.state[p].get("step", 0)
+            # one shared counter: keep it, reading nothing; several (a loaded state): read
+            # their values once and merge equal ones
+            count = id(step) if len(counters) == 1 and isinstance(step, Tensor) else float(step)
+            by_key.setdefault((p.device, p.dtype, count), []).append(p)
         buckets = []
-        for (device, _, step), params in by_key.items():
-            shared = torch.tensor(step, dtype=torch.float64, device=device)
+        for (device, _, count), params in by_key.items():
+            shared = (counters[count] if isinstance(count, int) else
+                      torch.tensor(count, dtype=torch.float64, device=device))
             states = [self.state[p] for p in params]
             for state in states:
                 state["step"] = shared
