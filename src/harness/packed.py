@@ -335,3 +335,12 @@ def max_pack(shape: StepShape, device: torch.device | str, free_bytes: int | Non
         torch.cuda.empty_cache()
         free_bytes = torch.cuda.mem_get_info(device)[0]
     return pack_size(free_bytes, probe_memory(shape, device))
+
+
+def resolve_pack(pack: str | int, shape: StepShape, device: torch.device | str,
+                 cells: int | None = None) -> int:
+    """K for `train.pack`: the int itself, or for "auto" `max_pack` (1 on a CPU, the
+    memory-probed K on CUDA); capped by the number of `cells` when given. What the scheduler
+    (cells.py) trains with and what the plan (`run.plan=true`) should print."""
+    k = max_pack(shape, device) if str(pack) == "auto" else int(pack)
+    return max(1, min(k, cells)) if cells else k
