@@ -312,41 +312,47 @@ def _log(line: str) -> None:
 
 
 def run_bench(s: Settings) -> dict:
-    """Measure every model and K; write and return the report (see the module docstring)."""
+    """Measure every model and K; write the report after every model (a run cut short keeps
+    what it measured) and return it (see the module docstring)."""
     name, cuda = device_name(s.device), s.device.type == "cuda"
     peak = peak_flops(name) if cuda else None
     flops, results = {}, []
+    report: dict = {}
     for model_name in s.models:
         flops[model_name] = count_flops(model_name)
-        per_image = flops[model_name].training
-        naive, memory = _measured(lambda m=model_name: naive_images_per_s(m, s), s.device)
-        rows = [_result(model_name, "naive", 1, naive, memory, per_image, peak, naive)]
-        strong, memory = _measured(lambda m=model_name: strong_images_per_s(m, s), s.device)
-        rows.append(_result(model_name, "strong", 1, strong, memory, per_image, peak, naive))
-        rows += measure_packs(model_name, s, per_image, peak, naive)
-        if s.compile:
-            rows += measure_packs(model_name, s, per_image, peak, naive, method="harness+compile",
-                                  measure=lambda m, k, st: harness_images_per_s(m, k, st,
-                                                                                "default"))
-        roof = roofline(name, model_name) if cuda else None
-        results += [dataclasses.replace(
-            r, ratio_vs_strong=None if r.images_per_s is None else r.images_per_s / strong,
-            roofline_fraction=None if r.images_per_s is None or roof is None
-            else r.images_per_s / roof) for r in rows]
-    report = {
-        "device": name, "device_slug": device_slug(name) if cuda else "cpu",
-        "torch_version": torch.__version__, "harness_version": harness.__version__,
-        "git_sha": git_sha(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpu_count": os.cpu_count(),
-        "load_average": list(os.getloadavg()), "peak_bf16_flops": peak,
-        "roofline_images_per_s": {m: roofline(name, m) for m in s.models} if cuda else None,
-        "settings": {"models": list(s.models), "packs": list(s.packs), "steps": s.steps,
-                     "warmup": s.warmup, "batch_size": s.batch_size, "device": str(s.device),
-                     "compile": s.compile},
-        "flops_per_image": {m: dataclasses.asdict(f) for m, f in flops.items()},
-        "results": [dataclasses.asdict(r) for r in results]}
-    _write_json(report, s.out / f"{report['device_slug']}.json")
+        results += measure_model(model_name, s, flops[model_name].training, peak, name)
+        report = {
+            "device": name, "device_slug": device_slug(name) if cuda else "cpu",
+            "torch_version": torch.__version__, "harness_version": harness.__version__,
+            "git_sha": git_sha(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpu_count": os.cpu_count(),
+            "load_average": list(os.getloadavg()), "peak_bf16_flops": peak,
+            "roofline_images_per_s": {m: roofline(name, m) for m in s.models} if cuda else None,
+            "settings": {"models": list(s.models), "packs": list(s.packs), "steps": s.steps,
+                         "warmup": s.warmup, "batch_size": s.batch_size,
+                         "device": str(s.device), "compile": s.compile},
+            "flops_per_image": {m: dataclasses.asdict(f) for m, f in flops.items()},
+            "results": [dataclasses.asdict(r) for r in results]}
+        _write_json(report, s.out / f"{report['device_slug']}.json")
     return report
+
+
+def measure_model(model_name: str, s: Settings, per_image: float, peak: float | None,
+                  name: str) -> list[Result]:
+    """The naive, strong and harness rows of one model, with ratios and roofline fraction."""
+    naive, memory = _measured(lambda: naive_images_per_s(model_name, s), s.device)
+    rows = [_result(model_name, "naive", 1, naive, memory, per_image, peak, naive)]
+    strong, memory = _measured(lambda: strong_images_per_s(model_name, s), s.device)
+    rows.append(_result(model_name, "strong", 1, strong, memory, per_image, peak, naive))
+    rows += measure_packs(model_name, s, per_image, peak, naive)
+    if s.compile:
+        rows += measure_packs(model_name, s, per_image, peak, naive, method="harness+compile",
+                              measure=lambda m, k, st: harness_images_per_s(m, k, st, "default"))
+    roof = roofline(name, model_name) if s.device.type == "cuda" else None
+    return [dataclasses.replace(
+        r, ratio_vs_strong=None if r.images_per_s is None else r.images_per_s / strong,
+        roofline_fraction=None if r.images_per_s is None or roof is None
+        else r.images_per_s / roof) for r in rows]
 
 
 def _write_json(report: dict, path: Path) -> None:
