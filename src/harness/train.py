@@ -30,13 +30,11 @@ uninterrupted run.
 from __future__ import annotations
 
 import math
-import random
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from harness import data as data_mod
@@ -44,7 +42,8 @@ from harness import packed
 from harness.config import Config
 from harness.models import build_model
 from harness.optim import ChainOptimizer, build_optimizer, normalized_weight_decay, param_groups
-from harness.schedules import current_period_epochs, lr_multiplier
+from harness.rng import rng_state, seed_everything, set_rng_state
+from harness.schedules import current_period_epochs, eta_table, lr_multiplier
 
 DIVERGENCE_CHECK_EVERY = 20  # steps between host reads of the per-cell loss sums
 
@@ -94,31 +93,6 @@ def effective_weight_decay(cfg: Config, n_train: int, epoch: int) -> float:
     if cfg.schedule.name == "warm_restarts":
         epochs = current_period_epochs(epoch, cfg.schedule.t_0, cfg.schedule.t_mult)
     return normalized_weight_decay(cfg.decay.weight_decay, cfg.train.batch_size, n_train, epochs)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _rng_state(generator: torch.Generator) -> dict:
-    np_state = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "generator": generator.get_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
-            "numpy_pos": int(np_state[2]), "python": random.getstate()}
-
-
-def _set_rng_state(state: dict, generator: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    generator.set_state(state["generator"])
-    if state["cuda"]:
-        torch.cuda.set_rng_state_all(state["cuda"])
-    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32),
-                         state["numpy_pos"], 0, 0.0))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
 
 
 @dataclass
@@ -171,8 +145,7 @@ def setup(cells: Sequence[Config], ds: data_mod.Dataset, device: torch.device,
     optimizer.eta = torch.ones((), dtype=torch.float64, device=device)
     multiplier = lr_multiplier(cfg.schedule.name, steps_per_epoch, cfg.train.epochs,
                                **cfg.schedule.options())
-    total = steps_per_epoch * cfg.train.epochs
-    etas = torch.tensor([multiplier(t) for t in range(total + 1)], dtype=torch.float64)
+    etas = eta_table(multiplier, steps_per_epoch * cfg.train.epochs)
     amp = autocast_dtype(cfg.train.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
     generator = torch.Generator(device=ds.x_train.device).manual_seed(cfg.seed)
@@ -182,7 +155,7 @@ def setup(cells: Sequence[Config], ds: data_mod.Dataset, device: torch.device,
         optimizer.load_state_dict(packed.pack_optimizer_states([r["optimizer"] for r in resume]))
         optimizer.eta = torch.ones((), dtype=torch.float64, device=device)
         scaler.load_state_dict(resume[0]["scaler"])
-        _set_rng_state(resume[0]["rng"], generator)
+        set_rng_state(resume[0]["rng"], generator)
         start_epoch, step, elapsed_before = (resume[0]["epoch"], resume[0]["step"],
                                              resume[0]["elapsed_s"])
     return Run(cells, ds, device, model, optimizer, scaler, generator, amp, multiplier,
@@ -381,6 +354,6 @@ def _state_fn(run: Run, k: int, epoch: int, elapsed_s: float) -> Callable[[], di
         return {"model": packed.unpack_state(model.state_dict(), k, packs) if packs > 1
                 else model.state_dict(),
                 "optimizer": packed.unpack_optimizer_state(opt, k, packs),
-                "scaler": run.scaler.state_dict(), "rng": _rng_state(run.generator),
+                "scaler": run.scaler.state_dict(), "rng": rng_state(run.generator),
                 "epoch": epoch, "step": step, "elapsed_s": elapsed_s}
     return state
