@@ -163,3 +163,18 @@ def test_whole_train_step_compiles_to_one_graph() -> None:
             assert ea.metrics.lr_multiplier == eb.metrics.lr_multiplier
             assert ea.metrics.train_loss == pytest.approx(eb.metrics.train_loss, rel=1e-4)
             assert ea.metrics.test_loss == pytest.approx(eb.metrics.test_loss, rel=1e-3)
+
+
+@pytest.mark.parametrize(("value", "expected"), [(False, "false"), (True, "default"),
+                                                 ("reduce-overhead", "reduce-overhead")])
+def test_train_compile_modes(value, expected) -> None:
+    assert cf._train(cf.TrainConfig(compile=value)).compile == expected
+
+
+@pytest.mark.parametrize(("train", "named"), [
+    ({"compile": "fast"}, "train.compile='fast' is not valid; choose one of: false, default"),
+    ({"compile": "default", "precision": "fp16"}, "train.compile needs train.precision")])
+def test_bad_train_compile_is_one_line(train, named) -> None:
+    with pytest.raises(cf.ConfigError, match=named) as err:
+        cf._train(cf.TrainConfig(**train))
+    assert "\n" not in str(err.value)
