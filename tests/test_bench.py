@@ -21,22 +21,28 @@ def test_cli_quick_writes_json_and_prints_table(tmp_path):
     assert report["device_slug"] == "cpu" and report["device"]
     assert report["torch_version"] == torch.__version__
     assert report["settings"] == {"models": ["resnet20"], "packs": [1, 2], "steps": 2,
-                                  "warmup": 1, "batch_size": 16, "device": "cpu"}
+                                  "warmup": 1, "batch_size": 16, "device": "cpu",
+                                  "compile": False}
     assert report["flops_per_image"]["resnet20"]["training"] == 242_421_504
     rows = report["results"]
     assert [(r["model"], r["method"], r["K"]) for r in rows] == [
-        ("resnet20", "naive", 1), ("resnet20", "harness", 1), ("resnet20", "harness", 2)]
-    naive = rows[0]["images_per_s"]
+        ("resnet20", "naive", 1), ("resnet20", "strong", 1), ("resnet20", "harness", 1),
+        ("resnet20", "harness", 2)]
+    naive, strong = rows[0]["images_per_s"], rows[1]["images_per_s"]
     for r in rows:
         assert r["status"] == "ok" and r["images_per_s"] > 0
         assert r["ratio_vs_naive"] == pytest.approx(r["images_per_s"] / naive, rel=1e-12)
+        assert r["ratio_vs_strong"] == pytest.approx(r["images_per_s"] / strong, rel=1e-12)
         assert r["peak_memory_gib"] is None and r["mfu"] is None  # CPU: no CUDA peak, no peak
-    assert rows[0]["ratio_vs_naive"] == 1.0
+        assert r["roofline_fraction"] is None  # no roofline constant for a CPU
+    assert rows[0]["ratio_vs_naive"] == 1.0 and rows[1]["ratio_vs_strong"] == 1.0
     lines = result.stdout.splitlines()
-    assert re.match(r"model\s+method\s+K\s+images/s\s+vs naive\s+peak GiB\s+MFU$", lines[1])
-    assert re.search(r"^resnet20\s+naive\s+1\s+[\d,]+\s+1\.00\s+-\s+-$", result.stdout, re.M)
-    assert re.search(r"^resnet20\s+harness\s+2\s+[\d,]+\s+\d+\.\d\d\s+-\s+-$", result.stdout,
-                     re.M)
+    assert re.match(r"model\s+method\s+K\s+images/s\s+vs naive\s+vs strong\s+peak GiB\s+MFU"
+                    r"\s+roofline$", lines[1])
+    assert re.search(r"^resnet20\s+naive\s+1\s+[\d,]+\s+1\.00\s+\d+\.\d\d\s+-\s+-\s+-$",
+                     result.stdout, re.M)
+    assert re.search(r"^resnet20\s+harness\s+2\s+[\d,]+\s+\d+\.\d\d\s+\d+\.\d\d\s+-\s+-\s+-$",
+                     result.stdout, re.M)
     assert lines[-1] == f"wrote {tmp_path / 'cpu.json'}"
 
 
@@ -77,6 +83,13 @@ def test_peak_flops_by_device_name(name, peak):
     assert bench.peak_flops(name) == peak
 
 
+@pytest.mark.parametrize("name, model, images", [
+    ("NVIDIA H100 80GB HBM3", "resnet20", 630e3), ("NVIDIA H200", "shake_shake_26_2x64d", 50e3),
+    ("NVIDIA H200", "resnet20", 840e3), ("NVIDIA A100-SXM4-80GB", "resnet20", None)])
+def test_roofline_constants(name, model, images):
+    assert bench.roofline(name, model) == images
+
+
 def test_device_slug():
     assert bench.device_slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
     assert bench.device_slug("NVIDIA A100-SXM4-80GB") == "nvidia-a100-sxm4-80gb"
@@ -100,7 +113,8 @@ def test_packs_stop_growing_at_first_out_of_memory():
         (1, "ok", 100.0, 2.0, 0.1), (2, "ok", 200.0, 4.0, 0.2), (4, "oom", None, None, None)]
     table = bench.format_table({"device": "cpu", "torch_version": torch.__version__,
                                 "results": [dataclasses.asdict(r) for r in results]})
-    assert re.search(r"^resnet20\s+harness\s+2\s+200\s+4\.00\s+-\s+20\.0%$", table, re.M)
-    assert re.search(r"^resnet20\s+harness\s+4\s+OOM\s+-\s+-\s+-$", table, re.M)
+    assert re.search(r"^resnet20\s+harness\s+2\s+200\s+4\.00\s+-\s+-\s+20\.0%\s+-$", table,
+                     re.M)
+    assert re.search(r"^resnet20\s+harness\s+4\s+OOM\s+-\s+-\s+-\s+-\s+-$", table, re.M)
     with pytest.raises(RuntimeError, match="same device"):  # only running out of memory is data
         bench.measure_packs("resnet20", settings, 1e9, None, 50.0, measure=broken)

@@ -9,6 +9,7 @@ import time
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.func import functional_call, stack_module_state
 
 from harness.models import MODELS, build_model, count_parameters
@@ -302,3 +303,25 @@ def test_nan_in_one_slice_leaves_other_slices_bitwise_equal() -> None:
     assert torch.equal(outs[0][:, keep], outs[1][:, keep])
     for p, q in zip(clean.parameters(), poisoned.parameters(), strict=True):
         assert torch.equal(p.grad.view(3, -1)[keep], q.grad.view(3, -1)[keep])
+
+
+@pytest.mark.parametrize("packs", [1, 4])
+@pytest.mark.parametrize("name", ["resnet20", "shake_shake_26_2x64d"])
+def test_every_conv_gets_channels_last_input(name: str, packs: int) -> None:
+    """channels_last survives the packed channel pad / concat: no conv sees an NCHW input
+    (cuDNN would transpose it), forward and backward, K = 1 and K = 4."""
+    model = build_model(name, 10, 3, 8, packs=packs).to(memory_format=torch.channels_last)
+    layouts: list[bool] = []
+
+    def record(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        x = inputs[0]
+        layouts.append(not x.is_contiguous()
+                       and x.is_contiguous(memory_format=torch.channels_last))
+
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            module.register_forward_pre_hook(record)
+    x = torch.randn(2, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+    model(x).sum().backward()
+    convs = sum(isinstance(m, nn.Conv2d) for m in model.modules())
+    assert len(layouts) == convs and all(layouts), f"{layouts.count(False)} of {convs} NCHW"

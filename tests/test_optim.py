@@ -12,7 +12,6 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from harness.optim import (
-    PerModel,
     build_optimizer,
     group_lr_multiplier,
     normalized_weight_decay,
@@ -235,7 +234,7 @@ def test_packed_equals_separate(name, lrs, decay):
         sum(loss_fn([v[i] for v in views]) for i in range(k)).backward()
         opt.step()
         sched.step()
-    assert isinstance(opt.param_groups[0]["lr"], PerModel)
+    assert torch.equal(opt.param_groups[0]["cell_lr"], lr) and opt.param_groups[0]["lr"] != 1.0
     assert group_lr_multiplier(opt.param_groups[0]) == pytest.approx(cosine(STEPS))
     for i in range(k):
         alone = train(lambda p, i=i: build_optimizer(p, name, decay, lrs[i], lams[i]), seed=i)

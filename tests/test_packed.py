@@ -38,6 +38,7 @@ from harness.packed import (
     packed_logits,
     packed_loss,
     param_norms,
+    resolve_pack,
     step_peak_bytes,
     unpack_optimizer_state,
     unpack_state,
@@ -235,8 +236,8 @@ def test_diverged_cell_is_detected_masked_and_others_match_solo(optimizer: str,
         unpacked = unpack_state(state, k, 3)
         for key, value in solos[k].state_dict().items():
             assert_scaled(unpacked[key], value, 1e-9)
-    assert float(opt.param_groups[0]["lr"].tensor()[1]) == 0.0
-    assert float(opt.param_groups[0]["weight_decay"][1]) == 0.0
+    assert opt.cell_mask.tolist() == [True, False, True]
+    assert opt.param_groups[0]["cell_lr"].tolist() == lrs  # the cells' own values are kept
     assert all(torch.isfinite(v).all() for s in opt.state.values() for v in s.values()
                if isinstance(v, torch.Tensor))  # no NaN left in any moment
 
@@ -349,6 +350,9 @@ def test_pack_size_formula() -> None:
     assert pack_size(10_000, probe, safety=0.8) == 6  # (8000 - 2000) / 1000
     assert pack_size(1_000, probe, safety=0.8) == 1  # never below one
     assert max_pack(StepShape("resnet20", 10, 3, 32, 128), "cpu") == CPU_MAX_PACK
+    shape = StepShape("resnet20", 10, 3, 32, 128)
+    assert resolve_pack("auto", shape, "cpu", cells=64) == CPU_MAX_PACK
+    assert resolve_pack("16", shape, "cpu", cells=4) == 4 and resolve_pack(8, shape, "cpu") == 8
 
 
 @pytest.mark.gpu

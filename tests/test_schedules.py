@@ -12,6 +12,7 @@ from harness.optim import build_optimizer
 from harness.schedules import (
     build_scheduler,
     current_period_epochs,
+    eta_table,
     lr_multiplier,
     restart_epochs,
 )
@@ -109,3 +110,11 @@ def test_bad_sizes_raise():
         lr_multiplier("cosine", 10, 2.5)
     with pytest.raises(ValueError, match="epoch must be a finite number >= 0"):
         current_period_epochs(-1, 100, 2)
+
+
+def test_eta_table_holds_the_schedules_exact_values():
+    eta = lr_multiplier("warm_restarts", 4, 6, t_0=2, t_mult=2)
+    table = eta_table(eta, 24)
+    assert table.dtype == torch.float64 and table.shape == (25,)
+    assert table.tolist() == [eta(t) for t in range(25)]
+    assert table[8].item() == 1.0  # the restart at epoch 2

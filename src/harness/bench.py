@@ -8,6 +8,10 @@ values), in one process, per model:
              ToTensor, Normalize), a DataLoader with workers (pinned memory on CUDA), fp32, eager,
              torch.optim.SGD(lr=0.1, momentum=0.9, weight_decay=5e-4), one model; `steps`
              batches timed after `warmup` batches.
+    strong   the strongest single-model loop a careful user writes: data and augmentation on
+             the device (harness.data's batches), bf16 autocast and channels_last on CUDA,
+             fused torch.optim.SGD (foreach on a CPU), torch.compile of the model on CUDA (and
+             on a CPU with --compile); one model.
     harness  `harness.train.train` on K cells packed as one wide model (K = 1: the single-cell
              path): data and augmentation on the device, bf16 autocast and channels_last on GPU,
              harness SGD. Epochs of L = min(warmup, steps) batches: ceil(warmup / L) warm-up
@@ -15,8 +19,12 @@ values), in one process, per model:
              outside its timer) give the throughput. K grows along `--packs` until CUDA runs
              out of memory; that K is recorded with status "oom".
 
-images_per_s is summed over cells (K x the shared batch stream's); ratio_vs_naive divides it by
-the naive loop's; peak_memory_gib = torch.cuda.max_memory_allocated over the measurement (None
+`harness+compile` rows: the same with train.compile=default (compile time excluded, as train
+reports it). images_per_s is summed over cells (K x the shared batch stream's); ratio_vs_naive
+and ratio_vs_strong divide it by the naive and strong loops'; roofline_fraction divides it by
+ROOFLINE_IMAGES_PER_S (ResNet-20 ~630k img/s, Shake-Shake 2x64d ~41k on an H100; ~840k and
+~50k on an H200: bf16 training images/s at the tensor-core peak, the issue's constants), None
+elsewhere; peak_memory_gib = torch.cuda.max_memory_allocated over the measurement (None
 on CPU). MFU = F * images_per_s / P: F = FLOPs of one image's forward + backward through the
 solo model, counted by torch.utils.flop_counter.FlopCounterMode (multiply-add = 2 FLOPs;
 ResNet-20: 81.1 MFLOPs forward, 242 forward + backward); P = the device's dense bf16 peak
@@ -26,7 +34,7 @@ prints a table. Defaults: on GPU both paper models, K = 1, 4, 16, 64, batch 128,
 CPU ResNet-20, K = 1, 4, batch 64, 10 steps (under a minute on 2 idle cores).
 
     python -m harness bench                     # full set on GPU, small on CPU
-    python -m harness bench --quick             # smoke run: seconds
+    python -m harness bench --quick             # smoke run: seconds (alias --dry-run)
     python -m harness bench --models resnet20 --packs 1 8 32 --steps 100
 """
 
@@ -60,6 +68,11 @@ from harness.train import train
 # Dense (no sparsity) bf16 tensor-core peak FLOP/s, matched in order against the device name.
 PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = (
     ("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("A100", 312e12))
+# Training images/s at the roofline (bf16), by device name and model: the constants stated in
+# the README's performance section; matched in order against the device name.
+ROOFLINE_IMAGES_PER_S: tuple[tuple[str, dict[str, float]], ...] = (
+    ("H200", {"resnet20": 840e3, "shake_shake_26_2x64d": 50e3}),
+    ("H100", {"resnet20": 630e3, "shake_shake_26_2x64d": 41e3}))
 LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 5e-4  # naive SGD; weight_decay is its L2 lambda
 GIB = 2**30
 
@@ -73,18 +86,21 @@ class Settings:
     batch_size: int
     device: torch.device
     out: Path                   # directory of <slug>.json
+    compile: bool = False       # also measure torch.compile'd loops (default on CUDA)
 
 
 @dataclass(frozen=True)
 class Result:
     model: str
-    method: str                 # naive | harness
+    method: str                 # naive | strong | harness | harness+compile
     K: int                      # cells trained at once
     status: str                 # ok | oom
     images_per_s: float | None  # summed over the K cells
     peak_memory_gib: float | None
     mfu: float | None
     ratio_vs_naive: float | None
+    ratio_vs_strong: float | None = None
+    roofline_fraction: float | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +127,12 @@ def device_slug(name: str) -> str:
 def peak_flops(name: str) -> float | None:
     """Dense bf16 peak FLOP/s of the device called `name`, None when unknown."""
     return next((peak for key, peak in PEAK_BF16_FLOPS if key.lower() in name.lower()), None)
+
+
+def roofline(name: str, model: str) -> float | None:
+    """ROOFLINE_IMAGES_PER_S of `model` on the device called `name`, None when unknown."""
+    return next((table.get(model) for key, table in ROOFLINE_IMAGES_PER_S
+                 if key.lower() in name.lower()), None)
 
 
 def count_flops(model_name: str, batch: int = 2) -> FlopCount:
@@ -179,8 +201,37 @@ def naive_images_per_s(model_name: str, s: Settings) -> float:
     return s.steps * s.batch_size / (time.perf_counter() - tic)
 
 
+def strong_images_per_s(model_name: str, s: Settings) -> float:
+    """Images per second of the careful single-model loop (see the module docstring)."""
+    cuda = s.device.type == "cuda"
+    ds = data_mod.load_dataset("synthetic", train_subset=(s.warmup + s.steps) * s.batch_size,
+                               test_subset=s.batch_size, device=s.device)
+    model = build_model(model_name).to(s.device).train()
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM,
+                                weight_decay=WEIGHT_DECAY, **({"fused": True} if cuda else
+                                                              {"foreach": True}))
+    forward = torch.compile(model) if cuda or s.compile else model
+    generator = torch.Generator(device=s.device).manual_seed(0)
+    tic = time.perf_counter()
+    for i, (x, y) in enumerate(data_mod.train_batches(ds, s.batch_size, generator)):
+        if i == s.warmup:
+            _sync(s.device)
+            tic = time.perf_counter()
+        if cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(s.device.type, dtype=torch.bfloat16, enabled=cuda):
+            loss = F.cross_entropy(forward(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    _sync(s.device)
+    return s.steps * s.batch_size / (time.perf_counter() - tic)
+
+
 def bench_cells(model_name: str, packs: int, epoch_steps: int, epochs: int,
-                s: Settings) -> list[Config]:
+                s: Settings, compile_mode: str = "false") -> list[Config]:
     """K cells of an lr grid on synthetic data of `epoch_steps` batches; decoupled lambda =
     5e-5 = the naive loop's alpha * lambda, so both decay theta by the same amount per step."""
     base = Config(
@@ -190,17 +241,19 @@ def bench_cells(model_name: str, packs: int, epoch_steps: int, epochs: int,
         optimizer=cf.OptimizerConfig("sgd", lr=LR, momentum=MOMENTUM),
         decay=cf.DecayConfig("decoupled", weight_decay=LR * WEIGHT_DECAY),
         train=cf.TrainConfig(epochs=epochs, batch_size=s.batch_size, eval_every=10**9,
-                             device=str(s.device), checkpoint_every=0, pack=str(packs)),
+                             device=str(s.device), checkpoint_every=0, pack=str(packs),
+                             compile=compile_mode),
         logger=cf.LoggerConfig(wandb_mode="disabled", progress="none"))
     return [dataclasses.replace(base, optimizer=dataclasses.replace(
         base.optimizer, lr=LR * 2.0 ** -(k % 4))) for k in range(packs)]
 
 
-def harness_images_per_s(model_name: str, packs: int, s: Settings) -> float:
+def harness_images_per_s(model_name: str, packs: int, s: Settings,
+                         compile_mode: str = "false") -> float:
     """Images per second summed over `packs` cells trained by `harness.train.train`."""
     epoch_steps = min(s.warmup, s.steps) if s.warmup else s.steps
     warm, timed = math.ceil(s.warmup / epoch_steps), math.ceil(s.steps / epoch_steps)
-    cells = bench_cells(model_name, packs, epoch_steps, warm + timed, s)
+    cells = bench_cells(model_name, packs, epoch_steps, warm + timed, s, compile_mode)
     ds = data_mod.load_dataset("synthetic", train_subset=epoch_steps * s.batch_size,
                                test_subset=s.batch_size, device=s.device)
     rates = [next(e for e in epochs if e).metrics.images_per_s  # the pack's, not per cell
@@ -223,8 +276,9 @@ def _measured(fn: Callable[[], float], device: torch.device) -> tuple[float, flo
 
 
 def measure_packs(model_name: str, s: Settings, flops: float, peak: float | None, naive: float,
-                  measure: Callable[..., float] = harness_images_per_s) -> list[Result]:
-    """One harness Result per K in s.packs; the first K that runs out of memory ends the list.
+                  measure: Callable[..., float] = harness_images_per_s,
+                  method: str = "harness") -> list[Result]:
+    """One `method` Result per K in s.packs; the first K that runs out of memory ends the list.
     flops: per training image; peak: the device's FLOP/s; naive: the naive loop's images/s."""
     results = []
     for packs in s.packs:
@@ -233,10 +287,10 @@ def measure_packs(model_name: str, s: Settings, flops: float, peak: float | None
         except RuntimeError as err:
             if not _out_of_memory(err):
                 raise
-            results.append(Result(model_name, "harness", packs, "oom", None, None, None, None))
-            _log(f"{model_name} harness K={packs}: out of memory; not trying larger K")
+            results.append(Result(model_name, method, packs, "oom", None, None, None, None))
+            _log(f"{model_name} {method} K={packs}: out of memory; not trying larger K")
             break
-        results.append(_result(model_name, "harness", packs, rate, memory, flops, peak, naive))
+        results.append(_result(model_name, method, packs, rate, memory, flops, peak, naive))
     return results
 
 
@@ -258,28 +312,47 @@ def _log(line: str) -> None:
 
 
 def run_bench(s: Settings) -> dict:
-    """Measure every model and K; write and return the report (see the module docstring)."""
+    """Measure every model and K; write the report after every model (a run cut short keeps
+    what it measured) and return it (see the module docstring)."""
     name, cuda = device_name(s.device), s.device.type == "cuda"
     peak = peak_flops(name) if cuda else None
     flops, results = {}, []
+    report: dict = {}
     for model_name in s.models:
         flops[model_name] = count_flops(model_name)
-        per_image = flops[model_name].training
-        naive, memory = _measured(lambda m=model_name: naive_images_per_s(m, s), s.device)
-        results.append(_result(model_name, "naive", 1, naive, memory, per_image, peak, naive))
-        results += measure_packs(model_name, s, per_image, peak, naive)
-    report = {
-        "device": name, "device_slug": device_slug(name) if cuda else "cpu",
-        "torch_version": torch.__version__, "harness_version": harness.__version__,
-        "git_sha": git_sha(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpu_count": os.cpu_count(),
-        "load_average": list(os.getloadavg()), "peak_bf16_flops": peak,
-        "settings": {"models": list(s.models), "packs": list(s.packs), "steps": s.steps,
-                     "warmup": s.warmup, "batch_size": s.batch_size, "device": str(s.device)},
-        "flops_per_image": {m: dataclasses.asdict(f) for m, f in flops.items()},
-        "results": [dataclasses.asdict(r) for r in results]}
-    _write_json(report, s.out / f"{report['device_slug']}.json")
+        results += measure_model(model_name, s, flops[model_name].training, peak, name)
+        report = {
+            "device": name, "device_slug": device_slug(name) if cuda else "cpu",
+            "torch_version": torch.__version__, "harness_version": harness.__version__,
+            "git_sha": git_sha(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpu_count": os.cpu_count(),
+            "load_average": list(os.getloadavg()), "peak_bf16_flops": peak,
+            "roofline_images_per_s": {m: roofline(name, m) for m in s.models} if cuda else None,
+            "settings": {"models": list(s.models), "packs": list(s.packs), "steps": s.steps,
+                         "warmup": s.warmup, "batch_size": s.batch_size,
+                         "device": str(s.device), "compile": s.compile},
+            "flops_per_image": {m: dataclasses.asdict(f) for m, f in flops.items()},
+            "results": [dataclasses.asdict(r) for r in results]}
+        _write_json(report, s.out / f"{report['device_slug']}.json")
     return report
+
+
+def measure_model(model_name: str, s: Settings, per_image: float, peak: float | None,
+                  name: str) -> list[Result]:
+    """The naive, strong and harness rows of one model, with ratios and roofline fraction."""
+    naive, memory = _measured(lambda: naive_images_per_s(model_name, s), s.device)
+    rows = [_result(model_name, "naive", 1, naive, memory, per_image, peak, naive)]
+    strong, memory = _measured(lambda: strong_images_per_s(model_name, s), s.device)
+    rows.append(_result(model_name, "strong", 1, strong, memory, per_image, peak, naive))
+    rows += measure_packs(model_name, s, per_image, peak, naive)
+    if s.compile:
+        rows += measure_packs(model_name, s, per_image, peak, naive, method="harness+compile",
+                              measure=lambda m, k, st: harness_images_per_s(m, k, st, "default"))
+    roof = roofline(name, model_name) if s.device.type == "cuda" else None
+    return [dataclasses.replace(
+        r, ratio_vs_strong=None if r.images_per_s is None else r.images_per_s / strong,
+        roofline_fraction=None if r.images_per_s is None or roof is None
+        else r.images_per_s / roof) for r in rows]
 
 
 def _write_json(report: dict, path: Path) -> None:
@@ -294,11 +367,13 @@ def format_table(report: dict) -> str:
     def num(value: float | None, fmt: str) -> str:
         return "-" if value is None else format(value, fmt)
 
-    rows = [("model", "method", "K", "images/s", "vs naive", "peak GiB", "MFU")]
+    rows = [("model", "method", "K", "images/s", "vs naive", "vs strong", "peak GiB", "MFU",
+             "roofline")]
     for r in report["results"]:
         rate = "OOM" if r["status"] == "oom" else num(r["images_per_s"], ",.0f")
         rows.append((r["model"], r["method"], str(r["K"]), rate, num(r["ratio_vs_naive"], ".2f"),
-                     num(r["peak_memory_gib"], ".2f"), num(r["mfu"], ".1%")))
+                     num(r.get("ratio_vs_strong"), ".2f"), num(r["peak_memory_gib"], ".2f"),
+                     num(r["mfu"], ".1%"), num(r.get("roofline_fraction"), ".1%")))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in
                        enumerate(zip(row, widths, strict=True))) for row in rows]
@@ -339,7 +414,9 @@ def parse_args(argv: Sequence[str]) -> Settings:
     p.add_argument("--batch-size", type=int, help="images per batch")
     p.add_argument("--out", type=Path, default=Path("results/bench"), help="output directory")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    p.add_argument("--quick", action="store_true", help="tiny smoke run (seconds)")
+    p.add_argument("--quick", "--dry-run", action="store_true", help="tiny smoke run (seconds)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="also measure torch.compile'd loops (default: on CUDA only)")
     a = p.parse_args(list(argv))
     for key, low in (("packs", 1), ("steps", 1), ("warmup", 0), ("batch_size", 1)):
         given = getattr(a, key)
@@ -352,7 +429,7 @@ def parse_args(argv: Sequence[str]) -> Settings:
     pick = lambda given, default: default if given is None else given  # noqa: E731
     return Settings(tuple(pick(a.models, models)), tuple(sorted(set(pick(a.packs, packs)))),
                     pick(a.steps, steps), pick(a.warmup, warmup), pick(a.batch_size, batch),
-                    device, a.out)
+                    device, a.out, pick(a.compile, device.type == "cuda"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

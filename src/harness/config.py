@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+COMPILE_MODES = ("false", "default", "reduce-overhead", "max-autotune")  # train.compile
 WANDB_MODES = ("offline", "online", "disabled")
 # Known training-set sizes, for planning a sweep without loading data.
 N_TRAIN = {"cifar10": 50_000, "fashion_mnist": 60_000, "imagenet32": 1_281_167,
@@ -115,7 +116,8 @@ class TrainConfig:
     eval_every: int = 1                  # evaluate every n epochs (and after the last)
     eval_batch_size: int = 1024
     precision: str = "auto"              # auto: bf16 on GPU, fp32 on CPU
-    compile: bool = False                # torch.compile the model
+    compile: str = "false"               # torch.compile the train step: false | default |
+                                         # reduce-overhead | max-autotune
     device: str = "auto"                 # auto: cuda if available, else cpu
     checkpoint_every: int = 1            # epochs between checkpoints (0: never)
     pack: str = "1"                      # cells trained at once on one device ("auto" or an int)
@@ -352,10 +354,15 @@ def _train(t: TrainConfig) -> TrainConfig:
     pack = str(t.pack)
     if pack != "auto":
         _number("train.pack", pack, low=1, integer=True)
+    compile_mode = {False: "false", True: "default"}.get(t.compile, t.compile)
+    _one_of("train.compile", compile_mode, COMPILE_MODES)
+    if compile_mode != "false" and t.precision == "fp16":
+        raise ConfigError("train.compile needs train.precision auto, bf16 or fp32 (fp16's "
+                          "GradScaler reads the device every step); choose train.compile=false")
     if t.device != "auto" and not t.device.startswith(("cpu", "cuda", "mps")):
         raise ConfigError(f"train.device={t.device!r} is not valid; choose auto, cpu or cuda[:N]")
     return dataclasses.replace(t, epochs=int(t.epochs), batch_size=int(t.batch_size),
-                               eval_every=int(t.eval_every), pack=pack)
+                               eval_every=int(t.eval_every), pack=pack, compile=compile_mode)
 
 
 def _run(r: RunOptions) -> RunOptions:

@@ -22,16 +22,27 @@ alpha. SGD momentum follows torch.optim.SGD (b <- mu*b + g, then times eta_t*alp
 paper's Alg. 1 puts eta_t*alpha inside the buffer (m <- mu*m + eta_t*alpha*g).
 
 Packed models: `lr` and `weight_decay` may be 1-D tensors of length K, one value per packed
-model, where model k's part of every parameter p is p.view(K, -1)[k] (the leading dim of p is
-divisible by K). A tensor `lr` is stored in group["lr"] as a `PerModel`, because torch LR
-schedulers write a tensor lr with `fill_` (one value for all models).
+model, where model k's part of every parameter p is p[k*n:(k+1)*n] along dim 0 (the leading
+dim of p is divisible by K). Per-cell alphas live in group["cell_lr"] (a CPU float64 K-vector)
+and group["lr"] is then the schedule carrier, initially 1.0: lr_t of cell k = cell_lr[k] *
+lr / initial_lr, so any torch LR scheduler still drives a pack. `mask_cell(k)` makes cell k
+inert (a diverged cell): its alpha and lambda count as 0, its moments are zeroed.
+
+Device-resident step. The optimizer groups the params of each param group into buckets (same
+device, dtype and step count) once, and lays every per-cell value out once per bucket, as one
+tensor of each parameter's shape (the foreach kernels then see matching shapes); the layout is
+rebuilt only when a value changes (a masked cell, a new lambda, a param gaining a gradient).
+The step count t is one float64 0-dim tensor per bucket on the params' device (shared by the
+bucket's states), Adam's bias corrections are computed from it there, and eta_t is read from
+`optimizer.eta` when the caller sets it (a 0-dim device tensor, e.g. harness.train from
+harness.schedules), else from the group's lr / initial_lr (a Python float: any torch LR
+scheduler). A steady-state step thus copies nothing between host and device.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from fnmatch import fnmatch
 from typing import Any
 
@@ -75,33 +86,38 @@ def make_chain(optimizer: str, decay: str) -> tuple[Step, ...]:
     return chains[decay]
 
 
-@dataclass(frozen=True, eq=False)
-class PerModel:
-    """A learning rate with one value per packed model: values * scale.
+class Bucket:
+    """Params of one group sharing device, dtype and step count, with their per-cell values
+    laid out once (see the module docstring); implements optim_steps.Values."""
 
-    Torch LR schedulers multiply it by floats (LambdaLR: initial_lr * eta_t), which changes
-    only `scale`, so eta_t = lr.scale / initial_lr.scale even where a value is 0.
-    """
+    def __init__(self, params: list[Tensor], states: list[dict[str, Any]], step: Tensor,
+                 lr: Coef, weight_decay: Coef, cell_values: dict[str, Tensor]) -> None:
+        self.params, self.states, self.step = params, states, step
+        self.lr, self.weight_decay = lr, weight_decay  # alpha and lambda, fixed per layout
+        self.cell_values = cell_values  # name -> (K,) float64 CPU vector, mask applied
+        self.scalars: dict[str, Tensor] = {}
+        self._laid: dict[tuple[str, ...], list[Tensor]] = {}
 
-    values: Tensor
-    scale: float = 1.0
+    def cells(self, names: tuple[str, ...]) -> list[Tensor]:
+        if names not in self._laid:
+            vector = self.cell_values[names[0]]
+            for name in names[1:]:
+                vector = vector * self.cell_values[name]
+            self._laid[names] = [_lay_out(vector, p) for p in self.params]
+        return self._laid[names]
 
-    def __mul__(self, factor: float) -> PerModel:
-        return PerModel(self.values, self.scale * float(factor))
-
-    __rmul__ = __mul__
-
-    def __truediv__(self, divisor: float) -> PerModel:
-        return PerModel(self.values, self.scale / float(divisor))
-
-    def tensor(self) -> Tensor:
-        return self.values * self.scale
+    def scalar(self, names: tuple[str, ...]) -> Tensor:
+        out = self.scalars[names[0]]
+        for name in names[1:]:
+            out = out * self.scalars[name]
+        return out
 
 
 class ChainOptimizer(torch.optim.Optimizer):
     """One optimizer class for every (optimizer, decay) pair; see the module docstring.
 
     Param groups may set their own lr, weight_decay (e.g. 0 for excluded params) and hyper.
+    `eta`: None (eta_t = group lr / initial_lr) or a 0-dim tensor the caller writes eta_t to.
     """
 
     def __init__(
@@ -119,20 +135,61 @@ class ChainOptimizer(torch.optim.Optimizer):
         if unknown:
             valid = ", ".join(HYPER_DEFAULTS[optimizer])
             raise ValueError(f"unknown {optimizer} hyperparameter {unknown[0]!r}; valid: {valid}")
-        defaults = {"lr": _as_lr(lr), "weight_decay": _as_value("weight_decay", weight_decay)}
+        defaults = {"lr": lr, "weight_decay": _as_value("weight_decay", weight_decay)}
         defaults.update({**HYPER_DEFAULTS[optimizer], **hyper})
         _check_hyper(optimizer, defaults)
+        self.eta: Tensor | None = None
+        self.cell_mask: Tensor | None = None  # (K,) bool on the CPU; False: a masked cell
+        self._plans: dict[int, tuple[tuple, list[Bucket]]] = {}
+        self._prepared: list[tuple[Bucket, dict[str, Any]]] = []
         super().__init__(params, defaults)
 
+    @property
+    def packs(self) -> int:
+        """K: the length of the per-cell values (1 when every value is a float)."""
+        sizes = {v.numel() for g in self.param_groups for v in (g.get("cell_lr"),
+                 g["weight_decay"]) if isinstance(v, Tensor)}
+        if len(sizes) > 1:
+            raise ValueError(f"per-cell values of sizes {sorted(sizes)}; valid: one K")
+        return sizes.pop() if sizes else 1
+
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        lr = _as_value("lr", param_group.get("lr", self.defaults["lr"]))
+        if isinstance(lr, Tensor):  # per-cell alphas; group lr carries the schedule
+            param_group = {**param_group, "lr": 1.0, "cell_lr": lr}
+        else:
+            param_group = {**param_group, "lr": lr}
         super().add_param_group(param_group)
         group = self.param_groups[-1]
-        group["lr"] = _as_lr(group["lr"])
         group["weight_decay"] = _as_value("weight_decay", group["weight_decay"])
         _check_hyper(self.optimizer_name, group)
-        for name in ("lr", "weight_decay"):
-            _check_packed(name, group[name], group["params"])
-        group.setdefault("initial_lr", group["lr"])  # as torch schedulers do: alpha
+        for name in ("cell_lr", "weight_decay"):
+            _check_packed(name, group.get(name), group["params"])
+        group.setdefault("initial_lr", group["lr"])  # as torch schedulers do
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._plans.clear()
+
+    def mask_cell(self, k: int) -> None:
+        """Make cell k inert: alpha_k and lambda_k count as 0 from now on and its slice of
+        every moment is zeroed (lr 0 times a NaN moment would still be NaN)."""
+        packs = self.packs
+        if packs == 1:
+            raise ValueError("mask_cell needs per-model lr or weight_decay; valid: an "
+                             "optimizer built with 1-D tensors of K values")
+        if not 0 <= k < packs:
+            raise ValueError(f"model index k={k} is out of range; valid: 0 <= k < {packs}")
+        mask = torch.ones(packs, dtype=torch.bool) if self.cell_mask is None else self.cell_mask
+        mask[k] = False
+        self.cell_mask = mask
+        self._plans.clear()
+        for group in self.param_groups:
+            for p in group["params"]:
+                n = p.shape[0] // packs
+                for value in self.state[p].values():
+                    if isinstance(value, Tensor) and value.shape == p.shape:
+                        value.narrow(0, k * n, n).zero_()
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -140,38 +197,109 @@ class ChainOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
-            self._step_group(group)
+        self.prepare()
+        self.apply_prepared()
         return loss
 
-    def _step_group(self, group: dict[str, Any]) -> None:
-        """Run the chain once per bucket of params that share step count, device and dtype."""
-        alpha, eta = _lr_and_eta(group)
-        buckets: dict[tuple[int, torch.device, torch.dtype], list[Tensor]] = {}
+    def prepare(self, assume_grads: bool = False) -> list[tuple[Bucket, dict[str, Any]]]:
+        """The host-side half of a step: the buckets of every group (cached; see `_plan`).
+        `step()` = prepare() + apply_prepared(); a compiled train step calls
+        prepare(assume_grads=True) before its backward (every param that requires grad will
+        have one) outside the compiled region, and apply_prepared() inside it."""
+        self._prepared = [(bucket, group) for index, group in enumerate(self.param_groups)
+                          for bucket in self._plan(index, group, assume_grads)]
+        return self._prepared
+
+    @torch.no_grad()
+    def apply_prepared(self) -> None:
+        """The device half of a step: the chain over every bucket of the last prepare()."""
+        for bucket, group in self._prepared:
+            self._step_bucket(bucket, group)
+
+    def _plan(self, index: int, group: dict[str, Any], assume_grads: bool) -> list[Bucket]:
+        """The group's buckets, rebuilt only when the params with a gradient, a per-cell value
+        or the mask changed (host-side checks only: no device read in the steady state)."""
         for p in group["params"]:
-            if p.grad is None:
-                continue
-            if p.grad.is_sparse:
+            if p.grad is not None and p.grad.is_sparse:
                 raise ValueError("sparse gradients are not supported; valid: dense gradients")
-            key = (self.state[p].get("step", 0) + 1, p.device, p.dtype)
-            buckets.setdefault(key, []).append(p)
-        for (step, _, _), params in buckets.items():
+        present = [p.requires_grad if assume_grads else p.grad is not None
+                   for p in group["params"]]
+        key = (tuple(present),
+               *(_signature(group.get(name)) for name in ("cell_lr", "weight_decay", "initial_lr")),
+               _signature(self.cell_mask))
+        cached = self._plans.get(index)
+        if cached is None or cached[0] != key:
+            cached = key, self._build_buckets(group, present)
+            self._plans[index] = cached
+        return cached[1]
+
+    def _build_buckets(self, group: dict[str, Any], present: list[bool]) -> list[Bucket]:
+        """Group the params with a gradient by (device, dtype, step count); one shared step
+        tensor per bucket (the only place that reads a step count back from the device)."""
+        values = self._cell_values(group)
+        decayed = not (_is_zero(group["weight_decay"]) or self.decay == "none")
+        lr = Coef(cells=("lr",)) if values else Coef(float(group["initial_lr"]))
+        weight_decay = (Coef(0.0) if not decayed else Coef(cells=("weight_decay",)) if values
+                        else Coef(float(group["weight_decay"])))
+        with_grad = [p for p, has in zip(group["params"], present, strict=True) if has]
+        counters = {id(c): c for c in (self.state[p].get("step") for p in with_grad)
+                    if isinstance(c, Tensor)}
+        by_key: dict[tuple, list[Tensor]] = {}
+        for p in with_grad:
+            step = self.state[p].get("step", 0)
+            # one shared counter: keep it, reading nothing; several (a loaded state): read
+            # their values once and merge equal ones
+            count = id(step) if len(counters) == 1 and isinstance(step, Tensor) else float(step)
+            by_key.setdefault((p.device, p.dtype, count), []).append(p)
+        buckets = []
+        for (device, _, count), params in by_key.items():
+            shared = (counters[count] if isinstance(count, int) else
+                      torch.tensor(count, dtype=torch.float64, device=device))
             states = [self.state[p] for p in params]
             for state in states:
-                state["step"] = step
-            ctx = StepContext(
-                params=params,
-                states=states,
-                step=step,
-                lr=_per_param(alpha, params),
-                eta=eta,
-                weight_decay=_per_param(group["weight_decay"], params),
-                hyper=group,
-            )
-            updates = Updates([p.grad for p in params])
-            for f in self.chain:
-                updates = f(updates, ctx)
-            apply_updates(updates, params)
+                state["step"] = shared
+            buckets.append(Bucket(params, states, shared, lr, weight_decay, values))
+        return buckets
+
+    def _cell_values(self, group: dict[str, Any]) -> dict[str, Tensor]:
+        """(K,) float64 CPU vectors of alpha and lambda, zero for masked cells; {} when every
+        value is a float (K = 1 given as 1-element tensors takes the per-cell path, whose
+        arithmetic is then the same as a pack's)."""
+        packs, mask = self.packs, self.cell_mask
+        per_cell = [v for v in (group.get("cell_lr"), group["weight_decay"])
+                    if isinstance(v, Tensor)]
+        if not per_cell and mask is None:
+            return {}
+        out = {}
+        for name, value in (("lr", group.get("cell_lr", group["initial_lr"])),
+                            ("weight_decay", group["weight_decay"])):
+            vector = torch.as_tensor(value, dtype=torch.float64).expand(packs)
+            out[name] = vector * mask if mask is not None else vector.clone()
+        return out
+
+    def _step_bucket(self, bucket: Bucket, group: dict[str, Any]) -> None:
+        """Run the chain once over the bucket."""
+        bucket.step.add_(1.0)
+        bucket.scalars.clear()
+        if self.eta is not None:
+            bucket.scalars["eta"] = self.eta.to(bucket.params[0].dtype)
+            eta = Coef(scalars=("eta",))
+        else:
+            eta = Coef(group_lr_multiplier(group))
+        ctx = StepContext(
+            params=bucket.params,
+            states=bucket.states,
+            step=bucket.step,
+            lr=bucket.lr,
+            eta=eta,
+            weight_decay=bucket.weight_decay,
+            hyper=group,
+            values=bucket,
+        )
+        updates = Updates([p.grad for p in bucket.params])
+        for f in self.chain:
+            updates = f(updates, ctx)
+        apply_updates(updates, ctx)
 
 
 def build_optimizer(
@@ -220,8 +348,9 @@ def param_groups(
 
 
 def group_lr_multiplier(group: dict[str, Any]) -> float:
-    """eta_t of a param group: current lr / initial lr (works for float and PerModel lrs)."""
-    return _lr_and_eta(group)[1]
+    """eta_t of a param group: current lr / initial lr (1 where the initial lr is 0)."""
+    lr, initial = float(group["lr"]), float(group["initial_lr"])
+    return lr / initial if initial else 1.0
 
 
 def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
@@ -249,13 +378,6 @@ def _as_value(name: str, value: Any) -> float | Tensor:
     return value.detach().clone()
 
 
-def _as_lr(lr: Any) -> float | PerModel:
-    if isinstance(lr, PerModel):
-        return PerModel(_as_value("lr", lr.values), lr.scale)
-    value = _as_value("lr", lr)
-    return PerModel(value) if isinstance(value, Tensor) else value
-
-
 def _check_hyper(optimizer: str, group: dict[str, Any]) -> None:
     for name in ("momentum", "dampening", "eps"):
         if name in HYPER_DEFAULTS[optimizer]:
@@ -275,34 +397,31 @@ def _unit(value: Any) -> bool:
     return isinstance(value, int | float) and 0 <= value < 1
 
 
-def _check_packed(name: str, value: float | PerModel | Tensor, params: list[Tensor]) -> None:
-    if isinstance(value, float):
+def _check_packed(name: str, value: Any, params: list[Tensor]) -> None:
+    if not isinstance(value, Tensor):
         return
-    k = (value.values if isinstance(value, PerModel) else value).numel()
+    k = value.numel()
     for p in params:
         if p.dim() == 0 or p.shape[0] % k:
             raise ValueError(f"{name} has {k} values (one per packed model) but a parameter of "
                              f"shape {tuple(p.shape)} has no leading dim divisible by {k}")
 
 
-def _lr_and_eta(group: dict[str, Any]) -> tuple[float | Tensor, float]:
-    """alpha = the group's initial lr; eta_t = current lr / initial lr (1 where alpha is 0)."""
-    lr, initial = group["lr"], group["initial_lr"]
-    if isinstance(initial, PerModel) != isinstance(lr, PerModel):
-        raise ValueError("group lr and initial_lr must both be floats or both PerModel")
-    if isinstance(initial, PerModel):
-        return initial.tensor(), (lr.scale / initial.scale if initial.scale else 1.0)
-    lr, initial = float(lr), float(initial)
-    return initial, (lr / initial if initial else 1.0)
+def _signature(value: Any) -> Any:
+    """What identifies a group value without reading a device: a float itself, a tensor its
+    identity and in-place version counter."""
+    if isinstance(value, Tensor):
+        return id(value), value._version
+    return value
 
 
-def _per_param(value: float | Tensor, params: list[Tensor]) -> Coef:
-    """A float as is; a K-vector as one (leading dim, 1, ..., 1) tensor per parameter."""
-    if not isinstance(value, Tensor):
-        return value
-    return [
-        value.to(device=p.device, dtype=p.dtype)
-        .repeat_interleave(p.shape[0] // value.numel())
-        .view(-1, *([1] * (p.dim() - 1)))
-        for p in params
-    ]
+def _is_zero(value: float | Tensor) -> bool:
+    return bool((torch.as_tensor(value) == 0).all())
+
+
+def _lay_out(vector: Tensor, p: Tensor) -> Tensor:
+    """A (K,) per-cell vector as a tensor of p's shape, dtype, device and memory format whose
+    slice k along dim 0 holds vector[k]: the coefficient foreach kernels take elementwise."""
+    column = vector.to(p.dtype).repeat_interleave(p.shape[0] // vector.numel())
+    column = column.view(-1, *([1] * (p.dim() - 1))).to(p.device)
+    return torch.empty_like(p).copy_(column.expand_as(p))

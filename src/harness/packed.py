@@ -1,7 +1,8 @@
 """Train K cells of a grid at once as one packed network (`build_model(..., packs=K)`).
 
-All K cells see the same batches; cell k owns the slice p.view(K, -1)[k] of every parameter,
-buffer and optimizer moment, so its lr and weight_decay are entry k of the optimizer's
+All K cells see the same batches; cell k owns the slice k of K equal slices along dim 0 of every
+parameter, buffer and optimizer moment (p.view(K, -1)[k] for a contiguous p; dim 0 is the
+outermost in channels_last too), so its lr and weight_decay are entry k of the optimizer's
 per-model tensors (`harness.optim`). Per-model independence holds because grouped convs,
 per-channel BatchNorm, the batched linear and the foreach optimizer ops never mix slices, and
 
@@ -9,9 +10,10 @@ per-channel BatchNorm, the batched linear and the foreach optimizer ops never mi
 
 gives model k the gradient of its own loss only: K packed cells train like K solo runs.
 
-A diverged cell (non-finite loss) is masked by `mask_diverged`: its lr and weight_decay
-entries become 0, its grads and moments are zeroed now and its grads at every later backward
-(a hook), so its update is exactly 0 and nothing of it reaches the other slices.
+A diverged cell (non-finite loss) is masked by `mask_diverged`: the optimizer counts its lr and
+weight_decay as 0 (`ChainOptimizer.mask_cell`), its grads and moments are zeroed now and its
+grads at every later backward (one hook per parameter reading a device mask of dead cells), so
+its update is exactly 0 and nothing of it reaches the other slices.
 
 `max_pack` picks K from free device memory:
     peak(K) = fixed + K * per_model        (measured at K = 1 and K = 2 by a probe step)
@@ -30,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.models import build_model
-from harness.optim import PerModel, build_optimizer
+from harness.optim import ChainOptimizer, build_optimizer, group_lr_multiplier
 
 CPU_MAX_PACK = 1  # on a CPU packing loses: resnet20, K=4, 2 threads: 1.45x the time of 4 solo
 MEMORY_SAFETY = 0.85  # fraction of free memory a pack may plan to use (allocator slack, cuDNN)
@@ -40,10 +42,11 @@ MEMORY_SAFETY = 0.85  # fraction of free memory a pack may plan to use (allocato
 
 
 def _shared_scalar(name: str, values: list[Any]) -> Any:
-    """The one value all cells have for a scalar (a step count, num_batches_tracked)."""
+    """The one value all cells have for a scalar (a step count, num_batches_tracked); a tensor
+    is copied (a live optimizer's step count must not be shared with the pack)."""
     if any(v != values[0] for v in values[1:]):
         raise ValueError(f"{name} differs between the cells ({values!r}); valid: equal values")
-    return values[0]
+    return values[0].clone() if isinstance(values[0], Tensor) else values[0]
 
 
 def pack_states(states: Sequence[Mapping[str, Tensor]]) -> dict[str, Tensor]:
@@ -51,7 +54,7 @@ def pack_states(states: Sequence[Mapping[str, Tensor]]) -> dict[str, Tensor]:
     k is p.view(K, -1)[k]); 0-dim buffers (BatchNorm's num_batches_tracked) must be equal."""
     if not states:
         raise ValueError("pack_states needs at least one state; valid: a list of K >= 1 states")
-    return {key: _shared_scalar(key, [s[key] for s in states]).clone() if first.dim() == 0
+    return {key: _shared_scalar(key, [s[key] for s in states]) if first.dim() == 0
             else torch.cat([s[key].detach() for s in states], dim=0)
             for key, first in states[0].items()}
 
@@ -67,10 +70,16 @@ def build_packed_model(name: str, num_classes: int, in_channels: int, image_size
     return model
 
 
+def _part(t: Tensor, k: int, packs: int) -> Tensor:
+    """Model k's slice of a packed tensor along dim 0 (a view, any memory format)."""
+    n = t.shape[0] // packs
+    return t.narrow(0, k * n, n)
+
+
 def _slice(t: Tensor, k: int, packs: int) -> Tensor:
-    """Model k's part of a packed tensor, a copy in the solo shape (a view would make
-    torch.save write the whole packed storage)."""
-    return t.detach().view(packs, -1)[k].view(t.shape[0] // packs, *t.shape[1:]).clone()
+    """Model k's part of a packed tensor, a contiguous copy in the solo shape (a view would
+    make torch.save write the whole packed storage)."""
+    return _part(t.detach(), k, packs).clone(memory_format=torch.contiguous_format)
 
 
 def unpack_state(packed_state: Mapping[str, Tensor], k: int, packs: int) -> dict[str, Tensor]:
@@ -88,15 +97,16 @@ def _check_index(k: int, packs: int) -> None:
 def pack_optimizer_states(states: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """K solo `ChainOptimizer.state_dict()`s (same param groups) -> the packed optimizer's.
 
-    Moments are concatenated like parameters; lr becomes a `PerModel` (values = each cell's
-    initial lr, shared schedule scale), weight_decay a K-vector where cells differ."""
+    Moments are concatenated like parameters; cell_lr holds each cell's alpha (its initial
+    lr), lr / initial_lr the schedule multiplier the cells share; weight_decay becomes a
+    K-vector where cells differ."""
     groups = []
     for i, group in enumerate(states[0]["param_groups"]):
         solo = [s["param_groups"][i] for s in states]
         packed = dict(group)
-        initial = torch.tensor([g["initial_lr"] for g in solo], dtype=torch.float64)
-        packed["initial_lr"] = PerModel(initial)
-        packed["lr"] = PerModel(initial, _eta([(g["lr"], g["initial_lr"]) for g in solo]))
+        packed["cell_lr"] = torch.tensor([g["initial_lr"] for g in solo], dtype=torch.float64)
+        packed["initial_lr"] = 1.0
+        packed["lr"] = _eta([(g["lr"], g["initial_lr"]) for g in solo])
         decays = [float(g["weight_decay"]) for g in solo]
         packed["weight_decay"] = (decays[0] if len(set(decays)) == 1
                                   else torch.tensor(decays, dtype=torch.float64))
@@ -119,19 +129,19 @@ def _eta(pairs: list[tuple[float, float]]) -> float:
 
 
 def unpack_optimizer_state(packed: Mapping[str, Any], k: int, packs: int) -> dict[str, Any]:
-    """Cell k's solo optimizer state_dict (float lr / weight_decay, moment copies)."""
+    """Cell k's solo optimizer state_dict (float lr / weight_decay, copies of its moments)."""
     _check_index(k, packs)
     groups = []
     for group in packed["param_groups"]:
-        solo = dict(group)
-        for name in ("lr", "initial_lr"):
-            value = group[name]
-            solo[name] = float(value.tensor()[k]) if isinstance(value, PerModel) else value
+        solo = {name: v for name, v in group.items() if name != "cell_lr"}
+        if "cell_lr" in group:
+            alpha = float(group["cell_lr"][k])
+            solo["initial_lr"], solo["lr"] = alpha, alpha * group_lr_multiplier(group)
         decay = group["weight_decay"]
         solo["weight_decay"] = float(decay[k]) if isinstance(decay, Tensor) else decay
         groups.append(solo)
-    state = {index: {name: _slice(v, k, packs) if isinstance(v, Tensor) and v.dim() > 0 else v
-                     for name, v in entry.items()}
+    state = {index: {name: (_slice(v, k, packs) if v.dim() > 0 else v.clone())
+                     if isinstance(v, Tensor) else v for name, v in entry.items()}
              for index, entry in packed["state"].items()}
     return {"state": state, "param_groups": groups}
 
@@ -153,56 +163,56 @@ def per_model_cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
                            reduction="none")
 
 
-def packed_loss(logits: Tensor, y: Tensor, active: Tensor) -> tuple[Tensor, Tensor]:
+def packed_loss(logits: Tensor, y: Tensor, active: Tensor,
+                weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """(total, per_model): per_model[k] = mean_n CE(logits[n, k], y[n]) (K,), total = the sum
-    over active k. Inactive models add exactly 0 even when their loss is NaN (torch.where)."""
-    per_model = per_model_cross_entropy(logits, y).mean(dim=0)
-    zero = torch.zeros((), device=per_model.device, dtype=per_model.dtype)
-    return torch.where(active.to(per_model.device), per_model, zero).sum(), per_model
+    over active k (`active`: (K,) bool on the logits' device). Inactive models add exactly 0
+    even when their loss is NaN (torch.where). `weight` (N,): per-image weights, 0 for the
+    padding of a partial batch: per_model[k] = sum_n w_n CE_nk / sum_n w_n."""
+    ce = per_model_cross_entropy(logits, y)
+    if weight is None:
+        per_model = ce.mean(dim=0)
+    else:
+        per_model = (ce * weight[:, None]).sum(dim=0) / weight.sum()
+    return torch.where(active, per_model, torch.zeros_like(per_model)).sum(), per_model
 
 
-def packs_of(optimizer: torch.optim.Optimizer) -> int:
-    """K, from the optimizer's per-model lr (a `PerModel`)."""
-    sizes = {g["lr"].values.numel() for g in optimizer.param_groups
-             if isinstance(g["lr"], PerModel)}
-    if len(sizes) != 1:
-        raise ValueError(f"optimizer has per-model lr sizes {sorted(sizes)}; valid: one K, "
-                         "with lr given as a 1-D tensor to build_optimizer")
-    return sizes.pop()
-
-
-def mask_diverged(optimizer: torch.optim.Optimizer, model: nn.Module, k: int) -> None:
+def mask_diverged(optimizer: ChainOptimizer, model: nn.Module, k: int) -> None:
     """Make cell k inert from now on, the other cells unchanged.
 
-    Sets its lr and weight_decay entries to 0, zeroes its slice of every grad and moment
-    (Adam's m and v, SGD's buffer: lr 0 times a NaN moment would still be NaN), and registers
-    a hook that zeroes its grads after every later backward (its NaN activations make NaN
-    grads even though its loss is left out). Its update is then exactly 0: its params stay as
-    they were (Adam/RMSprop with eps = 0 would still give 0/0 there), and since every op is
-    per slice nothing of it reaches the other cells. Call again after rebuilding the model or
-    optimizer (resume); a caller that resets weight_decay (each epoch) must keep entry k 0."""
-    packs = packs_of(optimizer)
-    _check_index(k, packs)
-    for group in optimizer.param_groups:
-        for name in ("lr", "initial_lr"):
-            if isinstance(group.get(name), PerModel):
-                group[name].values[k] = 0.0
-        if isinstance(group["weight_decay"], Tensor):
-            group["weight_decay"][k] = 0.0
-        elif group["weight_decay"] != 0.0:
-            group["weight_decay"] = torch.full((packs,), group["weight_decay"], dtype=torch.float64)
-            group["weight_decay"][k] = 0.0
-        for p in group["params"]:
-            for value in optimizer.state[p].values():
-                if isinstance(value, Tensor) and value.shape == p.shape:
-                    value.view(packs, -1)[k] = 0.0
-    def zero_grad_slice(p: Tensor) -> None:
-        p.grad.view(packs, -1)[k] = 0.0  # an assignment, not a product: NaN becomes 0
-
+    The optimizer counts its lr and weight_decay as 0 and zeroes its slice of every moment
+    (Adam's m and v, SGD's buffer: lr 0 times a NaN moment would still be NaN); its grads are
+    zeroed now and after every later backward by one hook per parameter that reads a device
+    mask of dead cells (its NaN activations make NaN grads even though its loss is left out).
+    Its update is then exactly 0: its params stay as they were (Adam/RMSprop with eps = 0
+    would still give 0/0 there), and since every op is per slice nothing of it reaches the
+    other cells. Call again after rebuilding the model or optimizer (resume)."""
+    optimizer.mask_cell(k)  # checks k and that the optimizer is packed
+    packs = optimizer.packs
+    dead = _dead_cells(model, packs)
+    dead[k] = True
     for p in model.parameters():
         if p.grad is not None:
-            zero_grad_slice(p)
-        p.register_post_accumulate_grad_hook(zero_grad_slice)
+            _part(p.grad, k, packs).zero_()  # an assignment, not a product: NaN becomes 0
+
+
+def _dead_cells(model: nn.Module, packs: int) -> Tensor:
+    """The model's (K,) bool device mask of masked cells; registers the grad hooks once."""
+    dead = model.__dict__.get("_dead_cells")
+    if dead is None:
+        device = next(model.parameters()).device
+        dead = torch.zeros(packs, dtype=torch.bool, device=device)
+        model.__dict__["_dead_cells"] = dead
+        for p in model.parameters():
+            p.register_post_accumulate_grad_hook(_zero_dead_grads(dead, packs))
+    return dead
+
+
+def _zero_dead_grads(dead: Tensor, packs: int):
+    def hook(p: Tensor) -> None:
+        mask = dead.view(packs, *([1] * p.dim()))
+        p.grad.unflatten(0, (packs, -1)).masked_fill_(mask, 0.0)
+    return hook
 
 
 # --- per-model metrics ------------------------------------------------------------------------
@@ -245,7 +255,8 @@ def evaluate_packed(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]],
 
 def param_norms(model: nn.Module, packs: int) -> Tensor:
     """(K,) ||theta_k||_2 over all of model k's parameters, in float32."""
-    squares = [p.detach().float().view(packs, -1).square().sum(dim=1) for p in model.parameters()]
+    squares = [p.detach().float().reshape(packs, -1).square().sum(dim=1)
+               for p in model.parameters()]
     return torch.stack(squares).sum(dim=0).sqrt()
 
 
@@ -324,3 +335,12 @@ def max_pack(shape: StepShape, device: torch.device | str, free_bytes: int | Non
         torch.cuda.empty_cache()
         free_bytes = torch.cuda.mem_get_info(device)[0]
     return pack_size(free_bytes, probe_memory(shape, device))
+
+
+def resolve_pack(pack: str | int, shape: StepShape, device: torch.device | str,
+                 cells: int | None = None) -> int:
+    """K for `train.pack`: the int itself, or for "auto" `max_pack` (1 on a CPU, the
+    memory-probed K on CUDA); capped by the number of `cells` when given. What the scheduler
+    (cells.py) trains with and what the plan (`run.plan=true`) should print."""
+    k = max_pack(shape, device) if str(pack) == "auto" else int(pack)
+    return max(1, min(k, cells)) if cells else k

@@ -1,9 +1,11 @@
 """Schedule multipliers eta_t (lr_t = alpha * eta_t) as functions of the step t (batch index).
 
-Each schedule is a frozen, picklable callable `step -> eta_t` that plugs into
-`torch.optim.lr_scheduler.LambdaLR` (stepped once per batch). The optimizers of
-`harness.optim` read eta_t back as current lr / initial lr, so the same eta_t also scales the
-decoupled weight decay.
+Each schedule is a frozen, picklable callable `step -> eta_t`. harness.train passes it to the
+optimizer as optax's scale_by_schedule reads its count: `eta_table` lays eta_0..eta_T out on
+the device once and the train step reads eta_t = table[t] there (no host value per step).
+It also plugs into `torch.optim.lr_scheduler.LambdaLR` (stepped once per batch), from which
+the optimizers of `harness.optim` read eta_t back as current lr / initial lr. Either way the
+same eta_t scales the decoupled weight decay.
 
     constant       eta_t = 1
     step           eta_t = factor ** (number of milestones m with t >= m * steps_per_epoch);
@@ -21,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -96,6 +100,13 @@ def lr_multiplier(
     t_0, t_mult = kw.get("t_0", 100), kw.get("t_mult", 2)
     _check_restarts(t_0, t_mult)
     return WarmRestarts(steps_per_epoch, t_0, t_mult)
+
+
+def eta_table(multiplier: Callable[[int], float], total_steps: int) -> Tensor:
+    """(total_steps + 1,) float64 [eta_0, ..., eta_T]: the schedule as a table, the exact
+    values of `multiplier` (move it to the device once; index it with a device step count)."""
+    _check_int("total_steps", total_steps)
+    return torch.tensor([multiplier(t) for t in range(total_steps + 1)], dtype=torch.float64)
 
 
 def build_scheduler(

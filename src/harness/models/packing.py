@@ -43,15 +43,36 @@ def merge_models(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], x.shape[1] * x.shape[2], *x.shape[3:])
 
 
+def _nhwc(x: torch.Tensor) -> bool:
+    """x is a 4-D tensor stored channels_last: channels innermost (stride 1), more than one."""
+    return x.dim() == 4 and x.shape[1] > 1 and x.stride(1) == 1
+
+
+def _per_model_nhwc(x: torch.Tensor, packs: int) -> torch.Tensor:
+    """A channels_last (N, K*C, H, W) as its memory: an (N, H, W, K, C) view."""
+    return x.permute(0, 2, 3, 1).unflatten(3, (packs, -1))
+
+
+def _from_nhwc(x: torch.Tensor) -> torch.Tensor:
+    """(N, H, W, K, C) contiguous -> (N, K*C, H, W) stored channels_last (a view)."""
+    return x.flatten(3).permute(0, 3, 1, 2)
+
+
 def pad_channels(x: torch.Tensor, extra: int, packs: int) -> torch.Tensor:
-    """Zero-pad each model's channels at the end: (N, K*C, H, W) -> (N, K*(C+extra), H, W)."""
+    """Zero-pad each model's channels at the end: (N, K*C, H, W) -> (N, K*(C+extra), H, W).
+    A channels_last x is padded on its NHWC view, so the result stays channels_last."""
+    if _nhwc(x):
+        return _from_nhwc(F.pad(_per_model_nhwc(x, packs), (0, extra)))
     if packs == 1:
         return F.pad(x, (0, 0, 0, 0, 0, extra))
     return merge_models(F.pad(per_model(x, packs), (0, 0, 0, 0, 0, extra)))
 
 
 def cat_channels(a: torch.Tensor, b: torch.Tensor, packs: int) -> torch.Tensor:
-    """Concatenate each model's channels: model k gets [a_k, b_k]."""
+    """Concatenate each model's channels: model k gets [a_k, b_k]; channels_last inputs are
+    concatenated on their NHWC views and give a channels_last result."""
+    if _nhwc(a) and _nhwc(b):
+        return _from_nhwc(torch.cat([_per_model_nhwc(a, packs), _per_model_nhwc(b, packs)], 4))
     if packs == 1:
         return torch.cat([a, b], dim=1)
     return merge_models(torch.cat([per_model(a, packs), per_model(b, packs)], dim=2))
