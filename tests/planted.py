@@ -44,8 +44,11 @@ def config(*, lr: float, lam: float, optimizer: str = "sgd", decay: str = "decou
 def cell_frame(final: float, *, status: str = "completed", val: float | None = None,
                num_classes: int | None = CLASSES, **kw) -> pd.DataFrame:
     """One cell's rows via `records.frame`: test error falls to ``final`` at the last epoch
-    (NaN there if diverged; no epoch at all if failed). ``val`` adds a val_error column."""
+    (NaN there if diverged; no epoch at all if failed). ``val``: the final error on a held-out
+    validation split (dataset.val_split=0.1), recorded as val_error."""
     cfg = config(**kw)
+    if val is not None:
+        cfg = dataclasses.replace(cfg, dataset=dataclasses.replace(cfg.dataset, val_split=0.1))
     lam = cfg.decay.weight_decay
     wd = lam * math.sqrt(64 / (N_TRAIN * cfg.train.epochs)) if cfg.decay.normalized else lam
     n = 0 if status == "failed" else cfg.train.epochs
@@ -56,12 +59,12 @@ def cell_frame(final: float, *, status: str = "completed", val: float | None = N
         metrics.append({"epoch": e, "step": 79 * e, "lr_multiplier": 1.0, "weight_decay": wd,
                         "train_loss": 2.0 * math.exp(-0.5 * e), "train_error": err,
                         "test_loss": 2 * err, "test_error": err, "test_error_top5": err / 3,
+                        "val_loss": math.nan if val is None else 2 * (val + err - final),
+                        "val_error": math.nan if val is None else val + err - final,
                         "param_norm": 30.0, "elapsed_s": 10.0 * e, "images_per_s": 500.0})
     df = records.frame(cfg, metrics, status,
                        "CUDA out of memory" if status == "failed" else None,
                        n_train=N_TRAIN, num_classes=num_classes, device="cpu")
-    if val is not None and "val_error" not in df:  # until records carries val_error itself
-        df["val_error"] = val + df["test_error"] - final
     return df
 
 

@@ -19,18 +19,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-import harness.run  # noqa: F401 - registers the pow2 resolver
-from harness import checkpoint
+from harness import checkpoint, compose
 from harness.cells import load_data
-from harness.config import Config, expand
+from harness.config import Config
 from harness.recorder import CellPaths, Recorder
 from harness.run import main
 from harness.train import train
 
-from .conftest import CLI_ENV, ROOT, TINY
+from .conftest import CLI_ENV, TINY
 
 METRICS = ["epoch", "step", "train_loss", "train_error", "test_loss", "test_error", "param_norm"]
 T3 = [*TINY, "train.epochs=3"]
@@ -38,10 +35,7 @@ T3 = [*TINY, "train.epochs=3"]
 
 def cells_of(tmp_path: Path, *overrides: str) -> list[Config]:
     """The cells `python -m harness run` builds from these overrides."""
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
-        cfg = compose(config_name="config", overrides=[*T3, "study=c",
-                                                       f"run.results_dir={tmp_path}", *overrides])
-    return expand(OmegaConf.to_container(cfg, resolve=True))
+    return compose.cells([*T3, "study=c", f"run.results_dir={tmp_path}", *overrides])
 
 
 def run(tmp_path: Path, *overrides: str) -> int:
@@ -86,7 +80,8 @@ def test_checkpoint_validation_names_what_is_wrong_in_one_line(tmp_path):
         "checksum mismatch": lambda raw: raw[:len(raw) // 2] + bytes([raw[len(raw) // 2] ^ 1])
         + raw[len(raw) // 2 + 1:],
         "no header": lambda raw: raw[raw.index(b"\n", len(checkpoint.MAGIC)) + 1:],
-        "schema 0": lambda raw: raw.replace(b'"schema": 1', b'"schema": 0', 1),
+        "schema 0": lambda raw: raw.replace(f'"schema": {checkpoint.SCHEMA}'.encode(),
+                                            b'"schema": 0', 1),
         "belongs to run 'other'": lambda raw: raw.replace(rid.encode(), b"other", 1),
     }
     for message, damage in cases.items():

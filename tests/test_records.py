@@ -12,26 +12,25 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from harness.config import expand
+from harness import compose
 from harness.records import COLUMNS, frame, git_sha, write_parquet
 
-RAW = {"dataset": {"name": "synthetic"}, "model": {"name": "small"},
-       "optimizer": {"name": "adam", "lr": 0.01}, "decay": {"mode": "decoupled",
-       "weight_decay": 0.001, "exclude": ["*.bias", "bn*"]}, "schedule": {"name": "cosine"},
-       "train": {"epochs": 2, "batch_size": 64, "device": "cpu"}, "logger": {"wandb": {}},
-       "study": "r"}
+CELL = ["study=r", "dataset=synthetic", "model=small", "optimizer=adam", "optimizer.lr=0.01",
+        "decay=decoupled", "decay.weight_decay=0.001", "decay.exclude=['*.bias','bn*']",
+        "train.epochs=2", "train.batch_size=64", "train.device=cpu"]
 
 
 def epoch(n: int) -> dict:
     return {"epoch": n, "step": 8 * n, "lr_multiplier": 0.5, "weight_decay": 0.001,
             "train_loss": 2.0 / n, "train_error": 0.5, "test_loss": 2.1, "test_error": 0.6,
-            "test_error_top5": 0.1, "param_norm": 10.0, "elapsed_s": 1.5 * n,
+            "test_error_top5": 0.1, "val_loss": float("nan"), "val_error": float("nan"),
+            "param_norm": 10.0, "elapsed_s": 1.5 * n,
             "images_per_s": 100.0}
 
 
 @pytest.fixture
 def cfg():
-    return expand(RAW)[0]
+    return compose.cells(CELL)[0]
 
 
 def test_a_failed_cell_without_data_has_null_metadata_not_zero(tmp_path, cfg):

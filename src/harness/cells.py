@@ -37,7 +37,7 @@ from harness.recorder import DONE, CellPaths, Recorder, label, tidy
 from harness.train import autocast_dtype, resolve_device, train
 
 # Functions of harness.train / torch that load a checkpoint's state before the first epoch.
-LOADING = {"load_state_dict", "pack_states", "pack_optimizer_states", "_pack_scheduler_states",
+LOADING = {"load_state_dict", "pack_states", "pack_optimizer_states",
            "_set_rng_state", "set_rng_state", "setstate", "set_state"}
 
 
@@ -122,7 +122,7 @@ def load_data(cfg: Config, device: torch.device) -> data_mod.Dataset:
     d = cfg.dataset
     ds = data_mod.load_dataset(d.name, root=d.root, path=d.path, download=d.download,
                                train_subset=d.train_subset, test_subset=d.test_subset,
-                               device=device)
+                               val_split=d.val_split, device=device)
     if cfg.train.batch_size > ds.n_train:
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} is larger than the "
                           f"training set ({ds.n_train} images); choose at most {ds.n_train}")

@@ -5,7 +5,7 @@ File layout (`checkpoints/<run_id>.pt`):
     b"HARNESS-CHECKPOINT\\n" + one JSON line {"schema", "run_id", "sha256", "size"} + payload
 
 where payload is `torch.save` of the state `harness.train` yields (model, optimizer,
-scheduler, scaler, rng, epoch, step, elapsed_s) plus the cell's `records` so far.
+scaler, rng, epoch, step, elapsed_s) plus the cell's `records` so far.
 torch.load checks no CRC, so the sha256 of the payload is what detects flipped bytes.
 `load` validates everything before a cell resumes (checksum, schema, run_id, the types of the
 top-level keys, 1 <= epoch < T, records holding epochs 1..epoch); a checkpoint that fails is
@@ -27,9 +27,9 @@ import torch
 from harness.fsutil import atomic_write
 
 MAGIC = b"HARNESS-CHECKPOINT\n"
-SCHEMA = 1
+SCHEMA = 2  # 2: no "scheduler" state (eta_t is a function of the step, harness.schedules)
 KEY_TYPES: dict[str, type | tuple[type, ...]] = {
-    "model": dict, "optimizer": dict, "scheduler": dict, "scaler": dict, "rng": dict,
+    "model": dict, "optimizer": dict, "scaler": dict, "rng": dict,
     "epoch": int, "step": int, "elapsed_s": (int, float), "records": list,
 }
 

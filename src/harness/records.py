@@ -40,7 +40,7 @@ METRIC_COLUMNS = [f.name for f in dataclasses.fields(EpochMetrics)]
 CELL_COLUMNS = [
     "run_id", "study", "status", "error_message", "dataset", "model", "optimizer", "decay",
     "lr", "weight_decay_norm", "normalized", "decay_exclude", "schedule", "epochs",
-    "batch_size", "n_train", "num_classes", "seed", "precision",
+    "batch_size", "n_train", "val_split", "num_classes", "seed", "precision",
 ]
 PROVENANCE_COLUMNS = ["git_sha", "harness_version", "torch_version", "device", "cpu_model",
                       "cpu_threads"]
@@ -112,7 +112,8 @@ def cell_values(cfg: Config, n_train: int | None, num_classes: int | None,
         "weight_decay_norm": cfg.decay.weight_decay if cfg.decay.normalized else None,
         "normalized": cfg.decay.normalized, "decay_exclude": list(cfg.decay.exclude),
         "schedule": cfg.schedule.name, "epochs": cfg.train.epochs,
-        "batch_size": cfg.train.batch_size, "n_train": n_train, "num_classes": num_classes,
+        "batch_size": cfg.train.batch_size, "n_train": n_train,
+        "val_split": cfg.dataset.val_split, "num_classes": num_classes,
         "seed": cfg.seed, "precision": precision_used(cfg, device),
     }
 
@@ -134,8 +135,8 @@ def frame(cfg: Config, records: list[dict[str, Any]], status: str,
     stamp = now_utc()
     df = pd.DataFrame([fixed | {"timestamp": stamp} | row for row in rows], columns=COLUMNS)
     df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True, format="ISO8601")
-    floats = [c for c in METRIC_COLUMNS if c not in ("epoch", "step")] + ["lr",
-                                                                          "weight_decay_norm"]
+    floats = [c for c in METRIC_COLUMNS if c not in ("epoch", "step")] + [
+        "lr", "weight_decay_norm", "val_split"]
     return df.astype({"epoch": "int64", "step": "int64"} | dict.fromkeys(floats, "float64")
                      | dict.fromkeys(NULLABLE_INTS, "Int64"))
 

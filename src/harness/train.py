@@ -59,6 +59,8 @@ class EpochMetrics:
     test_loss: float         # NaN when not evaluated this epoch
     test_error: float
     test_error_top5: float
+    val_loss: float          # on the images held out by dataset.val_split (NaN without one)
+    val_error: float         # top-1 there: choose hyperparameters on it, score on test
     param_norm: float        # ||theta||_2 over all parameters
     elapsed_s: float         # wall time since the cell started (resumed runs include before)
     images_per_s: float      # training throughput of this epoch (compile time excluded)
@@ -255,10 +257,13 @@ def _epoch_records(run: Run, epoch: int, alive: list[bool], decays: list[float],
     cfg, packs = run.cfg, run.packs
     last = epoch + 1 == cfg.train.epochs
     active = run.active.tolist()
-    test = None
+    test = val = None
     if any(active) and (last or (epoch + 1) % cfg.train.eval_every == 0):
         test = packed.evaluate_packed(run.model, data_mod.test_batches(
             run.ds, cfg.train.eval_batch_size), run.amp)
+        if run.ds.n_val:
+            val = packed.evaluate_packed(run.model, data_mod.val_batches(
+                run.ds, cfg.train.eval_batch_size), run.amp)
     norms = packed.param_norms(run.model, packs).tolist()
     losses, errors = losses.tolist(), errors.tolist()
     out: list[Epoch | None] = []
@@ -273,6 +278,8 @@ def _epoch_records(run: Run, epoch: int, alive: list[bool], decays: list[float],
             test_loss=float(test.loss[k]) if ok else math.nan,
             test_error=float(test.error[k]) if ok else math.nan,
             test_error_top5=float(test.error_top5[k]) if ok else math.nan,
+            val_loss=float(val.loss[k]) if ok and val is not None else math.nan,
+            val_error=float(val.error[k]) if ok and val is not None else math.nan,
             param_norm=norms[k], elapsed_s=time.perf_counter() - run.started,
             images_per_s=packs * images_per_s)
         out.append(Epoch(metrics=metrics, diverged=not active[k],
