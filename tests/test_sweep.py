@@ -37,8 +37,13 @@ def test_a_2x2_sweep_completes_and_a_rerun_trains_nothing(tmp_path):
     again = sweep(tmp_path, *GRID)
     assert again.returncode == 0 and "4 cells: 4 skipped" in again.stdout
     assert "epoch 1/1" not in again.stdout
-    plan = sweep(tmp_path, *GRID[:-1], "train.epochs=2", "run.plan=true")
+    plan = sweep(tmp_path, *GRID[:-1], "train.epochs=2", "run.plan=true", "train.pack=auto")
     assert plan.returncode == 0 and "4 cells: 4 planned" in plan.stdout
+    # the plan shows the K each job will train with: auto is 1 on a CPU, K <= the job's cells
+    assert "plan: 1 cells of adam/decoupled to train in packs of 1 on cpu" in plan.stdout
+    plan = sweep(tmp_path, "optimizer.lr=[0.01,0.003]", "decay.weight_decay=[0,0.0001]",
+                 "train.epochs=2", "run.plan=true", "train.pack=3")
+    assert "plan: 4 cells of adam/decoupled to train in packs of 3 on cpu" in plan.stdout
 
 
 def test_sigkill_mid_cell_resumes_from_checkpoint_bit_identical(tmp_path):

@@ -61,6 +61,7 @@ import harness
 from harness import config as cf
 from harness import data as data_mod
 from harness.config import Config
+from harness.fsutil import atomic_write_text
 from harness.models import MODELS, build_model
 from harness.records import git_sha
 from harness.train import train
@@ -356,10 +357,7 @@ def measure_model(model_name: str, s: Settings, per_image: float, peak: float | 
 
 
 def _write_json(report: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(report, indent=2) + "\n")
 
 
 def format_table(report: dict) -> str:

@@ -108,14 +108,26 @@ def pack_key(cfg: Config) -> Config:
                                run=dataclasses.replace(cfg.run, worker=0))
 
 
-def pack_size(cfg: Config, ds: data_mod.Dataset, device: torch.device) -> int:
-    """train.pack as a number: `auto` measures what fits in free device memory."""
-    if cfg.train.pack != "auto":
-        return int(cfg.train.pack)
+def pack_k(cfg: Config, ds: data_mod.Dataset, device: torch.device, cells: int) -> int:
+    """train.pack as a number for a group of `cells`: `auto` is 1 on a CPU and what fits in
+    free device memory on a GPU (packed.resolve_pack), never more than the group."""
     shape = packed.StepShape(cfg.model.name, ds.num_classes, ds.in_channels, ds.image_size,
                              cfg.train.batch_size, cfg.optimizer.name,
                              autocast_dtype(cfg.train.precision, device))
-    return packed.max_pack(shape, device)
+    return packed.resolve_pack(cfg.train.pack, shape, device, cells)
+
+
+def _show_plan(cells: list[Config], outcomes: dict[str, str]) -> None:
+    """One line per pack group of the cells still to train: how many, in packs of which K."""
+    groups: dict[Config, list[Config]] = {}
+    for cfg in cells:
+        if outcomes.get(cfg.run_id) == "planned":
+            groups.setdefault(pack_key(cfg), []).append(cfg)
+    for group in groups.values():
+        cfg, device = group[0], resolve_device(group[0].train.device)
+        k = pack_k(cfg, load_data(cfg, device), device, len(group))
+        print(f"plan: {len(group)} cells of {cfg.optimizer.name}/{cfg.decay.mode} to train in "
+              f"packs of {k} on {device} (train.pack={cfg.train.pack})", flush=True)
 
 
 def load_data(cfg: Config, device: torch.device) -> data_mod.Dataset:
@@ -237,6 +249,8 @@ def run_cells(cells: list[Config]) -> dict[str, str]:
         except ClaimError as err:
             print(f"[{label(c)}] error: {err}", file=sys.stderr)
             outcomes[c.run_id] = "failed"
+    if cells and cells[0].run.plan:
+        _show_plan(cells, outcomes)
     groups: dict[Config, list[Config]] = {}
     for cfg in cells:
         if cfg.run_id not in outcomes:
@@ -246,7 +260,7 @@ def run_cells(cells: list[Config]) -> dict[str, str]:
         ds, error, size = None, None, 1
         try:
             ds = load_data(group[0], device)
-            size = pack_size(group[0], ds, device)
+            size = pack_k(group[0], ds, device, len(group))
         except ConfigError:
             raise
         except Exception as err:  # noqa: BLE001 - recorded per cell below
