@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The CPU study in which the paper's claims 1 and 2 are testable (issue 12, REPRODUCTION.md):
-#   claim1_cpu: `small`, SGD+L2 and SGDW on 6 x 9 grids, 10 epochs of 5000 images (108 runs)
 #   claim2_cpu: ResNet-20, lambda = 0, AdamW and Adam+L2 at 3 lambdas, 3 seeds (21 runs)
+#   claim1_cpu: `small`, SGD+L2 and SGDW on 6 x 9 grids, 10 epochs of 5000 images (108 runs)
+# Both train on 5000 images and hold out 1000 more (dataset.val_split) to choose cells on.
 # Each study is trained by two single-thread workers (`run.worker=0,1`, one per core) that
 # share its grid through claim files; rerunning the script resumes (finished cells are
 # skipped, an interrupted cell resumes from its checkpoint). Then the reports are written.
@@ -14,7 +15,7 @@ mkdir -p outputs
 PY=${PY:-.venv/bin/python}
 RESULTS=${RESULTS:-results}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-for study in claim1_cpu claim2_cpu; do
+for study in claim2_cpu claim1_cpu; do  # claim 2 first: the headline claim
   pids=()
   for worker in 0 1; do
     "$PY" -m harness run -m +experiment="$study" run.worker="$worker" run.results_dir="$RESULTS" \
