@@ -14,11 +14,14 @@ ERRORS = ["train_error", "test_error"]
 
 
 def assert_same_training(a: pd.DataFrame, b: pd.DataFrame) -> None:
-    """float32 grouped vs plain convs sum in another order: losses agree to 2e-4, and an
-    image whose two top logits are that close may flip, so errors agree to 2 images of 256."""
-    np.testing.assert_allclose(a[LOSSES], b[LOSSES], rtol=2e-4, atol=2e-4)
+    """float32 grouped vs plain convs sum in another order (and more so with several threads):
+    over 2 epochs losses agree to 2e-3 (measured: up to 5e-4 with 2 threads; the float64 tests
+    in test_packed.py show the arithmetic itself is equal), while cells with other lr or lambda
+    differ by far more (checked below); an image whose two top logits are that close may flip,
+    so errors agree to 2 images of 256."""
+    np.testing.assert_allclose(a[LOSSES], b[LOSSES], rtol=2e-3, atol=2e-3)
     np.testing.assert_allclose(a[ERRORS], b[ERRORS], atol=2 / 256 + 1e-9)
-GRID = ["optimizer.lr=[0.01,0.003]", "decay.weight_decay=[0.0001,0.001]"]
+GRID = ["optimizer.lr=[0.01,0.003]", "decay.weight_decay=[0.3,3.0]"]  # alpha*lambda matters
 
 
 def study(tmp_path, name, *overrides):
@@ -35,8 +38,9 @@ def test_four_packed_cells_match_four_solo_runs(tmp_path, monkeypatch):
     for cell, df in solo.items():
         assert (pack[cell]["status"] == "completed").all()
         assert_same_training(pack[cell], df)
-    # the cells really differ: the pack did not train four copies of one cell
-    assert len({round(df["train_loss"].iloc[-1], 6) for df in pack.values()}) == 4
+    # the cells really differ, by far more than the tolerance: no copies of one cell
+    finals = sorted(df["train_loss"].iloc[-1] for df in pack.values())
+    assert min(b - a for a, b in zip(finals, finals[1:])) > 1e-2, finals
 
 
 def test_a_diverging_cell_in_a_pack_is_masked_and_the_others_match_solo(tmp_path, monkeypatch):
