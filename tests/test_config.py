@@ -60,7 +60,10 @@ def test_run_id_ignores_logging_and_output_but_not_seed():
     ("seed", 2**32, "seed=4294967296 is not valid; it must be an integer in 0..4294967295"),
     ("seed", -1, "seed=-1 is not valid"),
     ("schedule", {"name": "step", "milestones": [1, 3]},
-     "schedule.milestones=[1, 3] has epochs beyond train.epochs=2; give milestones <= 2"),
+     "schedule.milestones=[1, 3] has epochs outside the run (train.epochs=2); give milestones "
+     "in 1..1, e.g. schedule.milestones=[1]"),
+    ("schedule", {"name": "step", "milestones": [30, 60, 80], "factor": 0.1},
+     "schedule.milestones=[30, 60, 80] has epochs outside the run (train.epochs=2)"),
     ("schedule", {"name": "step", "milestones": [2, 1]}, "give increasing epochs"),
     ("dataset", {"train_subset": 0}, "dataset.train_subset=0 is not valid"),
     ("optimizer", {"betas": 0.9}, "optimizer.betas=[0.9] is not valid; give two numbers"),
@@ -87,7 +90,8 @@ def test_bad_values_give_one_line_naming_key_and_valid_values(section, value, me
                                "dataset.root=/"),
     (["-m", "+experiment=budgets", "train.epochs=25,0"], "train.epochs=0 is not valid"),
     (["-m", "+experiment=fig1_schedules", "train.epochs=20"],
-     "schedule.milestones=[30, 60, 80] has epochs beyond train.epochs=20"),
+     "schedule.milestones=[30, 60, 80] has epochs outside the run (train.epochs=20); give "
+     "milestones in 1..19, e.g. schedule.milestones=[8,15,19]"),
     (["--config-dir", "/no/such/dir"], "--config-dir /no/such/dir is not a directory"),
 ])
 def test_hydra_overrides_are_validated_before_anything_runs(overrides, message):

@@ -177,6 +177,7 @@ def _run_pack(cfgs: list[Config], ds: data_mod.Dataset | None, data_error: str |
     for rec in recs:
         resume = rec.resume()
         by_epoch.setdefault(resume["epoch"] if resume else 0, []).append((rec, resume))
+    outcomes: dict[str, str] = {}
     for pairs in by_epoch.values():
         try:
             if ds is None:
@@ -192,7 +193,9 @@ def _run_pack(cfgs: list[Config], ds: data_mod.Dataset | None, data_error: str |
             print(f"[{label(pairs[0][0].cfg)}] failed: {error}{tb}", file=sys.stderr)
             for rec, _ in pairs:
                 rec.fail(error)
-    return {rec.cfg.run_id: rec.finish() for rec in recs}
+        # recorded now, not after the pack's other groups: a later preemption loses nothing
+        outcomes |= {rec.cfg.run_id: rec.finish() for rec, _ in pairs}
+    return outcomes
 
 
 def _precheck(cfg: Config) -> str | None:

@@ -393,12 +393,17 @@ def _check_batch_size(cfg: Config) -> None:
 
 
 def _check_milestones(cfg: Config) -> None:
+    """Step milestones must lie inside the run: 0 < m < train.epochs (a drop at the last
+    epoch or later never happens), as harness.schedules requires."""
     s, epochs = cfg.schedule, cfg.train.epochs
-    if s.name == "step" and any(m > epochs for m in s.milestones):
-        fit = [max(1, round(m * epochs / max(s.milestones))) for m in s.milestones]
-        raise ConfigError(f"schedule.milestones={list(s.milestones)} has epochs beyond "
-                          f"train.epochs={epochs}; give milestones <= {epochs}, e.g. "
-                          f"schedule.milestones=[{','.join(map(str, sorted(set(fit))))}]")
+    if s.name != "step" or all(0 < m < epochs for m in s.milestones):
+        return
+    fit = sorted({min(epochs - 1, max(1, round(m * epochs / max(s.milestones))))
+                  for m in s.milestones})
+    hint = (f"e.g. schedule.milestones=[{','.join(map(str, fit))}]" if epochs > 1
+            else "or schedule=constant")
+    raise ConfigError(f"schedule.milestones={list(s.milestones)} has epochs outside the run "
+                      f"(train.epochs={epochs}); give milestones in 1..{epochs - 1}, {hint}")
 
 
 def planned_images(cfg: Config) -> int | None:

@@ -49,6 +49,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from harness.modes import DECAY_MODES, OPTIMIZERS  # their one home (torch-free)
 from harness.optim_steps import (
     DIRECTIONS,
     Coef,
@@ -61,8 +62,6 @@ from harness.optim_steps import (
     scale_by_schedule,
 )
 
-OPTIMIZERS = ("sgd", "adam", "rmsprop")
-DECAY_MODES = ("none", "l2", "decoupled", "decoupled_lr")
 HYPER_DEFAULTS: dict[str, dict[str, Any]] = {
     "sgd": {"momentum": 0.9, "dampening": 0.0, "nesterov": False},
     "adam": {"betas": (0.9, 0.999), "eps": 1e-8},

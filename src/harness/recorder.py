@@ -161,9 +161,14 @@ def _line(cfg: Config, m: dict[str, Any]) -> str:
 
 
 def tidy(cfg: Config, paths: CellPaths) -> None:
-    """For a cell whose completed/diverged parquet is written: drop the checkpoint, mirror."""
-    paths.checkpoint.unlink(missing_ok=True)
-    remove_stale(paths.checkpoint)
+    """For a cell whose completed/diverged parquet is written: drop the checkpoint, mirror.
+    A checkpoint that cannot be removed is one warning line (the cell is done either way)."""
+    try:
+        paths.checkpoint.unlink(missing_ok=True)
+        remove_stale(paths.checkpoint)
+    except OSError as err:
+        print(f"[{label(cfg)}] warning: cannot remove {paths.checkpoint}: {err.strerror}",
+              file=sys.stderr)
     if cfg.logger.wandb_mode != "disabled":
         mirror(cfg, paths)
 
