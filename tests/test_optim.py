@@ -343,3 +343,22 @@ def test_validation(kwargs, match):
     args = {"optimizer": "sgd", "decay": "l2", "lr": 0.1, "weight_decay": 0.0, **kwargs}
     with pytest.raises(ValueError, match=match):
         build_optimizer(make_params(), **args)
+
+
+def test_a_param_without_grad_for_some_steps_keeps_its_own_adam_step_count():
+    """torch counts a parameter's steps only when it has a grad; so must the shared counter
+    of a bucket (before the fix: 4.7e-3 off torch.optim.Adam)."""
+    def run(make):
+        torch.manual_seed(0)
+        a, b = (torch.nn.Parameter(torch.randn(3, dtype=torch.float64)) for _ in range(2))
+        opt = make([a, b])
+        for t in range(6):
+            opt.zero_grad(set_to_none=True)
+            loss = (a**2).sum() + ((b**3).sum() if t not in (1, 2) else 0)
+            loss.backward()
+            opt.step()
+        return torch.cat([a.detach(), b.detach()])
+
+    ours = run(lambda ps: build_optimizer(ps, "adam", "l2", 0.01, 0.1))
+    ref = run(lambda ps: torch.optim.Adam(ps, lr=0.01, weight_decay=0.1, foreach=False))
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)

@@ -243,6 +243,10 @@ class ChainOptimizer(torch.optim.Optimizer):
         with_grad = [p for p, has in zip(group["params"], present, strict=True) if has]
         counters = {id(c): c for c in (self.state[p].get("step") for p in with_grad)
                     if isinstance(c, Tensor)}
+        for p, has in zip(group["params"], present, strict=True):
+            step = self.state[p].get("step") if p in self.state else None
+            if not has and isinstance(step, Tensor) and id(step) in counters:
+                self.state[p]["step"] = step.clone()  # a param without grad stops counting
         by_key: dict[tuple, list[Tensor]] = {}
         for p in with_grad:
             step = self.state[p].get("step", 0)
