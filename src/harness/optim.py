@@ -236,7 +236,7 @@ class ChainOptimizer(torch.optim.Optimizer):
         """Group the params with a gradient by (device, dtype, step count); one shared step
         tensor per bucket (the only place that reads a step count back from the device)."""
         values = self._cell_values(group)
-        decayed = not (_is_zero(group["weight_decay"]) or self.decay == "none")
+        decayed = not (is_zero(group["weight_decay"]) or self.decay == "none")
         lr = Coef(cells=("lr",)) if values else Coef(float(group["initial_lr"]))
         weight_decay = (Coef(0.0) if not decayed else Coef(cells=("weight_decay",)) if values
                         else Coef(float(group["weight_decay"])))
@@ -418,7 +418,8 @@ def _signature(value: Any) -> Any:
     return value
 
 
-def _is_zero(value: float | Tensor) -> bool:
+def is_zero(value: float | Tensor) -> bool:
+    """True when a float or every entry of a per-cell tensor is 0 (e.g. an excluded group)."""
     return bool((torch.as_tensor(value) == 0).all())
 
 

@@ -41,7 +41,13 @@ from harness import data as data_mod
 from harness import packed
 from harness.config import Config
 from harness.models import build_model
-from harness.optim import ChainOptimizer, build_optimizer, normalized_weight_decay, param_groups
+from harness.optim import (
+    ChainOptimizer,
+    build_optimizer,
+    is_zero,
+    normalized_weight_decay,
+    param_groups,
+)
 from harness.rng import rng_state, seed_everything, set_rng_state
 from harness.schedules import current_period_epochs, eta_table, lr_multiplier
 
@@ -329,15 +335,11 @@ def _set_weight_decay(optimizer: ChainOptimizer, cells: Sequence[Config], n_trai
     values = [effective_weight_decay(c, n_train, epoch) for c in cells]
     for group in optimizer.param_groups:
         current = group["weight_decay"]
-        if _is_zero(current):  # excluded groups (weight_decay 0) stay 0
+        if is_zero(current):  # excluded groups (weight_decay 0) stay 0
             continue
         if torch.as_tensor(current, dtype=torch.float64).expand(len(values)).tolist() != values:
             group["weight_decay"] = _per_cell(values)
     return values
-
-
-def _is_zero(value: float | torch.Tensor) -> bool:
-    return bool((torch.as_tensor(value) == 0).all())
 
 
 def _mask_diverged(run: Run, loss_sum: torch.Tensor) -> bool:
