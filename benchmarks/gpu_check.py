@@ -42,15 +42,15 @@ class _HostReads(TorchDispatchMode):
 
 
 def audit(device: torch.device, model: str = "resnet20", packs: int = 4) -> int:
-    from harness import config as cf
+    from harness import compose
     from harness import data as data_mod
     from harness import train as train_mod
 
-    cfg = cf.Config(model=cf.ModelConfig(model),
-                    dataset=cf.DatasetConfig("synthetic", train_subset=1024, test_subset=128),
-                    optimizer=cf.OptimizerConfig("adam", lr=1e-3),
-                    decay=cf.DecayConfig("decoupled", 1e-4), schedule=cf.ScheduleConfig("cosine"),
-                    train=cf.TrainConfig(epochs=1, batch_size=128, device=str(device)))
+    (cfg,) = compose.cells([
+        f"model={model}", "dataset=synthetic", "dataset.train_subset=1024",
+        "dataset.test_subset=128", "optimizer=adam", "optimizer.lr=1e-3", "decay=decoupled",
+        "decay.weight_decay=1e-4", "schedule=cosine", "train.epochs=1", "train.batch_size=128",
+        f"train.device='{device}'", "logger=none"])
     cells = [dataclasses.replace(cfg, optimizer=dataclasses.replace(cfg.optimizer, lr=lr))
              for lr in (1e-3 * 2.0 ** -k for k in range(packs))]
     ds = data_mod.load_dataset("synthetic", train_subset=1024, test_subset=128, device=device)

@@ -7,6 +7,7 @@ The real Fashion-MNIST is found as the harness finds it on a user's machine: $HA
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -32,6 +33,23 @@ def _own_wandb_per_process(monkeypatch):
 
     monkeypatch.delenv("WANDB_SERVICE", raising=False)
     recorder._wandb_down.clear()
+
+
+@functools.cache
+def hyper(optimizer: str) -> dict:
+    """The hyperparameters configs/optimizer/<optimizer>.yaml gives (their one home)."""
+    from harness import compose
+
+    return dict(compose.cells([f"optimizer={optimizer}"])[0].optimizer.hyper)
+
+
+def make_optimizer(params, optimizer: str, decay: str, lr, weight_decay, **changes):
+    """harness.optim.build_optimizer with the configs' hyperparameters, updated by `changes`."""
+    from harness.optim import OPTIMIZERS, build_optimizer
+
+    configured = hyper(optimizer) if optimizer in OPTIMIZERS else {}  # else: build's error
+    return build_optimizer(params, optimizer, decay, lr, weight_decay,
+                           **{**configured, **changes})
 
 
 CLI_ENV = {"PYTHONUNBUFFERED": "1", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"}

@@ -12,14 +12,15 @@ parquet schema the runner writes, not one built by hand.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from harness import records
-from harness.config import Config, DatasetConfig, DecayConfig, OptimizerConfig, TrainConfig
+from harness import compose, records
+from harness.config import Config
 
 BASE, A, B = 0.05, 0.01, 0.004
 N_TRAIN, CLASSES = 5000, 10
@@ -34,11 +35,21 @@ def surface(alpha: float, lam: float, s: float, k0: float, c: float) -> float:
 def config(*, lr: float, lam: float, optimizer: str = "sgd", decay: str = "decoupled",
            seed: int = 0, epochs: int = 3, normalized: bool = False,
            study: str = "planted") -> Config:
-    return Config(study=study, seed=seed,
-                  dataset=DatasetConfig(name="fashion_mnist", train_subset=N_TRAIN),
-                  optimizer=dataclasses.replace(OptimizerConfig(name=optimizer), lr=lr),
-                  decay=DecayConfig(mode=decay, weight_decay=lam, normalized=normalized),
-                  train=TrainConfig(epochs=epochs, batch_size=64))
+    base = _base(optimizer, decay, epochs)
+    return dataclasses.replace(
+        base, study=study, seed=seed,
+        optimizer=dataclasses.replace(base.optimizer, lr=lr),
+        decay=dataclasses.replace(base.decay, weight_decay=lam, normalized=normalized))
+
+
+@functools.cache
+def _base(optimizer: str, decay: str, epochs: int) -> Config:
+    """One cell of fashion_mnist as configs/ gives it (composed once per kind)."""
+    (cfg,) = compose.cells([
+        "dataset=fashion_mnist", f"dataset.train_subset={N_TRAIN}", "model=small",
+        f"optimizer={optimizer}",
+        f"decay={decay}", f"train.epochs={epochs}", "train.batch_size=64", "logger=none"])
+    return cfg
 
 
 def cell_frame(final: float, *, status: str = "completed", val: float | None = None,

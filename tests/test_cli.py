@@ -48,7 +48,8 @@ def test_cfg_job_shows_the_composed_config_and_writes_nothing(capsys, tmp_path, 
     code, out, _ = cli(capsys, "run", "--cfg", "job", "optimizer=sgd", "+experiment=demo")
     assert code == 0
     cfg = yaml.safe_load(out)
-    assert cfg["optimizer"] == {"name": "sgd", "lr": 0.05, "momentum": 0.9}
+    assert cfg["optimizer"] == {"name": "sgd", "lr": 0.05, "momentum": 0.9, "dampening": 0.0,
+                                "nesterov": False}
     assert cfg["study"] == "demo" and cfg["dataset"]["name"] == "fashion_mnist"
     code, out, _ = cli(capsys, "run", "--cfg", "hydra", "+experiment=demo")
     assert yaml.safe_load(out)["hydra"]["sweeper"]["params"]["panel"].startswith("sgd_l2,")

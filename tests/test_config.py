@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 
 import pytest
 from hydra._internal.utils import get_args_parser
 
-from harness import compose
+from harness import compose, config
 from harness.config import Config, ConfigError, expand
+from tests.conftest import ROOT
 
 
 def validate(argv):
@@ -16,14 +19,24 @@ def validate(argv):
     return compose.validate(get_args_parser().parse_args(argv))
 
 
+BASE = ["study=s", "dataset=synthetic", "model=small", "optimizer=adam", "optimizer.lr=1e-3",
+        "decay=l2", "decay.weight_decay=0.1", "schedule=cosine", "train.epochs=2",
+        "train.batch_size=64", "logger=none"]
+
+
+@functools.cache
+def _base() -> dict:
+    return compose.raw(BASE)
+
+
 def raw(**sections):
-    base = {"study": "s", "seed": 0, "dataset": {"name": "synthetic"}, "model": {"name": "small"},
-            "optimizer": {"name": "adam", "lr": 1e-3}, "decay": {"mode": "l2", "weight_decay": 0.1},
-            "schedule": {"name": "cosine"}, "train": {"epochs": 2, "batch_size": 64},
-            "logger": {"wandb": {"mode": "disabled"}}, "run": {}}
-    for key, value in sections.items():
-        base[key] = {**base[key], **value} if isinstance(value, dict) else value
-    return base
+    """configs/ composed with BASE, then each section updated by a dict, recursively."""
+    def merge(old, new):
+        if not (isinstance(old, dict) and isinstance(new, dict)):
+            return new
+        return old | {k: merge(old.get(k), v) for k, v in new.items()}
+
+    return merge(copy.deepcopy(_base()), sections)
 
 
 def test_lists_expand_to_the_cross_product_with_distinct_ids():
@@ -59,12 +72,25 @@ def test_run_id_ignores_logging_and_output_but_not_seed():
     ("dataset", {"augment": 1}, "dataset.augment=1 is not valid; type dataset.augment=true"),
     ("seed", 2**32, "seed=4294967296 is not valid; it must be an integer in 0..4294967295"),
     ("seed", -1, "seed=-1 is not valid"),
-    ("schedule", {"name": "step", "milestones": [1, 3]},
+    ("schedule", {"name": "step", "milestones": [1, 3], "factor": 0.1},
      "schedule.milestones=[1, 3] has epochs outside the run (train.epochs=2); give milestones "
      "in 1..1, e.g. schedule.milestones=[1]"),
     ("schedule", {"name": "step", "milestones": [30, 60, 80], "factor": 0.1},
      "schedule.milestones=[30, 60, 80] has epochs outside the run (train.epochs=2)"),
-    ("schedule", {"name": "step", "milestones": [2, 1]}, "give increasing epochs"),
+    ("schedule", {"name": "step", "milestones": [2, 1], "factor": 0.1}, "give increasing epochs"),
+    ("schedule", {"name": "step", "milestones": [1]},
+     "schedule.factor is missing; schedule=step takes milestones, factor "
+     "(configs/schedule/step.yaml gives them)"),
+    ("schedule", {"t_0": 10}, "schedule.t_0 is not an option of schedule=cosine; it takes: no "
+                              "options"),
+    ("optimizer", {"momentum": 0.5}, "optimizer.momentum is not an option of optimizer=adam; "
+                                     "it takes: betas, eps"),
+    ("optimizer", {"name": "sgd"}, "optimizer.betas is not an option of optimizer=sgd; it "
+                                   "takes: momentum, dampening, nesterov"),
+    ("optimizer", {"name": "rmsprop", "betas": None, "eps": 1e-8, "alpha": 1.0, "momentum": 0},
+     "optimizer.betas is not an option of optimizer=rmsprop"),
+    ("dataset", {"val_split": None, "path": None, "augment": True} | {"x": 1},
+     "dataset.x is not a valid key"),
     ("dataset", {"train_subset": 0}, "dataset.train_subset=0 is not valid"),
     ("optimizer", {"betas": 0.9}, "optimizer.betas=[0.9] is not valid; give two numbers"),
     ("dataset", {"val_split": 1.0}, "dataset.val_split=1.0 is not valid; give a fraction in"),
@@ -112,8 +138,8 @@ def test_every_study_composes_with_its_own_sweep():
 
 def test_cells_compose_the_packaged_defaults_and_a_missing_value_is_an_error():
     [cell] = compose.cells(["optimizer=sgd", "decay=l2"])
-    assert (cell.optimizer.lr, cell.optimizer.momentum, cell.decay.weight_decay) == (0.05, 0.9,
-                                                                                     5e-4)
+    assert (cell.optimizer.lr, cell.optimizer.hyper, cell.decay.weight_decay) == (
+        0.05, (("dampening", 0.0), ("momentum", 0.9), ("nesterov", False)), 5e-4)
     assert (cell.dataset.name, cell.model.name, cell.train.epochs) == ("cifar10", "resnet20", 100)
     with pytest.raises(ConfigError, match="^optimizer.lr is missing; set optimizer.lr=...$"):
         expand(raw(optimizer={"lr": None}))
@@ -129,3 +155,24 @@ def test_valid_choices_come_from_the_registries_of_the_modules_that_build_them()
     assert config.registry("optimizer") == optim.OPTIMIZERS
     assert config.registry("decay") == optim.DECAY_MODES
     assert config.registry("schedule") == schedules.SCHEDULES
+
+
+COMMITTED = sorted(p.name for p in (ROOT / "results").iterdir()
+                   if (p / "runs").is_dir() and p.name in compose.studies())
+
+
+@pytest.mark.parametrize("study", COMMITTED)
+def test_committed_studies_keep_their_run_ids(study):
+    """Every cell the study composes today has the run_id of its committed parquet file: the
+    identity (config.canonical_json) did not move under it."""
+    ids = {c.run_id for c in validate(["-m", f"+experiment={study}"])}
+    committed = {p.stem for p in (ROOT / "results" / study / "runs").glob("*.parquet")}
+    assert ids and ids <= committed, sorted(ids - committed)[:5]
+
+
+def test_an_option_added_later_keeps_ids_at_its_old_value_and_moves_them_otherwise():
+    [sgd] = compose.cells(["optimizer=sgd"])
+    [nesterov] = compose.cells(["optimizer=sgd", "optimizer.nesterov=true"])
+    assert "dampening" not in config.canonical_json(sgd)  # at 0.0, as before it existed
+    assert "nesterov" not in config.canonical_json(sgd)
+    assert sgd.run_id != nesterov.run_id

@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch import nn
 
+from harness import compose
 from harness import config as cf
 from harness import data as data_mod
 from harness import train as train_mod
@@ -24,12 +25,11 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 
 def pack_cells(precision: str, model: str = "resnet20", packs: int = 4,
                epochs: int = 2) -> list[cf.Config]:
-    cfg = cf.Config(model=cf.ModelConfig(model),
-                    dataset=cf.DatasetConfig("synthetic", train_subset=2048, test_subset=512),
-                    optimizer=cf.OptimizerConfig("sgd", lr=0.05),
-                    decay=cf.DecayConfig("decoupled", 5e-5),
-                    train=cf.TrainConfig(epochs=epochs, batch_size=128, device="cuda",
-                                         precision=precision))
+    (cfg,) = compose.cells([
+        f"model={model}", "dataset=synthetic", "dataset.train_subset=2048",
+        "dataset.test_subset=512", "optimizer=sgd", "optimizer.lr=0.05", "decay=decoupled",
+        "decay.weight_decay=5e-5", f"train.epochs={epochs}", "train.batch_size=128",
+        "train.device=cuda", f"train.precision={precision}", "logger=none"])
     return [dataclasses.replace(cfg, optimizer=dataclasses.replace(cfg.optimizer, lr=lr))
             for lr in (0.05 * 2.0 ** -k for k in range(packs))]
 

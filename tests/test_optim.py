@@ -12,11 +12,11 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from harness.optim import (
-    build_optimizer,
     group_lr_multiplier,
     normalized_weight_decay,
     param_groups,
 )
+from tests.conftest import make_optimizer
 
 F64 = torch.float64
 STEPS = 25
@@ -109,7 +109,7 @@ TORCH_EQUIVALENTS = [
 
 @pytest.mark.parametrize(("name", "decay", "hyper", "lr", "reference"), TORCH_EQUIVALENTS)
 def test_trajectory_equals_torch(name, decay, hyper, lr, reference):
-    ours = train(lambda p: build_optimizer(p, name, decay, lr, 0.1, **hyper))
+    ours = train(lambda p: make_optimizer(p, name, decay, lr, 0.1, **hyper))
     theirs = train(lambda p: reference(p, 0.1))
     assert (ours - theirs).abs().max() < 1e-12
     undecayed = train(lambda p: reference(p, 0.0))
@@ -117,18 +117,18 @@ def test_trajectory_equals_torch(name, decay, hyper, lr, reference):
 
 
 def test_adam_decoupled_equals_paper_algorithm_2():
-    ours = train(lambda p: build_optimizer(p, "adam", "decoupled", 0.01, 0.05))
+    ours = train(lambda p: make_optimizer(p, "adam", "decoupled", 0.01, 0.05))
     assert (ours - paper_adamw(0.01, 0.05, cosine)).abs().max() < 1e-12
-    lr_scaled = train(lambda p: build_optimizer(p, "adam", "decoupled_lr", 0.01, 0.05))
+    lr_scaled = train(lambda p: make_optimizer(p, "adam", "decoupled_lr", 0.01, 0.05))
     assert (ours - lr_scaled).abs().max() > 1e-2  # decay eta*lambda, not alpha*eta*lambda
 
 
 def test_sgd_decoupled_equals_paper_algorithm_1():
     """Constant eta: identical to Alg. 1. Cosine eta: equals Alg. 1 with torch's momentum
     buffer, and differs from Alg. 1's eta-inside-the-buffer by a small measured amount."""
-    const = train(lambda p: build_optimizer(p, "sgd", "decoupled", 0.1, 0.05), constant)
+    const = train(lambda p: make_optimizer(p, "sgd", "decoupled", 0.1, 0.05), constant)
     assert (const - paper_sgdw(0.1, 0.05, 0.9, constant, lr_in_buffer=True)).abs().max() < 1e-12
-    ours = train(lambda p: build_optimizer(p, "sgd", "decoupled", 0.1, 0.05))
+    ours = train(lambda p: make_optimizer(p, "sgd", "decoupled", 0.1, 0.05))
     torch_buffer = paper_sgdw(0.1, 0.05, 0.9, cosine, lr_in_buffer=False)
     assert (ours - torch_buffer).abs().max() < 1e-12
     paper_buffer = paper_sgdw(0.1, 0.05, 0.9, cosine, lr_in_buffer=True)
@@ -146,7 +146,7 @@ def test_identities_without_momentum():
     alpha, lam = 0.1, 0.3
 
     def sgd(decay, wd):
-        return train(lambda p: build_optimizer(p, "sgd", decay, alpha, wd, momentum=0.0))
+        return train(lambda p: make_optimizer(p, "sgd", decay, alpha, wd, momentum=0.0))
 
     l2 = sgd("l2", lam)
     assert (l2 - sgd("decoupled_lr", lam)).abs().max() < 1e-14
@@ -158,7 +158,7 @@ def pure_decay(name: str, decay: str, lr: float, wd: float, steps: int = 20) -> 
     """Fraction of a weight (1.0) removed after `steps` steps with zero loss gradient: the
     decay is the only force."""
     p = torch.ones(4, dtype=F64, requires_grad=True)
-    opt = build_optimizer([p], name, decay, lr, wd)
+    opt = make_optimizer([p], name, decay, lr, wd)
     for _ in range(steps):
         p.grad = torch.zeros_like(p)
         opt.step()
@@ -200,7 +200,7 @@ def test_proposition_2_large_gradients_are_decayed_less_by_adam_l2():
 
     def run(decay: str, wd: float) -> Tensor:
         p = torch.ones(2, dtype=F64, requires_grad=True)
-        opt = build_optimizer([p], "adam", decay, 0.01, wd)
+        opt = make_optimizer([p], "adam", decay, 0.01, wd)
         for t in range(50):
             p.grad = torch.tensor([10.0, 0.01], dtype=F64) * (-1) ** t
             opt.step()
@@ -226,7 +226,7 @@ def test_packed_equals_separate(name, lrs, decay):
     k, lams = 3, [0.0, 0.02, 0.3]
     packed = packed_params(k)
     lr, wd = torch.tensor(lrs, dtype=F64), torch.tensor(lams, dtype=F64)
-    opt = build_optimizer(packed, name, decay, lr, wd)
+    opt = make_optimizer(packed, name, decay, lr, wd)
     sched = LambdaLR(opt, cosine)
     for _ in range(STEPS):
         opt.zero_grad()
@@ -237,7 +237,7 @@ def test_packed_equals_separate(name, lrs, decay):
     assert torch.equal(opt.param_groups[0]["cell_lr"], lr) and opt.param_groups[0]["lr"] != 1.0
     assert group_lr_multiplier(opt.param_groups[0]) == pytest.approx(cosine(STEPS))
     for i in range(k):
-        alone = train(lambda p, i=i: build_optimizer(p, name, decay, lrs[i], lams[i]), seed=i)
+        alone = train(lambda p, i=i: make_optimizer(p, name, decay, lrs[i], lams[i]), seed=i)
         part = torch.cat([p.detach().view(k, -1)[i] for p in packed])
         assert (part - alone).abs().max() < 1e-12
 
@@ -246,7 +246,7 @@ def test_packed_equals_separate(name, lrs, decay):
 @pytest.mark.parametrize("name", ["sgd", "adam", "rmsprop"])
 def test_step_leaves_gradients_untouched(name, decay):
     params = make_params()
-    opt = build_optimizer(params, name, decay, 0.01, 0.1)
+    opt = make_optimizer(params, name, decay, 0.01, 0.1)
     for _ in range(3):
         opt.zero_grad()
         loss_fn(params).backward()
@@ -268,14 +268,14 @@ def test_params_without_grad_keep_their_own_step_count():
             opt.step()
         return flat(params)
 
-    ours = run(lambda p: build_optimizer(p, "adam", "l2", 0.01, 0.1))
+    ours = run(lambda p: make_optimizer(p, "adam", "l2", 0.01, 0.1))
     assert (ours - run(lambda p: torch.optim.Adam(p, 0.01, weight_decay=0.1))).abs().max() < 1e-12
 
 
 def test_state_dict_resume_continues_the_same_trajectory():
     """Save at step 10, rebuild optimizer and scheduler, load both, finish: same weights."""
     def make(p):
-        return build_optimizer(p, "adam", "decoupled", 0.01, 0.05)
+        return make_optimizer(p, "adam", "decoupled", 0.01, 0.05)
 
     params = make_params()
     opt = make(params)
@@ -308,7 +308,7 @@ def test_param_groups_exclusion_and_excluded_params_are_not_decayed():
     assert {id(p) for p in groups[1]["params"]} == {
         id(p) for p in (model.bn.weight, model.bn.bias, model.conv.bias, model.fc.bias)}
     before = [p.detach().clone() for p in model.parameters()]
-    opt = build_optimizer(groups, "sgd", "decoupled", 0.1, 0.1)
+    opt = make_optimizer(groups, "sgd", "decoupled", 0.1, 0.1)
     for p in model.parameters():
         p.grad = torch.zeros_like(p)
     opt.step()
@@ -342,7 +342,18 @@ def test_normalized_weight_decay():
 def test_validation(kwargs, match):
     args = {"optimizer": "sgd", "decay": "l2", "lr": 0.1, "weight_decay": 0.0, **kwargs}
     with pytest.raises(ValueError, match=match):
-        build_optimizer(make_params(), **args)
+        make_optimizer(make_params(), **args)
+
+
+def test_hyperparameters_have_no_defaults_here():
+    """configs/optimizer/<name>.yaml holds the values; build_optimizer names what is missing."""
+    from harness.optim import build_optimizer
+
+    with pytest.raises(ValueError, match=r"^adam needs betas, eps: give every one of betas, eps "
+                                         r"\(configs/optimizer/adam.yaml has them\)$"):
+        build_optimizer(make_params(), "adam", "l2", 0.1, 0.0)
+    with pytest.raises(ValueError, match="^sgd needs dampening, nesterov"):
+        build_optimizer(make_params(), "sgd", "l2", 0.1, 0.0, momentum=0.9)
 
 
 def test_a_param_without_grad_for_some_steps_keeps_its_own_adam_step_count():
@@ -359,6 +370,6 @@ def test_a_param_without_grad_for_some_steps_keeps_its_own_adam_step_count():
             opt.step()
         return torch.cat([a.detach(), b.detach()])
 
-    ours = run(lambda ps: build_optimizer(ps, "adam", "l2", 0.01, 0.1))
+    ours = run(lambda ps: make_optimizer(ps, "adam", "l2", 0.01, 0.1))
     ref = run(lambda ps: torch.optim.Adam(ps, lr=0.01, weight_decay=0.1, foreach=False))
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)

@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 
 from harness.models import build_model
-from harness.optim import build_optimizer
 from harness.packed import (
     CPU_MAX_PACK,
     MemoryProbe,
@@ -43,6 +42,7 @@ from harness.packed import (
     unpack_optimizer_state,
     unpack_state,
 )
+from tests.conftest import hyper, make_optimizer
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -106,10 +106,10 @@ def train_both(name, optimizer, decay, dtype, size, steps, lrs=None, k=3):
     lrs = lrs or LRS[optimizer]
     solos = solo_models(name, k, dtype, size)
     packed = packed_from(solos, name, size)
-    solo_opts = [build_optimizer(m.parameters(), optimizer, decay, lrs[i], DECAYS[i])
+    solo_opts = [make_optimizer(m.parameters(), optimizer, decay, lrs[i], DECAYS[i])
                  for i, m in enumerate(solos)]
     tensor = {"dtype": torch.float64}
-    opt = build_optimizer(packed.parameters(), optimizer, decay, torch.tensor(lrs[:k], **tensor),
+    opt = make_optimizer(packed.parameters(), optimizer, decay, torch.tensor(lrs[:k], **tensor),
                           torch.tensor(DECAYS[:k], **tensor))
     active = torch.ones(k, dtype=torch.bool)
     losses = []
@@ -202,10 +202,10 @@ def test_diverged_cell_is_detected_masked_and_others_match_solo(optimizer: str,
     lrs = [LRS[optimizer][0], 1e300, LRS[optimizer][2]]
     solos = solo_models("small", 3, torch.float64, 8)
     packed = packed_from(solos, "small", 8)
-    solo_opts = [build_optimizer(m.parameters(), optimizer, "decoupled", lrs[i], DECAYS[i])
+    solo_opts = [make_optimizer(m.parameters(), optimizer, "decoupled", lrs[i], DECAYS[i])
                  for i, m in enumerate(solos) if i != 1]
     f64 = {"dtype": torch.float64}
-    opt = build_optimizer(packed.parameters(), optimizer, "decoupled", torch.tensor(lrs, **f64),
+    opt = make_optimizer(packed.parameters(), optimizer, "decoupled", torch.tensor(lrs, **f64),
                           torch.tensor(DECAYS, **f64))
     active = torch.ones(3, dtype=torch.bool)
     loss_sum, frozen = torch.zeros(3, **f64), None
@@ -245,8 +245,8 @@ def test_diverged_cell_is_detected_masked_and_others_match_solo(optimizer: str,
 def test_mask_diverged_needs_per_model_lr_and_a_valid_index() -> None:
     model = build_model("small", 10, 3, 8, packs=2)
     with pytest.raises(ValueError, match="per-model lr"):
-        mask_diverged(build_optimizer(model.parameters(), "sgd", "none", 0.1, 0.0), model, 0)
-    opt = build_optimizer(model.parameters(), "sgd", "none", torch.tensor([0.1, 0.1]), 0.0)
+        mask_diverged(make_optimizer(model.parameters(), "sgd", "none", 0.1, 0.0), model, 0)
+    opt = make_optimizer(model.parameters(), "sgd", "none", torch.tensor([0.1, 0.1]), 0.0)
     with pytest.raises(ValueError, match="k=2"):
         mask_diverged(opt, model, 2)
 
@@ -283,14 +283,14 @@ def test_optimizer_state_round_trip_continues_like_solo(optimizer: str) -> None:
     f64 = torch.float64
     solos = solo_models("small", 2, f64, 8)
     lrs = LRS[optimizer][:2]
-    opts = [build_optimizer(m.parameters(), optimizer, "decoupled", lrs[i], DECAYS[i])
+    opts = [make_optimizer(m.parameters(), optimizer, "decoupled", lrs[i], DECAYS[i])
             for i, m in enumerate(solos)]
     data = batches(4, 8, f64)
     for x, y in data[:2]:
         for m, o in zip(solos, opts, strict=True):
             solo_step(m, o, x, y)
     packed = packed_from(solos, "small", 8)
-    popt = build_optimizer(packed.parameters(), optimizer, "decoupled",
+    popt = make_optimizer(packed.parameters(), optimizer, "decoupled",
                            torch.tensor([1.0, 1.0], dtype=f64), torch.tensor([0.0, 0.0]))
     popt.load_state_dict(pack_optimizer_states([o.state_dict() for o in opts]))
     active = torch.ones(2, dtype=torch.bool)
@@ -349,8 +349,8 @@ def test_pack_size_formula() -> None:
     probe = MemoryProbe(fixed_bytes=2_000, per_model_bytes=1_000)
     assert pack_size(10_000, probe, safety=0.8) == 6  # (8000 - 2000) / 1000
     assert pack_size(1_000, probe, safety=0.8) == 1  # never below one
-    assert max_pack(StepShape("resnet20", 10, 3, 32, 128), "cpu") == CPU_MAX_PACK
-    shape = StepShape("resnet20", 10, 3, 32, 128)
+    shape = StepShape("resnet20", 10, 3, 32, 128, "adam", tuple(hyper("adam").items()), None)
+    assert max_pack(shape, "cpu") == CPU_MAX_PACK
     assert resolve_pack("auto", shape, "cpu", cells=64) == CPU_MAX_PACK
     assert resolve_pack("16", shape, "cpu", cells=4) == 4 and resolve_pack(8, shape, "cpu") == 8
 
@@ -362,7 +362,8 @@ def test_max_pack_fits_on_the_gpu() -> None:
     device = torch.device("cuda")
     torch.cuda.empty_cache()
     free = torch.cuda.mem_get_info(device)[0]
-    shape = StepShape("resnet20", 10, 3, 32, 128, "adam", torch.bfloat16)
+    shape = StepShape("resnet20", 10, 3, 32, 128, "adam", tuple(hyper("adam").items()),
+                      torch.bfloat16)
     k = max_pack(shape, device)
     assert k >= 4
     assert step_peak_bytes(shape, device, k) <= free

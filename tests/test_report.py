@@ -101,3 +101,26 @@ def test_only_bad_files_is_one_line_and_exit_1(tmp_path: Path, capsys) -> None:
     assert report.main([str(tmp_path / "bad")]) == 1
     err = capsys.readouterr().err
     assert "report: no usable parquet files" in err and "(1 skipped)" in err
+
+
+def test_decay_curves_for_a_study_at_one_alpha(tmp_path: Path) -> None:
+    """Claim 2's design (Adam at one α: λ = 0, L2 and AdamW at 3 λ, 3 seeds) gets the decay
+    curves figure; a 6 x 6 grid (the `study` fixture) does not (its heatmap shows more)."""
+    runs = tmp_path / "claim2" / "runs"
+    alpha = 2.0**-10
+    for seed in range(3):
+        planted.write(runs, planted.cell_frame(0.143 + 0.002 * seed, lr=alpha, lam=0.0,
+                                               optimizer="adam", decay="none", seed=seed))
+        for decay, errs in (("l2", (0.142, 0.139, 0.150)), ("decoupled", (0.140, 0.125, 0.30))):
+            for lam, err in zip((2.0**-5, 2.0**-3, 2.0**-1), errs, strict=True):
+                planted.write(runs, planted.cell_frame(err + 0.002 * seed, lr=alpha, lam=lam,
+                                                       optimizer="adam", decay=decay, seed=seed))
+    text = report.write_report(tmp_path / "claim2").read_text()
+    assert "## Test error against weight decay at each α\n\n![decay_curves](decay_curves.png)" \
+        in text
+    assert_real_png(tmp_path / "claim2" / "report" / "decay_curves.png")
+
+
+def test_no_decay_curves_for_a_full_grid(study: Path) -> None:
+    report.write_report(study)
+    assert not (study / "report" / "decay_curves.png").exists()

@@ -8,7 +8,6 @@ import pickle
 import pytest
 import torch
 
-from harness.optim import build_optimizer
 from harness.schedules import (
     build_scheduler,
     current_period_epochs,
@@ -16,6 +15,7 @@ from harness.schedules import (
     lr_multiplier,
     restart_epochs,
 )
+from tests.conftest import make_optimizer
 
 
 def test_constant():
@@ -29,10 +29,13 @@ def test_step_drops_at_milestone_epochs():
     assert values == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
 
 
-def test_step_default_milestones_are_the_papers_fractions():
-    eta = lr_multiplier("step", 2, 10)  # drops at epochs 3, 6, 8
-    assert [eta(t) for t in (5, 6, 11, 12, 15, 16)] == pytest.approx(
-        [1, 0.1, 0.1, 0.01, 0.01, 0.001])
+def test_schedule_options_have_no_defaults_here():
+    """configs/schedule/<name>.yaml holds the values; a missing one is named, with the rest."""
+    with pytest.raises(ValueError, match="^the step schedule needs factor; give milestones, "
+                                         "factor$"):
+        lr_multiplier("step", 2, 10, milestones=(3, 6, 8))
+    with pytest.raises(ValueError, match="^the warm_restarts schedule needs t_0, t_mult"):
+        lr_multiplier("warm_restarts", 2, 10)
 
 
 def test_cosine_per_batch():
@@ -74,7 +77,7 @@ def test_restart_helpers_use_the_papers_values():
 
 def test_build_scheduler_drives_lr_per_batch_and_is_picklable():
     p = torch.zeros(3, requires_grad=True)
-    opt = build_optimizer([p], "sgd", "decoupled", 0.2, 0.01)
+    opt = make_optimizer([p], "sgd", "decoupled", 0.2, 0.01)
     sched = build_scheduler(opt, "cosine", steps_per_epoch=4, epochs=2)
     lrs = []
     for _ in range(8):
@@ -92,11 +95,12 @@ def test_build_scheduler_drives_lr_per_batch_and_is_picklable():
     ("linear", {}, "unknown schedule 'linear'; valid: constant, step, cosine, warm_restarts"),
     ("cosine", {"t_0": 3}, "unknown cosine schedule option 't_0'; valid: none"),
     ("step", {"gamma": 0.1}, "unknown step schedule option 'gamma'; valid: milestones, factor"),
-    ("step", {"milestones": (60, 30)}, r"milestones must increase strictly within \(0, 100\)"),
-    ("step", {"milestones": (30, 100)}, "milestones must increase strictly"),
-    ("step", {"factor": 0.0}, r"step factor must be in \(0, 1\], got 0.0"),
-    ("warm_restarts", {"t_0": 0}, "t_0 must be a number of epochs > 0, got 0"),
-    ("warm_restarts", {"t_mult": 0.5}, "t_mult must be a number >= 1, got 0.5"),
+    ("step", {"milestones": (60, 30), "factor": 0.1},
+     r"milestones must increase strictly within \(0, 100\)"),
+    ("step", {"milestones": (30, 100), "factor": 0.1}, "milestones must increase strictly"),
+    ("step", {"milestones": (30,), "factor": 0.0}, r"step factor must be in \(0, 1\], got 0.0"),
+    ("warm_restarts", {"t_0": 0, "t_mult": 2}, "t_0 must be a number of epochs > 0, got 0"),
+    ("warm_restarts", {"t_0": 10, "t_mult": 0.5}, "t_mult must be a number >= 1, got 0.5"),
 ])
 def test_bad_schedules_raise(name, kw, match):
     with pytest.raises(ValueError, match=match):

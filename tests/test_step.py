@@ -13,11 +13,12 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from harness import compose
 from harness import config as cf
 from harness import data as data_mod
 from harness import train as train_mod
 from harness.models import build_model
-from harness.optim import build_optimizer
+from tests.conftest import make_optimizer
 
 DECAYS = ["none", "l2", "decoupled", "decoupled_lr"]
 HOST_READS = {"aten._local_scalar_dense.default", "aten.lift_fresh.default",
@@ -57,7 +58,7 @@ def test_packed_step_costs_at_most_twice_a_solo_step(resnets, name: str, decay: 
             p.grad = torch.randn_like(p)
         rates = torch.linspace(0.01, 0.1, k, dtype=torch.float64)
         lr, wd = (0.1, 1e-3) if k == 1 else (rates, rates / 10)
-        opt = build_optimizer(model.parameters(), name, decay, lr, wd)
+        opt = make_optimizer(model.parameters(), name, decay, lr, wd)
         if k > 1:  # the train loop's eta_t: a device scalar
             opt.eta = torch.tensor(0.5, dtype=torch.float64)
         counts[k] = top_level_aten_ops(opt)
@@ -91,7 +92,7 @@ def test_optimizer_step_reads_no_host_data_after_the_first(name: str, decay: str
     for p in params:
         p.grad = torch.empty_like(p)
     rates = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64)
-    opt = build_optimizer(params, name, decay, rates, rates / 10)
+    opt = make_optimizer(params, name, decay, rates, rates / 10)
     opt.eta = torch.ones((), dtype=torch.float64, device="meta")
     opt.step()  # lays out the per-cell values: copies from the host once
     with DeviceAudit() as audit:
@@ -106,13 +107,12 @@ def test_optimizer_step_reads_no_host_data_after_the_first(name: str, decay: str
 
 
 def tiny_run(compile_mode: str = "false", n_train: int = 80, epochs: int = 2):
-    cfg = cf.Config(
-        model=cf.ModelConfig("small"),
-        dataset=cf.DatasetConfig("synthetic", train_subset=n_train, test_subset=32),
-        optimizer=cf.OptimizerConfig("adam", lr=1e-2), decay=cf.DecayConfig("decoupled", 1e-2),
-        schedule=cf.ScheduleConfig("cosine"),
-        train=cf.TrainConfig(epochs=epochs, batch_size=16, eval_batch_size=32, device="cpu",
-                             compile=compile_mode))
+    (cfg,) = compose.cells([
+        "model=small", "dataset=synthetic", f"dataset.train_subset={n_train}",
+        "dataset.test_subset=32", "optimizer=adam", "optimizer.lr=1e-2", "decay=decoupled",
+        "decay.weight_decay=1e-2", "schedule=cosine", f"train.epochs={epochs}",
+        "train.batch_size=16", "train.eval_batch_size=32", "train.device=cpu",
+        f"train.compile={compile_mode}", "logger=none"])
     cells = [dataclasses.replace(cfg, optimizer=dataclasses.replace(cfg.optimizer, lr=lr))
              for lr in (1e-2, 3e-3)]
     ds = data_mod.load_dataset("synthetic", train_subset=n_train, test_subset=32)
@@ -168,7 +168,7 @@ def test_whole_train_step_compiles_to_one_graph() -> None:
 @pytest.mark.parametrize(("value", "expected"), [(False, "false"), (True, "default"),
                                                  ("reduce-overhead", "reduce-overhead")])
 def test_train_compile_modes(value, expected) -> None:
-    assert cf._train(cf.TrainConfig(compile=value)).compile == expected
+    assert cf._train(_train_section(compile=value)).compile == expected
 
 
 @pytest.mark.parametrize(("train", "named"), [
@@ -176,5 +176,11 @@ def test_train_compile_modes(value, expected) -> None:
     ({"compile": "default", "precision": "fp16"}, "train.compile needs train.precision")])
 def test_bad_train_compile_is_one_line(train, named) -> None:
     with pytest.raises(cf.ConfigError, match=named) as err:
-        cf._train(cf.TrainConfig(**train))
+        cf._train(_train_section(**train))
     assert "\n" not in str(err.value)
+
+
+def _train_section(**changes) -> cf.TrainConfig:
+    """configs/config.yaml's train section with `changes` (not yet validated)."""
+    (cfg,) = compose.cells(["dataset=synthetic", "model=small", "logger=none"])
+    return dataclasses.replace(cfg.train, **changes)

@@ -58,7 +58,7 @@ import torch
 import torch.nn.functional as F
 
 import harness
-from harness import config as cf
+from harness import compose
 from harness import data as data_mod
 from harness.config import Config
 from harness.fsutil import atomic_write_text
@@ -235,16 +235,14 @@ def bench_cells(model_name: str, packs: int, epoch_steps: int, epochs: int,
                 s: Settings, compile_mode: str = "false") -> list[Config]:
     """K cells of an lr grid on synthetic data of `epoch_steps` batches; decoupled lambda =
     5e-5 = the naive loop's alpha * lambda, so both decay theta by the same amount per step."""
-    base = Config(
-        study="bench", model=cf.ModelConfig(model_name),
-        dataset=cf.DatasetConfig("synthetic", train_subset=epoch_steps * s.batch_size,
-                                 test_subset=s.batch_size),
-        optimizer=cf.OptimizerConfig("sgd", lr=LR, momentum=MOMENTUM),
-        decay=cf.DecayConfig("decoupled", weight_decay=LR * WEIGHT_DECAY),
-        train=cf.TrainConfig(epochs=epochs, batch_size=s.batch_size, eval_every=10**9,
-                             device=str(s.device), checkpoint_every=0, pack=str(packs),
-                             compile=compile_mode),
-        logger=cf.LoggerConfig(wandb_mode="disabled", progress="none"))
+    (base,) = compose.cells([
+        "study=bench", f"model={model_name}", "dataset=synthetic",
+        f"dataset.train_subset={epoch_steps * s.batch_size}", f"dataset.test_subset={s.batch_size}",
+        "optimizer=sgd", f"optimizer.lr={LR!r}", f"optimizer.momentum={MOMENTUM!r}",
+        "decay=decoupled", f"decay.weight_decay={LR * WEIGHT_DECAY!r}", "schedule=cosine",
+        f"train.epochs={epochs}", f"train.batch_size={s.batch_size}", "train.eval_every=1000000000",
+        f"train.device='{s.device}'", "train.checkpoint_every=0", f"train.pack={packs}",
+        f"train.compile={compile_mode}", "logger=none", "logger.progress=none"])
     return [dataclasses.replace(base, optimizer=dataclasses.replace(
         base.optimizer, lr=LR * 2.0 ** -(k % 4))) for k in range(packs)]
 

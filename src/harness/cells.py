@@ -32,7 +32,7 @@ import torch
 
 from harness import data as data_mod
 from harness import packed
-from harness.config import Config, ConfigError
+from harness.config import Config, ConfigError, check_batch_size
 from harness.recorder import DONE, CellPaths, Recorder, label, tidy
 from harness.train import autocast_dtype, resolve_device, train
 
@@ -112,7 +112,7 @@ def pack_k(cfg: Config, ds: data_mod.Dataset, device: torch.device, cells: int) 
     """train.pack as a number for a group of `cells`: `auto` is 1 on a CPU and what fits in
     free device memory on a GPU (packed.resolve_pack), never more than the group."""
     shape = packed.StepShape(cfg.model.name, ds.num_classes, ds.in_channels, ds.image_size,
-                             cfg.train.batch_size, cfg.optimizer.name,
+                             cfg.train.batch_size, cfg.optimizer.name, cfg.optimizer.hyper,
                              autocast_dtype(cfg.train.precision, device))
     return packed.resolve_pack(cfg.train.pack, shape, device, cells)
 
@@ -135,9 +135,7 @@ def load_data(cfg: Config, device: torch.device) -> data_mod.Dataset:
     ds = data_mod.load_dataset(d.name, root=d.root, path=d.path, download=d.download,
                                train_subset=d.train_subset, test_subset=d.test_subset,
                                val_split=d.val_split, device=device)
-    if cfg.train.batch_size > ds.n_train:
-        raise ConfigError(f"train.batch_size={cfg.train.batch_size} is larger than the "
-                          f"training set ({ds.n_train} images); choose at most {ds.n_train}")
+    check_batch_size(cfg.train.batch_size, ds.n_train)
     return ds
 
 

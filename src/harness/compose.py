@@ -198,11 +198,15 @@ def _study_sweeps(params: dict, given: list[str]) -> list[str]:
     return [f"{k}={v}" for k, v in params.items() if k not in keys]
 
 
+def raw(overrides: list[str], config_dir: str | None = None) -> dict[str, Any]:
+    """One job's composed config as a plain dict, before `harness.config.expand` checks it."""
+    return _compose(_loader(config_dir), CONFIG_NAME, overrides)[0]
+
+
 def cells(overrides: list[str], config_dir: str | None = None) -> list[Config]:
     """The cells of one job composed from the packaged configs, as `harness run overrides`
     would train them (for code that builds configs without a command line, e.g. benchmarks)."""
-    raw, _ = _compose(_loader(config_dir), CONFIG_NAME, overrides)
-    return expand(raw)
+    return expand(raw(overrides, config_dir))
 
 
 def validate(args: argparse.Namespace) -> list[Config]:

@@ -4,7 +4,9 @@ Data flows one way (DESIGN.md section 2): Hydra composes `configs/` + `experimen
 plain dict, `expand()` turns it into one `Config` per cell (the cross product of the
 `optimizer.lr` and `decay.weight_decay` lists) and validates every value. A bad value raises
 `ConfigError` with one line naming the key and the valid values; nothing else in the harness
-parses configuration.
+parses configuration. Every default lives in the YAML of `configs/` and nowhere else: the
+dataclasses have none, and each optimizer and schedule carries only its own options (those
+`harness.modes.HYPERPARAMETERS` and `harness.schedules.OPTIONS` name).
 
 Units: `optimizer.lr` is alpha, the base learning rate (lr_t = alpha * eta_t).
 `decay.weight_decay` is lambda under the explicit `decay.mode`; when `decay.normalized` is
@@ -18,15 +20,14 @@ import hashlib
 import itertools
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from harness.modes import HYPERPARAMETERS
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 COMPILE_MODES = ("false", "default", "reduce-overhead", "max-autotune")  # train.compile
 WANDB_MODES = ("offline", "online", "disabled")
-# Known training-set sizes, for planning a sweep without loading data.
-N_TRAIN = {"cifar10": 50_000, "fashion_mnist": 60_000, "imagenet32": 1_281_167,
-           "synthetic": 5_000}
 
 
 SEED_MAX = 2**32 - 1  # numpy's legacy seeding and CUDA generators take 32-bit seeds
@@ -49,111 +50,95 @@ def registry(kind: str) -> tuple[str, ...]:
     return tuple(getattr(importlib.import_module(module), name))
 
 
+Options = tuple[tuple[str, Any], ...]  # a group's own keys and values, sorted (frozen, hashable)
+
+
+# No field has a default: configs/ gives every value (its YAML is their one home), and a key
+# it lacks is a ConfigError. Build a Config with `harness.compose.cells(overrides)`.
 @dataclass(frozen=True)
 class DatasetConfig:
-    name: str = "synthetic"
-    root: str | None = None          # directory holding the files (None: the loader's default)
-    path: str | None = None          # the .npz file for dataset=npz
-    download: bool = False
-    train_subset: int | None = None  # train on the first n (seeded) training images
-    test_subset: int | None = None
-    augment: bool = True             # 4-pixel pad + random crop + horizontal flip
-    val_split: float = 0.0           # fraction of the training images held out for validation
+    name: str
+    root: str | None           # directory holding the files (None: the loader's search)
+    path: str | None           # the .npz file for dataset=npz
+    download: bool
+    train_subset: int | None   # train on the first n (seeded) training images
+    test_subset: int | None
+    augment: bool              # 4-pixel pad + random crop + horizontal flip
+    val_split: float           # fraction of the training images held out for validation
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "small"
+    name: str
 
 
 @dataclass(frozen=True)
 class OptimizerConfig:
-    name: str = "adam"
-    lr: float = 1e-3                     # alpha, the base learning rate
-    momentum: float = 0.9                # sgd: heavy ball; rmsprop: 0 by default
-    betas: tuple[float, float] = (0.9, 0.999)   # adam
-    eps: float = 1e-8                    # adam, rmsprop
-    alpha: float = 0.99                  # rmsprop: smoothing of the squared gradient
-
-    def hyper(self) -> dict[str, Any]:
-        """The keyword arguments `harness.optim.build_optimizer` takes for this optimizer."""
-        if self.name == "sgd":
-            return {"momentum": self.momentum}
-        if self.name == "adam":
-            return {"betas": tuple(self.betas), "eps": self.eps}
-        return {"alpha": self.alpha, "eps": self.eps, "momentum": self.momentum}
+    name: str
+    lr: float                  # alpha, the base learning rate
+    hyper: Options             # its own hyperparameters, harness.modes.HYPERPARAMETERS[name]
 
 
 @dataclass(frozen=True)
 class DecayConfig:
-    mode: str = "decoupled"
-    weight_decay: float = 0.0            # lambda (lambda_norm when normalized)
-    normalized: bool = False             # paper App. B.1: lambda = lambda_norm*sqrt(b/(B*T))
-    exclude: tuple[str, ...] = ()        # fnmatch patterns of parameter names not decayed
+    mode: str
+    weight_decay: float        # lambda (lambda_norm when normalized)
+    normalized: bool           # paper App. B.1: lambda = lambda_norm*sqrt(b/(B*T))
+    exclude: tuple[str, ...]   # fnmatch patterns of parameter names not decayed
 
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    name: str = "cosine"
-    milestones: tuple[int, ...] = (30, 60, 80)  # step: epochs at which lr drops
-    factor: float = 0.1                          # step: multiplier per drop
-    t_0: int = 100                               # warm_restarts: first period, epochs
-    t_mult: int = 2                              # warm_restarts: period growth
-
-    def options(self) -> dict[str, Any]:
-        """The keyword arguments `harness.schedules.build_scheduler` takes for this schedule."""
-        if self.name == "step":
-            return {"milestones": self.milestones, "factor": self.factor}
-        if self.name == "warm_restarts":
-            return {"t_0": self.t_0, "t_mult": self.t_mult}
-        return {}
+    name: str
+    options: Options           # its own keys, harness.schedules.OPTIONS[name] (step:
+                               # milestones, factor; warm_restarts: t_0, t_mult)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 2
-    batch_size: int = 128
-    eval_every: int = 1                  # evaluate every n epochs (and after the last)
-    eval_batch_size: int = 1024
-    precision: str = "auto"              # auto: bf16 on GPU, fp32 on CPU
-    compile: str = "false"               # torch.compile the train step: false | default |
-                                         # reduce-overhead | max-autotune
-    device: str = "auto"                 # auto: cuda if available, else cpu
-    checkpoint_every: int = 1            # epochs between checkpoints (0: never)
-    pack: str = "1"                      # cells trained at once on one device ("auto" or an int)
+    epochs: int
+    batch_size: int
+    eval_every: int            # evaluate every n epochs (and after the last)
+    eval_batch_size: int
+    precision: str             # auto: bf16 on GPU, fp32 on CPU
+    compile: str               # torch.compile the train step: false | default |
+                               # reduce-overhead | max-autotune
+    device: str                # auto: cuda if available, else cpu
+    checkpoint_every: int      # epochs between checkpoints (0: never)
+    pack: str                  # cells trained at once on one device ("auto" or an int)
 
 
 @dataclass(frozen=True)
 class LoggerConfig:
-    wandb_mode: str = "offline"          # logger.wandb.mode
-    wandb_project: str = "harness"
-    wandb_entity: str | None = None
-    wandb_dir: str | None = None         # None: <results>/<study>/wandb
-    progress: str = "auto"               # auto: a bar on a terminal, a line per epoch otherwise
+    wandb_mode: str            # logger.wandb.mode
+    wandb_project: str
+    wandb_entity: str | None
+    wandb_dir: str | None      # None: <results>/<study>/wandb
+    progress: str              # auto: a bar on a terminal, a line per epoch otherwise
 
 
 @dataclass(frozen=True)
 class RunOptions:
-    results_dir: str = "results"
-    force: bool = False                  # retrain cells that already have results
-    plan: bool = False                   # print what would run, train nothing
-    worker: int = 0                      # jobs differing only in worker share a grid via claims
+    results_dir: str
+    force: bool                # retrain cells that already have results
+    plan: bool                 # print what would run, train nothing
+    worker: int                # jobs differing only in worker share a grid via claims
 
 
 @dataclass(frozen=True)
 class Config:
     """One cell: every hyperparameter a scalar."""
 
-    study: str = "default"
-    seed: int = 0
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    decay: DecayConfig = field(default_factory=DecayConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
-    run: RunOptions = field(default_factory=RunOptions)
+    study: str
+    seed: int
+    dataset: DatasetConfig
+    model: ModelConfig
+    optimizer: OptimizerConfig
+    decay: DecayConfig
+    schedule: ScheduleConfig
+    train: TrainConfig
+    logger: LoggerConfig
+    run: RunOptions
 
     @property
     def run_id(self) -> str:
@@ -161,22 +146,43 @@ class Config:
         return hashlib.sha256(canonical_json(self).encode()).hexdigest()[:12]
 
 
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """The config as nested dicts, each group's own options inside its section (as in YAML)."""
+    d = dataclasses.asdict(cfg)
+    d["optimizer"] = {"name": cfg.optimizer.name, "lr": cfg.optimizer.lr,
+                      **dict(cfg.optimizer.hyper)}
+    d["schedule"] = {"name": cfg.schedule.name, **dict(cfg.schedule.options)}
+    return d
+
+
 # Keys that do not change what a cell computes, so they are not part of its identity.
 _NOT_IDENTITY = {"logger", "run", "dataset.root", "dataset.download", "train.device",
                  "train.compile", "train.checkpoint_every", "train.pack", "train.eval_batch_size"}
 
+# The run_id hashes the layout the first committed studies had: an optimizer section with the
+# keys of every optimizer and a schedule section with the keys of every schedule. A key that
+# the cell's optimizer or schedule does not take is hashed at the value it held then. These
+# are not defaults (no cell trains with them); they keep every committed run_id what it was.
+_UNUSED_IN_ID = {
+    "optimizer": {"momentum": 0.9, "betas": [0.9, 0.999], "eps": 1e-8, "alpha": 0.99},
+    "schedule": {"milestones": [30, 60, 80], "factor": 0.1, "t_0": 100, "t_mult": 2},
+}
 
-# Keys added after studies were committed: left out of the identity while at these defaults,
+# Keys added after studies were committed: left out of the identity while at these values,
 # so the run_id of every earlier cell (and its committed parquet file) still holds.
-_ADDED_LATER = {"dataset.val_split": 0.0}
+_ADDED_LATER = {"dataset.val_split": 0.0, "optimizer.dampening": 0.0,
+                "optimizer.nesterov": False}
 
 
 def canonical_json(cfg: Config) -> str:
     """The identity-relevant part of a cell's config as sorted JSON."""
-    d = dataclasses.asdict(cfg)
-    for key, default in _ADDED_LATER.items():
+    d = to_dict(cfg)
+    for section, unused in _UNUSED_IN_ID.items():
+        d[section] = unused | d[section]
+    for key, value in _ADDED_LATER.items():
         section, name = key.split(".")
-        if d[section][name] == default:
+        given = d[section].get(name)
+        if type(given) is type(value) and given == value:
             del d[section][name]
     for key in _NOT_IDENTITY:
         parts = key.split(".")
@@ -228,14 +234,63 @@ def _as_list(value: Any) -> list[Any]:
 
 
 def _sub(raw: dict[str, Any], section: str, cls: type) -> dict[str, Any]:
-    """Keep a section's known keys; an unknown key is a ConfigError naming the valid ones."""
+    """A section's keys: each field of `cls` must be there, since configs/ gives every value;
+    an unknown or a missing key is a ConfigError."""
     given = dict(raw.get(section) or {})
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = [f.name for f in dataclasses.fields(cls)]
     for key in given:
         if key not in names:
             raise ConfigError(f"{section}.{key} is not a valid key; valid keys: "
                               f"{', '.join(sorted(names))}")
+    for key in names:
+        if key not in given:
+            shown = f"{section}.{key}".replace("logger.wandb_", "logger.wandb.")
+            raise ConfigError(f"{shown} is missing; set {shown}=... (configs/ gives every key)")
     return given
+
+
+def _own_options(group: str, name: str, given: dict[str, Any],
+                 valid: tuple[str, ...]) -> Options:
+    """The options of `group`=`name` (e.g. optimizer=adam: betas, eps), each one given and
+    checked; a key `name` does not take is a ConfigError naming those it takes."""
+    takes = ", ".join(valid) or "no options"
+    for key in given:
+        if key not in valid:
+            raise ConfigError(f"{group}.{key} is not an option of {group}={name}; it takes: "
+                              f"{takes}")
+    for key in valid:
+        if key not in given:
+            raise ConfigError(f"{group}.{key} is missing; {group}={name} takes {takes} "
+                              f"(configs/{group}/{name}.yaml gives them)")
+    return tuple(sorted((key, _option(f"{group}.{key}", given[key])) for key in valid))
+
+
+def _option(key: str, value: Any) -> Any:
+    """One optimizer or schedule option, checked and normalized by its name."""
+    name = key.split(".")[-1]
+    if name in ("momentum", "dampening", "alpha"):
+        x = _number(key, value)
+        if x >= 1:
+            raise ConfigError(f"{key}={value!r} is not valid; it must be in [0, 1)")
+        return x
+    if name in ("eps", "factor"):
+        return _number(key, value, strict=True)
+    if name == "nesterov":
+        return _bool(key, value)
+    if name == "betas":
+        betas = tuple(float(b) for b in _as_list(value))
+        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+            raise ConfigError(f"{key}={list(betas)} is not valid; give two numbers in [0, 1)")
+        return betas
+    if name == "milestones":
+        ms = tuple(int(_number(key, m, low=1, integer=True)) for m in _as_list(value))
+        if list(ms) != sorted(set(ms)):
+            raise ConfigError(f"{key}={list(ms)} is not valid; give increasing epochs, "
+                              f"e.g. {key}=[30,60,80]")
+        return ms
+    if name in ("t_0", "t_mult"):
+        return int(_number(key, value, low=1, integer=True))
+    return value
 
 
 def _required(section: dict[str, Any], key: str, prefix: str = "") -> Any:
@@ -260,18 +315,17 @@ def expand(raw: dict[str, Any]) -> list[Config]:
     for key in raw:
         if key not in top:
             raise ConfigError(f"{key} is not a valid key; valid keys: {', '.join(sorted(top))}")
-    opt = _sub(raw, "optimizer", OptimizerConfig)
+    opt = dict(raw.get("optimizer") or {})  # name, lr and its own options (_optimizer)
     decay = _sub(raw, "decay", DecayConfig)
     sections = {
-        "dataset": DatasetConfig(**_sub(raw, "dataset", DatasetConfig)),
+        "dataset": _dataset(DatasetConfig(**_sub(raw, "dataset", DatasetConfig))),
         "model": ModelConfig(**_sub(raw, "model", ModelConfig)),
-        "schedule": _schedule(ScheduleConfig(**_sub(raw, "schedule", ScheduleConfig))),
+        "schedule": _schedule(dict(raw.get("schedule") or {})),
         "train": _train(TrainConfig(**_sub(raw, "train", TrainConfig))),
         "logger": _logger(LoggerConfig(**_sub({"logger": _flatten_logger(raw)}, "logger",
                                               LoggerConfig))),
         "run": _run(RunOptions(**_sub(raw, "run", RunOptions))),
     }
-    sections["dataset"] = _dataset(sections["dataset"])
     _one_of("model", sections["model"].name, registry("model"))
     study = str(_required(raw, "study"))
     if not study or "/" in study or study.startswith("."):
@@ -283,14 +337,12 @@ def expand(raw: dict[str, Any]) -> list[Config]:
            for x in _as_list(_required(opt, "lr", "optimizer."))]
     wds = [_number("decay.weight_decay", x)
            for x in _as_list(_required(decay, "weight_decay", "decay."))]
-    del opt["lr"], decay["weight_decay"]
-    base_opt = _optimizer(OptimizerConfig(**opt))
     base_decay = _decay(DecayConfig(**decay))
     cells = [Config(study=study, seed=seed, **sections,
-                     optimizer=dataclasses.replace(base_opt, lr=lr),
+                     optimizer=_optimizer(opt, lr),
                      decay=dataclasses.replace(base_decay, weight_decay=wd))
              for lr, wd in itertools.product(lrs, wds)]
-    _check_batch_size(cells[0])
+    check_batch_size(cells[0].train.batch_size, _n_train(cells[0]))
     _check_milestones(cells[0])
     return cells
 
@@ -314,17 +366,11 @@ def _val_split(value: Any) -> float:
     return fraction
 
 
-def _optimizer(o: OptimizerConfig) -> OptimizerConfig:
-    _one_of("optimizer", o.name, registry("optimizer"))
-    betas = tuple(float(b) for b in _as_list(o.betas))
-    if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
-        raise ConfigError(f"optimizer.betas={list(betas)} is not valid; "
-                          "give two numbers in [0, 1)")
-    _number("optimizer.eps", o.eps, strict=True)
-    momentum = _number("optimizer.momentum", o.momentum)
-    if momentum >= 1:
-        raise ConfigError(f"optimizer.momentum={momentum} is not valid; it must be in [0, 1)")
-    return dataclasses.replace(o, betas=betas, momentum=momentum, alpha=float(o.alpha))
+def _optimizer(section: dict[str, Any], lr: float) -> OptimizerConfig:
+    name = _one_of("optimizer", section.get("name"), registry("optimizer"))
+    given = {k: v for k, v in section.items() if k not in ("name", "lr")}
+    return OptimizerConfig(name=name, lr=lr,
+                           hyper=_own_options("optimizer", name, given, HYPERPARAMETERS[name]))
 
 
 def _decay(d: DecayConfig) -> DecayConfig:
@@ -333,17 +379,12 @@ def _decay(d: DecayConfig) -> DecayConfig:
                                exclude=tuple(str(p) for p in _as_list(d.exclude or ())))
 
 
-def _schedule(s: ScheduleConfig) -> ScheduleConfig:
-    _one_of("schedule", s.name, registry("schedule"))
-    milestones = tuple(int(_number("schedule.milestones", m, low=1, integer=True))
-                       for m in _as_list(s.milestones))
-    if list(milestones) != sorted(set(milestones)):
-        raise ConfigError(f"schedule.milestones={list(milestones)} is not valid; give "
-                          "increasing epochs, e.g. schedule.milestones=[30,60,80]")
-    return dataclasses.replace(
-        s, milestones=milestones, factor=_number("schedule.factor", s.factor, strict=True),
-        t_0=int(_number("schedule.t_0", s.t_0, low=1, integer=True)),
-        t_mult=int(_number("schedule.t_mult", s.t_mult, low=1, integer=True)))
+def _schedule(section: dict[str, Any]) -> ScheduleConfig:
+    import harness.schedules  # torch: imported only now, like every registry but modes
+
+    name = _one_of("schedule", section.pop("name", None), registry("schedule"))
+    return ScheduleConfig(name=name, options=_own_options(
+        "schedule", name, section, harness.schedules.OPTIONS[name]))
 
 
 def _train(t: TrainConfig) -> TrainConfig:
@@ -381,28 +422,32 @@ def _logger(lg: LoggerConfig) -> LoggerConfig:
 
 def _n_train(cfg: Config) -> int | None:
     """Training images when known without loading data: the subset less the held-out split."""
-    n = cfg.dataset.train_subset or N_TRAIN.get(cfg.dataset.name)
+    import harness.data  # torch: imported only now, like every registry but modes
+
+    n = cfg.dataset.train_subset or harness.data.TRAIN_SIZES.get(cfg.dataset.name)
     return None if n is None else n - round(cfg.dataset.val_split * n)
 
 
-def _check_batch_size(cfg: Config) -> None:
-    n = _n_train(cfg)
-    if n is not None and cfg.train.batch_size > n:
-        raise ConfigError(f"train.batch_size={cfg.train.batch_size} is larger than the training "
-                          f"set ({n} images); choose at most {n}")
+def check_batch_size(batch_size: int, n_train: int | None) -> None:
+    """A batch must fit in the training set (n_train None: not known yet, checked on load)."""
+    if n_train is not None and batch_size > n_train:
+        raise ConfigError(f"train.batch_size={batch_size} is larger than the training set "
+                          f"({n_train} images); choose at most {n_train}")
 
 
 def _check_milestones(cfg: Config) -> None:
     """Step milestones must lie inside the run: 0 < m < train.epochs (a drop at the last
     epoch or later never happens), as harness.schedules requires."""
-    s, epochs = cfg.schedule, cfg.train.epochs
-    if s.name != "step" or all(0 < m < epochs for m in s.milestones):
+    if cfg.schedule.name != "step":
         return
-    fit = sorted({min(epochs - 1, max(1, round(m * epochs / max(s.milestones))))
-                  for m in s.milestones})
+    milestones, epochs = dict(cfg.schedule.options)["milestones"], cfg.train.epochs
+    if all(0 < m < epochs for m in milestones):
+        return
+    fit = sorted({min(epochs - 1, max(1, round(m * epochs / max(milestones))))
+                  for m in milestones})
     hint = (f"e.g. schedule.milestones=[{','.join(map(str, fit))}]" if epochs > 1
             else "or schedule=constant")
-    raise ConfigError(f"schedule.milestones={list(s.milestones)} has epochs outside the run "
+    raise ConfigError(f"schedule.milestones={list(milestones)} has epochs outside the run "
                       f"(train.epochs={epochs}); give milestones in 1..{epochs - 1}, {hint}")
 
 

@@ -32,6 +32,9 @@ import torch.nn.functional as F
 from harness.datasets import RawData, cifar, idx, npz, synthetic
 
 DATASETS = ("cifar10", "fashion_mnist", "imagenet32", "synthetic", "npz")
+# Training-set sizes known without reading the files (a plan's image count, the batch check).
+TRAIN_SIZES = {"cifar10": 50_000, "fashion_mnist": 60_000, "imagenet32": 1_281_167,
+               "synthetic": synthetic.DEFAULT_TRAIN}
 HOW_TO_GET = {"cifar10": cifar.HOW_TO_GET, "fashion_mnist": idx.HOW_TO_GET,
               "imagenet32": npz.IMAGENET_HOW_TO_GET}
 SYSTEM_DIRS = {"fashion_mnist": [Path("/usr/share/datasets/fashion-mnist")]}

@@ -1,9 +1,11 @@
-"""Report figures (PNG + PDF), written atomically: heatmaps, learning curves, coordinates.
+"""Report figures (PNG + PDF), written atomically: heatmaps, learning curves, decay curves,
+coordinates, transfer.
 
 matplotlib's object API (``Figure`` rendered by Agg; no pyplot global state) with seaborn
 drawing onto its axes: ``seaborn.heatmap`` for the (alpha, lambda) grids of paper Figs. 1-2
 (one shared colour scale, the noise level in each title) and ``seaborn.lineplot`` for the
-learning curves of Fig. 3 (mean over seeds with a +-1 sd band).
+learning curves of Fig. 3 and the decay curves (error against lambda at one alpha; mean
+over seeds with a +-1 sd band, every seed a dot).
 """
 
 from __future__ import annotations
@@ -216,6 +218,51 @@ def plot_learning_curves(runs: pd.DataFrame, table: pd.DataFrame, out: Path) -> 
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     err_ax.legend(fontsize=7, loc="upper right", title=None)
     return save(fig, out, "learning_curves")
+
+
+MAX_CURVE_ALPHAS = 3  # decay curves for optimizers with at most this many alphas
+
+
+def plot_decay_curves(per_run: pd.DataFrame, table: pd.DataFrame, out: Path) -> list[Path] | None:
+    """Claim 2's picture: final test error against λ, one axis per (optimizer, α), every decay
+    mode of that optimizer on it (its own λ unit: L2 in the gradient, decoupled per step), the
+    seed mean ± 1 sd (seaborn.lineplot) over a dot per seed, and λ = 0 as a band (mean ± 1
+    sd over its seeds). None when no optimizer has decayed cells at 1..MAX_CURVE_ALPHAS α
+    (a heatmap then shows more)."""
+    runs = per_run[np.isfinite(per_run["test_error"].astype(float))]
+    runs = runs.assign(test_pct=100 * runs["test_error"].astype(float))
+    axes_of = [(opt, lr) for opt, g in runs.groupby("optimizer", sort=False)
+               if (g["lam"] > 0).any() and g["lr"].nunique() <= MAX_CURVE_ALPHAS
+               for lr in sorted(g.loc[g["lam"] > 0, "lr"].unique())]
+    if not axes_of:
+        return None
+    width = max(6.0, 5.2 * len(axes_of))
+    fig = Figure(figsize=(width, 4.2), layout="constrained")
+    modes = sorted({d for d in runs["decay"] if d != "none"})
+    palette = dict(zip(modes, sns.color_palette("tab10", len(modes)), strict=True))
+    for ax, (opt, lr) in zip(fig.subplots(1, len(axes_of), squeeze=False)[0], axes_of,
+                             strict=True):
+        here = runs[(runs["optimizer"] == opt) & (runs["lr"] == lr)]
+        zero = here[here["lam"] == 0]["test_pct"]
+        if len(zero):
+            mean, sd = zero.mean(), zero.std(ddof=1) if len(zero) > 1 else 0.0
+            ax.axhspan(mean - sd, mean + sd, color="0.5", alpha=0.2, lw=0)
+            ax.axhline(mean, color="0.35", ls="--", lw=1.2,
+                       label=f"λ = 0: {mean:.2f}% ± {sd:.2f} ({len(zero)} seeds)")
+        decayed = here[here["lam"] > 0]
+        for mode, g in decayed.groupby("decay", sort=False):
+            ax.scatter(g["lam"], g["test_pct"], s=14, alpha=0.45, color=palette[mode])
+        sns.lineplot(data=decayed, x="lam", y="test_pct", hue="decay", palette=palette,
+                     errorbar="sd", err_style="bars", marker="o", markersize=6, ax=ax,
+                     err_kws={"capsize": 3})
+        ax.set_xscale("log", base=2)
+        ax.set(xlabel=lam_label(table) + " (each mode in its own unit)", ylabel=ERROR_LABEL,
+               title=f"{opt} at α = {tick_label(lr)}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, title=None)
+    fig.suptitle(wrap("Test error against weight decay: line = mean ± 1 sd over seeds, dots "
+                      "= seeds, grey band = no decay (mean ± 1 sd)", width), fontsize=10)
+    return save(fig, out, "decay_curves")
 
 
 def plot_coordinates(table: pd.DataFrame, out: Path) -> list[Path] | None:

@@ -49,7 +49,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from harness.modes import DECAY_MODES, OPTIMIZERS  # their one home (torch-free)
+from harness.modes import DECAY_MODES, HYPERPARAMETERS, OPTIMIZERS  # their one home (torch-free)
 from harness.optim_steps import (
     DIRECTIONS,
     Coef,
@@ -61,13 +61,6 @@ from harness.optim_steps import (
     scale_by_lr,
     scale_by_schedule,
 )
-
-HYPER_DEFAULTS: dict[str, dict[str, Any]] = {
-    "sgd": {"momentum": 0.9, "dampening": 0.0, "nesterov": False},
-    "adam": {"betas": (0.9, 0.999), "eps": 1e-8},
-    # alpha: torch's name for RMSprop's squared-gradient averaging constant, not the lr
-    "rmsprop": {"alpha": 0.99, "eps": 1e-8, "momentum": 0.0},
-}
 
 
 def make_chain(optimizer: str, decay: str) -> tuple[Step, ...]:
@@ -130,12 +123,16 @@ class ChainOptimizer(torch.optim.Optimizer):
     ) -> None:
         self.chain = make_chain(optimizer, decay)
         self.optimizer_name, self.decay = optimizer, decay
-        unknown = sorted(set(hyper) - set(HYPER_DEFAULTS[optimizer]))
+        names = HYPERPARAMETERS[optimizer]
+        unknown = sorted(set(hyper) - set(names))
         if unknown:
-            valid = ", ".join(HYPER_DEFAULTS[optimizer])
-            raise ValueError(f"unknown {optimizer} hyperparameter {unknown[0]!r}; valid: {valid}")
-        defaults = {"lr": lr, "weight_decay": _as_value("weight_decay", weight_decay)}
-        defaults.update({**HYPER_DEFAULTS[optimizer], **hyper})
+            raise ValueError(f"unknown {optimizer} hyperparameter {unknown[0]!r}; "
+                             f"valid: {', '.join(names)}")
+        missing = [n for n in names if n not in hyper]
+        if missing:
+            raise ValueError(f"{optimizer} needs {', '.join(missing)}: give every one of "
+                             f"{', '.join(names)} (configs/optimizer/{optimizer}.yaml has them)")
+        defaults = {"lr": lr, "weight_decay": _as_value("weight_decay", weight_decay), **hyper}
         _check_hyper(optimizer, defaults)
         self.eta: Tensor | None = None
         self.cell_mask: Tensor | None = None  # (K,) bool on the CPU; False: a masked cell
@@ -314,9 +311,9 @@ def build_optimizer(
     **hyper: Any,
 ) -> ChainOptimizer:
     """`optimizer` in OPTIMIZERS with decay mode `decay` in DECAY_MODES; lr = alpha, weight_decay
-    = lambda (floats, or 1-D tensors with one value per packed model). hyper: sgd momentum=0.9,
-    dampening=0, nesterov=False; adam betas=(0.9, 0.999), eps=1e-8; rmsprop alpha=0.99, eps=1e-8,
-    momentum=0."""
+    = lambda (floats, or 1-D tensors with one value per packed model). hyper: every one of
+    HYPERPARAMETERS[optimizer] (sgd momentum, dampening, nesterov; adam betas, eps; rmsprop
+    alpha, eps, momentum), with no defaults: configs/optimizer/<name>.yaml holds the values."""
     return ChainOptimizer(params, optimizer, decay, lr, weight_decay, **hyper)
 
 
@@ -383,7 +380,7 @@ def _as_value(name: str, value: Any) -> float | Tensor:
 
 def _check_hyper(optimizer: str, group: dict[str, Any]) -> None:
     for name in ("momentum", "dampening", "eps"):
-        if name in HYPER_DEFAULTS[optimizer]:
+        if name in HYPERPARAMETERS[optimizer]:
             _check_nonneg(name, group[name])
     if optimizer == "sgd" and group["nesterov"]:
         if group["momentum"] <= 0 or group["dampening"] != 0:

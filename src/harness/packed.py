@@ -272,8 +272,9 @@ class StepShape:
     in_channels: int
     image_size: int
     batch_size: int
-    optimizer: str = "adam"  # adam keeps two moments: the largest state of the three
-    amp: torch.dtype | None = None  # autocast dtype of the forward pass (None: fp32)
+    optimizer: str           # and its hyperparameters: the state it keeps
+    hyper: tuple[tuple[str, Any], ...]
+    amp: torch.dtype | None  # autocast dtype of the forward pass (None: fp32)
 
 
 @dataclass(frozen=True)
@@ -307,7 +308,8 @@ def step_peak_bytes(shape: StepShape, device: torch.device, packs: int) -> int:
     model = build_model(shape.model, shape.num_classes, shape.in_channels, shape.image_size,
                         packs=packs).to(device, memory_format=torch.channels_last)
     rates = torch.full((packs,), 1e-3)
-    opt = build_optimizer(model.parameters(), shape.optimizer, "decoupled", rates, rates)
+    opt = build_optimizer(model.parameters(), shape.optimizer, "decoupled", rates, rates,
+                          **dict(shape.hyper))
     size = (shape.batch_size, shape.in_channels, shape.image_size, shape.image_size)
     x = torch.randn(size, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, shape.num_classes, (shape.batch_size,), device=device)

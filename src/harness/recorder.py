@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -32,7 +33,7 @@ from typing import Any
 import pandas as pd
 
 from harness import checkpoint
-from harness.config import Config
+from harness.config import Config, to_dict
 from harness.fsutil import atomic_write_text, remove_stale
 from harness.records import METRIC_COLUMNS, frame, now_utc, write_parquet
 from harness.train import Epoch
@@ -155,9 +156,12 @@ class Recorder:
 
 
 def _line(cfg: Config, m: dict[str, Any]) -> str:
+    """One epoch's progress; the test error only in epochs that evaluate it (train.eval_every)."""
+    test = m["test_error"]
+    shown = "" if test is None or math.isnan(test) else f"test_err {100 * test:.2f}% "
     return (f"[{label(cfg)}] epoch {m['epoch']}/{cfg.train.epochs} "
             f"loss {m['train_loss']:.4f} train_err {100 * m['train_error']:.2f}% "
-            f"test_err {100 * m['test_error']:.2f}% {m['images_per_s']:.0f} img/s")
+            f"{shown}{m['images_per_s']:.0f} img/s")
 
 
 def tidy(cfg: Config, paths: CellPaths) -> None:
@@ -217,7 +221,7 @@ def _log_run(cfg: Config, df: pd.DataFrame, wandb_id: str, root: Path) -> None:
         project=cfg.logger.wandb_project, entity=cfg.logger.wandb_entity, group=cfg.study,
         id=wandb_id, name=f"{cfg.optimizer.name}-{cfg.decay.mode}-lr{cfg.optimizer.lr:.3g}"
         f"-wd{cfg.decay.weight_decay:.3g}-s{cfg.seed}",
-        config=dataclasses.asdict(cfg) | {"run_id": cfg.run_id},
+        config=to_dict(cfg) | {"run_id": cfg.run_id},
         tags=[cfg.optimizer.name, cfg.decay.mode, status], mode=cfg.logger.wandb_mode,
         dir=str(root), resume="allow", reinit="finish_previous",
         settings=wandb.Settings(silent=True, **(

@@ -170,6 +170,7 @@ def markdown(name: str, runs: pd.DataFrame, table: pd.DataFrame, per_run: pd.Dat
     """The self-contained report.md text."""
     captions = {"heatmaps": "Test error heatmaps (paper Figs. 1-2)",
                 "learning_curves": "Learning curves of each panel's chosen cell (paper Fig. 3)",
+                "decay_curves": "Test error against weight decay at each α",
                 "coordinates": "Decoupled panels in the paper's and PyTorch's units",
                 "transfer": "Best normalized weight decay per training budget"}
     parts = [f"# Report: {name}\n\nDecoupled weight decay study (Loshchilov & Hutter, ICLR "
@@ -203,6 +204,9 @@ def write_report(study_dir: str | Path, out_dir: str | Path | None = None) -> Pa
     if np.isfinite(table["lr"]).any() and len(analysis.ranked(table)):
         figs["heatmaps"] = figures.plot_heatmaps(table, per_run, out)[0].name
         figs["learning_curves"] = figures.plot_learning_curves(runs, table, out)[0].name
+        curves = figures.plot_decay_curves(per_run, table, out)
+        if curves:
+            figs["decay_curves"] = curves[0].name
         coords = figures.plot_coordinates(table, out)
         if coords:
             figs["coordinates"] = coords[0].name

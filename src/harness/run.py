@@ -28,7 +28,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from harness import compose, data
-from harness.config import Config, ConfigError, expand, planned_images
+from harness.config import Config, ConfigError, check_batch_size, expand, planned_images
 
 LEDGER = "HARNESS_OUTCOMES"  # environment variable: where jobs write their outcomes
 SHOW_ONLY = ("help", "hydra_help", "cfg", "info", "shell_completion")
@@ -84,10 +84,7 @@ def _check_data(cells: list[Config]) -> None:
                            val_split=d.val_split)
              for d in {c.dataset for c in cells}}
     for c in cells:
-        if c.train.batch_size > sizes[c.dataset]:
-            raise ConfigError(f"train.batch_size={c.train.batch_size} is larger than the "
-                              f"training set ({sizes[c.dataset]} images); choose at most "
-                              f"{sizes[c.dataset]}")
+        check_batch_size(c.train.batch_size, sizes[c.dataset])
 
 
 def _collect(ledger: Path) -> tuple[dict[str, str], int]:

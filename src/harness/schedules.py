@@ -29,15 +29,13 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 SCHEDULES = ("constant", "step", "cosine", "warm_restarts")
-_KEYWORDS: dict[str, tuple[str, ...]] = {
+# The options each schedule takes; their values live only in configs/schedule/<name>.yaml.
+OPTIONS: dict[str, tuple[str, ...]] = {
     "constant": (),
     "step": ("milestones", "factor"),
     "cosine": (),
     "warm_restarts": ("t_0", "t_mult"),
 }
-PAPER_MILESTONE_FRACTIONS = (0.3, 0.6, 0.8)  # drops at epochs 30, 60, 80 of 100
-
-
 @dataclass(frozen=True)
 class Constant:
     def __call__(self, step: int) -> float:
@@ -81,14 +79,18 @@ class WarmRestarts:
 def lr_multiplier(
     name: str, steps_per_epoch: int, epochs: int, **kw: Any
 ) -> Callable[[int], float]:
-    """The eta_t function `name` (one of SCHEDULES) of the batch index; kw: step: milestones
-    (epochs), factor=0.1; warm_restarts: t_0=100 (epochs), t_mult=2 (the paper's values)."""
+    """The eta_t function `name` (one of SCHEDULES) of the batch index; kw: every one of
+    OPTIONS[name], with no defaults (step: milestones in epochs, factor; warm_restarts: t_0 in
+    epochs, t_mult)."""
     if name not in SCHEDULES:
         raise ValueError(f"unknown schedule {name!r}; valid: {', '.join(SCHEDULES)}")
-    unknown = sorted(set(kw) - set(_KEYWORDS[name]))
+    valid = ", ".join(OPTIONS[name]) or "none"
+    unknown = sorted(set(kw) - set(OPTIONS[name]))
     if unknown:
-        valid = ", ".join(_KEYWORDS[name]) or "none"
         raise ValueError(f"unknown {name} schedule option {unknown[0]!r}; valid: {valid}")
+    missing = [k for k in OPTIONS[name] if k not in kw]
+    if missing:
+        raise ValueError(f"the {name} schedule needs {', '.join(missing)}; give {valid}")
     _check_int("steps_per_epoch", steps_per_epoch)
     _check_int("epochs", epochs)
     if name == "constant":
@@ -97,9 +99,8 @@ def lr_multiplier(
         return Cosine(steps_per_epoch * epochs)
     if name == "step":
         return _step_decay(steps_per_epoch, epochs, **kw)
-    t_0, t_mult = kw.get("t_0", 100), kw.get("t_mult", 2)
-    _check_restarts(t_0, t_mult)
-    return WarmRestarts(steps_per_epoch, t_0, t_mult)
+    _check_restarts(kw["t_0"], kw["t_mult"])
+    return WarmRestarts(steps_per_epoch, kw["t_0"], kw["t_mult"])
 
 
 def eta_table(multiplier: Callable[[int], float], total_steps: int) -> Tensor:
@@ -146,10 +147,8 @@ def _period(t: float, t_0: float, t_mult: float) -> tuple[float, float]:
 
 
 def _step_decay(
-    steps_per_epoch: int, epochs: int, milestones: Any = None, factor: float = 0.1
+    steps_per_epoch: int, epochs: int, milestones: Any, factor: float
 ) -> StepDecay:
-    if milestones is None:
-        milestones = tuple(round(f * epochs) for f in PAPER_MILESTONE_FRACTIONS)
     ms = tuple(milestones)
     ok = all(isinstance(m, int | float) and 0 < m < epochs for m in ms)
     if not (ok and list(ms) == sorted(set(ms))):

@@ -99,7 +99,8 @@ def effective_weight_decay(cfg: Config, n_train: int, epoch: int) -> float:
         return cfg.decay.weight_decay
     epochs = cfg.train.epochs
     if cfg.schedule.name == "warm_restarts":
-        epochs = current_period_epochs(epoch, cfg.schedule.t_0, cfg.schedule.t_mult)
+        options = dict(cfg.schedule.options)
+        epochs = current_period_epochs(epoch, options["t_0"], options["t_mult"])
     return normalized_weight_decay(cfg.decay.weight_decay, cfg.train.batch_size, n_train, epochs)
 
 
@@ -149,10 +150,10 @@ def setup(cells: Sequence[Config], ds: data_mod.Dataset, device: torch.device,
     groups = param_groups(model.named_parameters(), _per_cell(decays), cfg.decay.exclude)
     optimizer = build_optimizer(groups, cfg.optimizer.name, cfg.decay.mode,
                                 _per_cell([c.optimizer.lr for c in cells]), _per_cell(decays),
-                                **cfg.optimizer.hyper())
+                                **dict(cfg.optimizer.hyper))
     optimizer.eta = torch.ones((), dtype=torch.float64, device=device)
     multiplier = lr_multiplier(cfg.schedule.name, steps_per_epoch, cfg.train.epochs,
-                               **cfg.schedule.options())
+                               **dict(cfg.schedule.options))
     etas = eta_table(multiplier, steps_per_epoch * cfg.train.epochs)
     amp = autocast_dtype(cfg.train.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
