@@ -22,6 +22,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from harness import compose
 from harness.optim import build_optimizer
 
 LR_ADAM, LR_SGD, WEIGHT_DECAY = 1e-3, 0.1, 5e-4
@@ -41,27 +42,35 @@ def resnet18_shapes(num_classes: int = 10) -> list[tuple[int, ...]]:
     return shapes + [(num_classes, 512), (num_classes,)]
 
 
+def _ours(params: list[Tensor], optimizer: str, decay: str, lr: float,
+          weight_decay: float) -> torch.optim.Optimizer:
+    """harness.optim with the hyperparameters of configs/optimizer/<optimizer>.yaml (equal to
+    the torch references' defaults: sgd momentum 0.9 as given to torch.optim.SGD below)."""
+    (cfg,) = compose.cells([f"optimizer={optimizer}"])
+    return build_optimizer(params, optimizer, decay, lr, weight_decay, **dict(cfg.optimizer.hyper))
+
+
 CONTENDERS: dict[str, tuple[str, Callable[[list[Tensor]], torch.optim.Optimizer]]] = {
     # name: (reference row for the ratio, factory)
     "torch AdamW foreach": ("torch AdamW foreach", lambda p: torch.optim.AdamW(
         p, LR_ADAM, weight_decay=WEIGHT_DECAY, foreach=True)),
-    "harness adam/decoupled_lr": ("torch AdamW foreach", lambda p: build_optimizer(
+    "harness adam/decoupled_lr": ("torch AdamW foreach", lambda p: _ours(
         p, "adam", "decoupled_lr", LR_ADAM, WEIGHT_DECAY)),
-    "harness adam/decoupled": ("torch AdamW foreach", lambda p: build_optimizer(
+    "harness adam/decoupled": ("torch AdamW foreach", lambda p: _ours(
         p, "adam", "decoupled", LR_ADAM, WEIGHT_DECAY * LR_ADAM)),
     "torch Adam(wd) foreach": ("torch Adam(wd) foreach", lambda p: torch.optim.Adam(
         p, LR_ADAM, weight_decay=WEIGHT_DECAY, foreach=True)),
-    "harness adam/l2": ("torch Adam(wd) foreach", lambda p: build_optimizer(
+    "harness adam/l2": ("torch Adam(wd) foreach", lambda p: _ours(
         p, "adam", "l2", LR_ADAM, WEIGHT_DECAY)),
     "torch SGD foreach": ("torch SGD foreach", lambda p: torch.optim.SGD(
         p, LR_SGD, momentum=0.9, weight_decay=WEIGHT_DECAY, foreach=True)),
-    "harness sgd/decoupled": ("torch SGD foreach", lambda p: build_optimizer(
+    "harness sgd/decoupled": ("torch SGD foreach", lambda p: _ours(
         p, "sgd", "decoupled", LR_SGD, WEIGHT_DECAY * LR_SGD)),
-    "harness sgd/l2": ("torch SGD foreach", lambda p: build_optimizer(
+    "harness sgd/l2": ("torch SGD foreach", lambda p: _ours(
         p, "sgd", "l2", LR_SGD, WEIGHT_DECAY)),
     "torch RMSprop(wd) foreach": ("torch RMSprop(wd) foreach", lambda p: torch.optim.RMSprop(
         p, LR_ADAM, weight_decay=WEIGHT_DECAY, foreach=True)),
-    "harness rmsprop/l2": ("torch RMSprop(wd) foreach", lambda p: build_optimizer(
+    "harness rmsprop/l2": ("torch RMSprop(wd) foreach", lambda p: _ours(
         p, "rmsprop", "l2", LR_ADAM, WEIGHT_DECAY)),
 }
 

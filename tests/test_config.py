@@ -80,7 +80,7 @@ def test_run_id_ignores_logging_and_output_but_not_seed():
     ("schedule", {"name": "step", "milestones": [2, 1], "factor": 0.1}, "give increasing epochs"),
     ("schedule", {"name": "step", "milestones": [1]},
      "schedule.factor is missing; schedule=step takes milestones, factor "
-     "(configs/schedule/step.yaml gives them)"),
+     "(each file in configs/schedule/ gives them)"),
     ("schedule", {"t_0": 10}, "schedule.t_0 is not an option of schedule=cosine; it takes: no "
                               "options"),
     ("optimizer", {"momentum": 0.5}, "optimizer.momentum is not an option of optimizer=adam; "
@@ -91,6 +91,11 @@ def test_run_id_ignores_logging_and_output_but_not_seed():
      "optimizer.betas is not an option of optimizer=rmsprop"),
     ("dataset", {"val_split": None, "path": None, "augment": True} | {"x": 1},
      "dataset.x is not a valid key"),
+    ("optimizer", {"betas": ["a", 0.9]}, "optimizer.betas='a' is not valid; it must be a number"),
+    ("schedule", {"name": "step", "milestones": [1], "factor": 2}, "schedule.factor=2 is not "
+                                                                   "valid; it must be in (0, 1]"),
+    ("logger", {"wandb": {"colour": 1}}, "logger.wandb.colour is not a valid key; valid keys: "
+                                         "progress, wandb.dir"),
     ("dataset", {"train_subset": 0}, "dataset.train_subset=0 is not valid"),
     ("optimizer", {"betas": 0.9}, "optimizer.betas=[0.9] is not valid; give two numbers"),
     ("dataset", {"val_split": 1.0}, "dataset.val_split=1.0 is not valid; give a fraction in"),
@@ -106,6 +111,8 @@ def test_bad_values_give_one_line_naming_key_and_valid_values(section, value, me
     (["optimizer=adamw"], "optimizer=adamw is not valid; choose one of: adam, rmsprop, sgd"),
     (["optimizer.lrr=0.1"], "optimizer.lrr is not a valid key; valid keys of optimizer:"),
     (["decay.weight_decay=-1"], "decay.weight_decay=-1 is not valid"),
+    (["optimizer=sgd", "optimizer.nesterov=true", "optimizer.momentum=0"],
+     "optimizer.nesterov=true needs optimizer.momentum > 0 and optimizer.dampening=0"),
     (["-m", "optimizer.lr=0.1,-0.2"], "optimizer.lr=-0.2 is not valid"),
     (["experiment=demo"], "experiment=demo: experiment is not in the default config; type "
                           "+experiment=demo (with the +)"),

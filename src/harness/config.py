@@ -163,6 +163,8 @@ _NOT_IDENTITY = {"logger", "run", "dataset.root", "dataset.download", "train.dev
 # keys of every optimizer and a schedule section with the keys of every schedule. A key that
 # the cell's optimizer or schedule does not take is hashed at the value it held then. These
 # are not defaults (no cell trains with them); they keep every committed run_id what it was.
+# (One study moved: `restarts` set t_0 = 10 for its cosine cells too, which they never used;
+# those cells now hash t_0 = 100. No results of it were committed.)
 _UNUSED_IN_ID = {
     "optimizer": {"momentum": 0.9, "betas": [0.9, 0.999], "eps": 1e-8, "alpha": 0.99},
     "schedule": {"milestones": [30, 60, 80], "factor": 0.1, "t_0": 100, "t_mult": 2},
@@ -238,14 +240,17 @@ def _sub(raw: dict[str, Any], section: str, cls: type) -> dict[str, Any]:
     an unknown or a missing key is a ConfigError."""
     given = dict(raw.get(section) or {})
     names = [f.name for f in dataclasses.fields(cls)]
+    def shown(key: str) -> str:  # logger.wandb.mode is flattened to logger.wandb_mode here
+        return f"{section}.{key}".replace("logger.wandb_", "logger.wandb.")
+
     for key in given:
         if key not in names:
-            raise ConfigError(f"{section}.{key} is not a valid key; valid keys: "
-                              f"{', '.join(sorted(names))}")
+            raise ConfigError(f"{shown(key)} is not a valid key; valid keys: "
+                              f"{', '.join(sorted(shown(n).split('.', 1)[1] for n in names))}")
     for key in names:
         if key not in given:
-            shown = f"{section}.{key}".replace("logger.wandb_", "logger.wandb.")
-            raise ConfigError(f"{shown} is missing; set {shown}=... (configs/ gives every key)")
+            raise ConfigError(f"{shown(key)} is missing; set {shown(key)}=... (configs/ gives "
+                              "every key)")
     return given
 
 
@@ -261,7 +266,7 @@ def _own_options(group: str, name: str, given: dict[str, Any],
     for key in valid:
         if key not in given:
             raise ConfigError(f"{group}.{key} is missing; {group}={name} takes {takes} "
-                              f"(configs/{group}/{name}.yaml gives them)")
+                              f"(each file in configs/{group}/ gives them)")
     return tuple(sorted((key, _option(f"{group}.{key}", given[key])) for key in valid))
 
 
@@ -273,12 +278,17 @@ def _option(key: str, value: Any) -> Any:
         if x >= 1:
             raise ConfigError(f"{key}={value!r} is not valid; it must be in [0, 1)")
         return x
-    if name in ("eps", "factor"):
+    if name == "eps":
         return _number(key, value, strict=True)
+    if name == "factor":
+        x = _number(key, value, strict=True)
+        if x > 1:
+            raise ConfigError(f"{key}={value!r} is not valid; it must be in (0, 1]")
+        return x
     if name == "nesterov":
         return _bool(key, value)
     if name == "betas":
-        betas = tuple(float(b) for b in _as_list(value))
+        betas = tuple(_number(key, b) for b in _as_list(value))
         if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
             raise ConfigError(f"{key}={list(betas)} is not valid; give two numbers in [0, 1)")
         return betas
@@ -369,8 +379,12 @@ def _val_split(value: Any) -> float:
 def _optimizer(section: dict[str, Any], lr: float) -> OptimizerConfig:
     name = _one_of("optimizer", section.get("name"), registry("optimizer"))
     given = {k: v for k, v in section.items() if k not in ("name", "lr")}
-    return OptimizerConfig(name=name, lr=lr,
-                           hyper=_own_options("optimizer", name, given, HYPERPARAMETERS[name]))
+    hyper = _own_options("optimizer", name, given, HYPERPARAMETERS[name])
+    h = dict(hyper)
+    if h.get("nesterov") and (h["momentum"] <= 0 or h["dampening"] != 0):
+        raise ConfigError("optimizer.nesterov=true needs optimizer.momentum > 0 and "
+                          "optimizer.dampening=0; or type optimizer.nesterov=false")
+    return OptimizerConfig(name=name, lr=lr, hyper=hyper)
 
 
 def _decay(d: DecayConfig) -> DecayConfig:

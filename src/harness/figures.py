@@ -228,9 +228,12 @@ def plot_decay_curves(per_run: pd.DataFrame, table: pd.DataFrame, out: Path) -> 
     mode of that optimizer on it (its own λ unit: L2 in the gradient, decoupled per step), the
     seed mean ± 1 sd (seaborn.lineplot) over a dot per seed, and λ = 0 as a band (mean ± 1
     sd over its seeds). None when no optimizer has decayed cells at 1..MAX_CURVE_ALPHAS α
-    (a heatmap then shows more)."""
+    (a heatmap then shows more) or the study varies schedule, epochs, model or dataset."""
     runs = per_run[np.isfinite(per_run["test_error"].astype(float))]
     runs = runs.assign(test_pct=100 * runs["test_error"].astype(float))
+    extra = [k for k in analysis.panel_keys(runs) if k not in ("optimizer", "decay")]
+    if extra:  # schedules or budgets side by side: the heatmaps and transfer figure show them
+        return None
     axes_of = [(opt, lr) for opt, g in runs.groupby("optimizer", sort=False)
                if (g["lam"] > 0).any() and g["lr"].nunique() <= MAX_CURVE_ALPHAS
                for lr in sorted(g.loc[g["lam"] > 0, "lr"].unique())]

@@ -9,8 +9,7 @@ same eta_t scales the decoupled weight decay.
 
     constant       eta_t = 1
     step           eta_t = factor ** (number of milestones m with t >= m * steps_per_epoch);
-                   milestones in epochs, default 30/60/80 % of the epochs (the paper: 30, 60, 80
-                   of 100)
+                   milestones in epochs (the paper: 30, 60, 80 of 100; configs/schedule/step.yaml)
     cosine         eta_t = 0.5 * (1 + cos(pi * t / (epochs * steps_per_epoch))), every batch
     warm_restarts  SGDR: periods of t_0, t_0*t_mult, t_0*t_mult^2, ... epochs; restarts at
                    t_0, t_0*(1 + t_mult), ...; eta_t = 0.5 * (1 + cos(pi * t_cur / T_i)) per batch
@@ -36,6 +35,7 @@ OPTIONS: dict[str, tuple[str, ...]] = {
     "cosine": (),
     "warm_restarts": ("t_0", "t_mult"),
 }
+
 @dataclass(frozen=True)
 class Constant:
     def __call__(self, step: int) -> float:
