@@ -259,6 +259,7 @@ def plot_decay_curves(per_run: pd.DataFrame, table: pd.DataFrame, out: Path) -> 
                      errorbar="sd", err_style="bars", marker="o", markersize=6, ax=ax,
                      err_kws={"capsize": 3})
         ax.set_xscale("log", base=2)
+        _clip_high(ax, decayed, here["test_pct"].min())
         ax.set(xlabel=lam_label(table) + " (each mode in its own unit)", ylabel=ERROR_LABEL,
                title=f"{opt} at α = {tick_label(lr)}")
         ax.grid(alpha=0.3)
@@ -266,6 +267,19 @@ def plot_decay_curves(per_run: pd.DataFrame, table: pd.DataFrame, out: Path) -> 
     fig.suptitle(wrap("Test error against weight decay: line = mean ± 1 sd over seeds, dots "
                       "= seeds, grey band = no decay (mean ± 1 sd)", width), fontsize=10)
     return save(fig, out, "decay_curves")
+
+
+def _clip_high(ax, decayed: pd.DataFrame, low: float, span: float = 8.0) -> None:
+    """Keep the y axis to `span` points above the best run, so the differences near the
+    optimum stay readable; a cell mean above it is written at the top edge instead."""
+    means = decayed.groupby(["decay", "lam"])["test_pct"].mean()
+    top = low + span
+    if means.max() <= top:
+        return
+    ax.set_ylim(top=top, bottom=max(0.0, low - 1.0))
+    for (_, lam), mean in means[means > top].items():
+        ax.annotate(f"{mean:.1f}% ↑", (lam, top), xytext=(0, -12), textcoords="offset points",
+                    ha="center", fontsize=8)
 
 
 def plot_coordinates(table: pd.DataFrame, out: Path) -> list[Path] | None:
