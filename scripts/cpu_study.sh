@@ -6,8 +6,10 @@
 # Each study is trained by two single-thread workers (`run.worker=0,1`, one per core) that
 # share its grid through claim files; rerunning the script resumes (finished cells are
 # skipped, an interrupted cell resumes from its checkpoint). Then the reports are written.
-# Measured on a 2-core Intel Xeon, OMP_NUM_THREADS=1, one cell each: small 78 s, ResNet-20
-# 301 s wall, so about 8400 + 6300 s of one core: about 2 h 5 min with two workers.
+# Measured (OMP_NUM_THREADS=1, two workers, other jobs now and then on the same cores): on a
+# 2-core AMD EPYC claim2_cpu took 61 min wall (about 5 min per ResNet-20 run, 300 training
+# images/s) and claim1_cpu CLAIM1_WALL; a first estimate on an Intel Xeon was 78 s per
+# `small` run and 301 s per ResNet-20 run.
 # Usage: [RESULTS=results] scripts/cpu_study.sh [extra overrides, e.g. dataset.root=DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -227,7 +227,7 @@ def test_bad_files_and_values_are_skipped_with_one_line_each(tmp_path: Path) -> 
     why = {p.split(":")[0]: p for p in problems}
     assert len(problems) == 9 and all(p.endswith(", skipped") for p in problems)
     assert "epoch has a non-numeric value 'two'" in why["epoch.parquet"]
-    assert "unknown optimizer 'lion' (valid: sgd, adam, rmsprop)" in why["optimizer.parquet"]
+    assert "unknown optimizer 'lion' (valid: adam, rmsprop, sgd)" in why["optimizer.parquet"]
     assert "null values in ['lr']" in why["nulls.parquet"]
     assert "chance level unknown" in why["classes0.parquet"] + why["classesnull.parquet"]
     assert "missing required columns" in why["columns.parquet"]

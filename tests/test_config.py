@@ -59,7 +59,8 @@ def test_run_id_ignores_logging_and_output_but_not_seed():
 
 
 @pytest.mark.parametrize("section,value,message", [
-    ("optimizer", {"name": "adamw"}, "optimizer='adamw' is not valid; choose one of: sgd, adam"),
+    ("optimizer", {"name": "adamw"},
+     "optimizer='adamw' is not valid; choose one of: adam, rmsprop, sgd"),
     ("decay", {"mode": "wd"}, "decay='wd' is not valid; choose one of: none, l2, decoupled"),
     ("optimizer", {"lr": -0.1}, "optimizer.lr=-0.1 is not valid; it must be a number > 0"),
     ("decay", {"weight_decay": math.inf}, "decay.weight_decay=inf is not valid"),
@@ -156,10 +157,13 @@ def test_cells_compose_the_packaged_defaults_and_a_missing_value_is_an_error():
 
 def test_valid_choices_come_from_the_registries_of_the_modules_that_build_them():
     from harness import config, data, models, optim, schedules
+    from harness.optim_steps import DIRECTIONS
 
     assert config.registry("model") == tuple(models.MODELS)
     assert config.registry("dataset") == data.DATASETS
     assert config.registry("optimizer") == optim.OPTIMIZERS
+    # an optimizer is its YAML (name, lr, hyperparameters) and its direction: both present
+    assert set(optim.OPTIMIZERS) == set(DIRECTIONS) == {"adam", "rmsprop", "sgd"}
     assert config.registry("decay") == optim.DECAY_MODES
     assert config.registry("schedule") == schedules.SCHEDULES
 

@@ -326,7 +326,7 @@ def test_normalized_weight_decay():
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
-    ({"optimizer": "adamw"}, "unknown optimizer 'adamw'; valid: sgd, adam, rmsprop"),
+    ({"optimizer": "adamw"}, "unknown optimizer 'adamw'; valid: adam, rmsprop, sgd"),
     ({"decay": "weight"}, "unknown decay 'weight'; valid: none, l2, decoupled, decoupled_lr"),
     ({"lr": -0.1}, "lr must be a finite number >= 0, got -0.1"),
     ({"weight_decay": math.nan}, "weight_decay must be a finite number >= 0, got nan"),
