@@ -46,11 +46,14 @@ def lam_label(table: pd.DataFrame) -> str:
 
 
 def save(fig: Figure, out: Path, stem: str) -> list[Path]:
-    """PNG (150 dpi) and PDF, each written to a temporary file and moved into place."""
+    """PNG (150 dpi) and PDF, each written to a temporary file and moved into place; the PDF
+    without a creation date, so the same data give the same bytes."""
     paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
     for path in paths:
         fmt = path.suffix[1:]
-        atomic_write(path, lambda tmp, f=fmt: fig.savefig(tmp, format=f, dpi=150))
+        meta = {"CreationDate": None} if fmt == "pdf" else None
+        atomic_write(path, lambda tmp, f=fmt, m=meta: fig.savefig(tmp, format=f, dpi=150,
+                                                                 metadata=m))
     return paths
 
 
