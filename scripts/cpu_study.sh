@@ -8,7 +8,7 @@
 # skipped, an interrupted cell resumes from its checkpoint). Then the reports are written.
 # Measured (OMP_NUM_THREADS=1, two workers, other jobs now and then on the same cores): on a
 # 2-core AMD EPYC claim2_cpu took 61 min wall (about 5 min per ResNet-20 run, 300 training
-# images/s) and claim1_cpu 90 min (about 80 s per `small` run); a first estimate on an Intel Xeon was 78 s per
+# images/s) and claim1_cpu 91 min (about 100 s per `small` run per worker); a first estimate on an Intel Xeon was 78 s per
 # `small` run and 301 s per ResNet-20 run.
 # Usage: [RESULTS=results] scripts/cpu_study.sh [extra overrides, e.g. dataset.root=DIR]
 set -euo pipefail

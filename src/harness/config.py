@@ -348,8 +348,9 @@ def expand(raw: dict[str, Any]) -> list[Config]:
     wds = [_number("decay.weight_decay", x)
            for x in _as_list(_required(decay, "weight_decay", "decay."))]
     base_decay = _decay(DecayConfig(**decay))
+    base_opt = _optimizer(opt, lrs[0])  # validated once; the cells differ only in lr
     cells = [Config(study=study, seed=seed, **sections,
-                     optimizer=_optimizer(opt, lr),
+                     optimizer=dataclasses.replace(base_opt, lr=lr),
                      decay=dataclasses.replace(base_decay, weight_decay=wd))
              for lr, wd in itertools.product(lrs, wds)]
     check_batch_size(cells[0].train.batch_size, _n_train(cells[0]))
