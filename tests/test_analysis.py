@@ -74,6 +74,24 @@ def test_damage_frontier_shows_coupling_where_decay_never_helps(coupled):
     assert "first exceeds the column's best by 2.0 points" in front.method
 
 
+def test_frontier_points_sit_on_the_planted_frontier_and_count_the_columns_above_the_grid():
+    """Error 0.1 until log2 lambda = edge, then 0.02 (y - edge)^2: the 2-point margin is
+    crossed at y = edge + 1, between grid rows (linear interpolation reads it within 0.5)."""
+    frames = []
+    for a in A8:
+        for m in A8:
+            x, y = math.log2(a), math.log2(m)
+            frames.append(planted.cell_frame(0.1 + 0.02 * max(0.0, y - (-14 - x)) ** 2,
+                                             lr=a, lam=m))
+    table, _ = in_memory(frames)
+    points, above = stats.frontier_points(table, 0.02)
+    xs = [x for x, _ in points]
+    assert xs == [math.log2(a) for a in A8 if -14 - math.log2(a) + 1 < -3]  # inside the grid
+    assert above == len(A8) - len(points) == 1  # alpha 2^-10: at the margin only in the top row
+    for x, yf in points:
+        assert abs(yf - (-14 - x + 1)) < 0.5, (x, yf)
+
+
 def test_optimum_off_the_grid_is_undetermined_and_prints_no_slope():
     table, per_run = in_memory(planted.surface_frames(A8, A8, 0.0, -14.0, -6))
     slope = stats.basin_slope(table, per_run)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
 from matplotlib.image import imread
 
-from harness import report
+from harness import analysis, figures, report, stats
 
 from . import planted
 
@@ -124,3 +128,24 @@ def test_decay_curves_for_a_study_at_one_alpha(tmp_path: Path) -> None:
 def test_no_decay_curves_for_a_full_grid(study: Path) -> None:
     report.write_report(study)
     assert not (study / "report" / "decay_curves.png").exists()
+
+
+def test_heatmap_draws_the_damage_frontier_where_the_report_finds_it(study: Path) -> None:
+    """The orange bars stand in the columns where stats.frontier_points finds the frontier,
+    at its λ in cell coordinates (rows: descending λ), and the legend names the margin."""
+    runs, _ = analysis.load_runs(study)
+    table, per_run = analysis.cells(runs), analysis.finals(runs)
+    sub = table[table["panel"] == "sgd / l2"]
+    points, _ = stats.frontier_points(sub, stats.MARGIN)
+    assert len(points) >= 2
+    ax = Figure().subplots()
+    figures.heatmap_panel(ax, sub, set(), Normalize(10, 30), "λ", "t",
+                          per_run[per_run["panel"] == "sgd / l2"])
+    [bars] = [c for c in ax.collections if c.get_label().startswith("damage frontier")]
+    assert bars.get_label() == "damage frontier (+2.0 pts)"
+    centres = [((s[0][0] + s[1][0]) / 2, s[0][1]) for s in bars.get_segments()]
+    lams = np.log2(sorted(sub["lam"].unique(), reverse=True))
+    for (col, row), (x, yf) in zip(centres, points, strict=True):
+        assert math.isclose(col, A6.index(2.0**x) + 0.5)
+        assert math.isclose(row, np.interp(yf, lams[::-1], (np.arange(len(lams)) + 0.5)[::-1]))
+    assert any(t.get_text().startswith("damage frontier") for t in ax.get_legend().get_texts())

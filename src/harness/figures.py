@@ -104,25 +104,43 @@ def _marks(ax, x: float, y: float, row, norm: Normalize, top: bool, best: bool, 
         ax.scatter([x], [y], s=CIRCLE_PT**2, facecolors="none", edgecolors=ink, linewidths=1.3)
 
 
-def _ridge_line(ax, ridge: stats.Slope, xs: np.ndarray, ys: np.ndarray) -> None:
-    """The fitted basin ridge log2 λ* = c + s·log2 α, in heatmap cell coordinates
-    (columns: ascending α; rows: descending λ), clipped to the grid."""
+def _cell_xy(x: np.ndarray, y: np.ndarray, xs: np.ndarray, ys: np.ndarray):
+    """(log2 α, log2 λ) -> heatmap cell coordinates (columns: ascending α, centres at i + 0.5;
+    rows: descending λ), interpolated between grid points."""
+    return (np.interp(x, xs, np.arange(len(xs)) + 0.5),
+            np.interp(y, ys[::-1], (np.arange(len(ys)) + 0.5)[::-1]))
+
+
+def _fit_line(ax, fit: stats.Slope, xs: np.ndarray, ys: np.ndarray, label: str,
+              **style) -> None:
+    """A fitted line log2 λ = c + s·log2 α over the α grid, clipped to the λ grid."""
     x = np.linspace(xs.min(), xs.max(), 50)
-    y = ridge.intercept + ridge.estimate * x
+    y = fit.intercept + fit.estimate * x
     keep = (y >= ys.min()) & (y <= ys.max())
-    if keep.sum() < 2:
+    if keep.sum() >= 2:
+        ax.plot(*_cell_xy(x[keep], y[keep], xs, ys), label=f"{label}, slope {fit.text()}",
+                **style)
+
+
+def _frontier_marks(ax, front: stats.Slope, points: list, margin: float, xs: np.ndarray,
+                    ys: np.ndarray) -> None:
+    """The damage frontier: in each α column a bar at the λ where the error first exceeds
+    the column's best by the margin, and its least-squares line where determined."""
+    if not points:
         return
-    cols = np.interp(x[keep], xs, np.arange(len(xs)) + 0.5)
-    rows = np.interp(y[keep], ys[::-1], (np.arange(len(ys)) + 0.5)[::-1])
-    ax.plot(cols, rows, color="red", linestyle="--", linewidth=1.4,
-            label=f"fitted ridge, slope {ridge.text()}")
-    ax.legend(loc="upper right", fontsize=6, framealpha=0.8)
+    cols, rows = _cell_xy(*np.array(points).T, xs, ys)
+    ax.hlines(rows, cols - 0.45, cols + 0.45, colors="orangered", linewidth=2.2,
+              label=f"damage frontier (+{100 * margin:.1f} pts)")
+    if front.determined:
+        _fit_line(ax, front, xs, ys, "frontier fit", color="orangered", linestyle=":",
+                  linewidth=1.4)
 
 
 def heatmap_panel(ax, sub: pd.DataFrame, top: set, norm: Normalize, ylabel: str,
-                  title: str, ridge: stats.Slope | None = None) -> None:
+                  title: str, per_run: pd.DataFrame | None = None) -> None:
     """One panel: seaborn heatmap of error (%) over the lambda x alpha grid, low lambda at the
-    bottom, cell values printed, the chosen cell bold, the top 10 circled."""
+    bottom, cell values printed, the chosen cell bold, the top 10 circled; with the panel's
+    per-seed finals ``per_run``, the fitted basin ridge and the damage frontier drawn on it."""
     sub = sub[np.isfinite(sub["lr"]) & np.isfinite(sub["lam"])]  # unknown lambda: not drawn
     grid = sub.assign(err=np.where(sub["failed"], np.nan, 100 * sub["test_error"]))
     z = grid.pivot_table(index="lam", columns="lr", values="err", aggfunc="first",
@@ -138,9 +156,18 @@ def heatmap_panel(ax, sub: pd.DataFrame, top: set, norm: Normalize, ylabel: str,
     for row in sub.itertuples():
         _marks(ax, ix[row.lr], iy[row.lam], row, norm, (row.lr, row.lam) in top,
                row.Index == best, size)
-    if ridge is not None and ridge.determined:
-        _ridge_line(ax, ridge, np.log2(z.columns.to_numpy(float)),
-                    np.log2(z.index.to_numpy(float)))
+    if per_run is not None and (sub["lam"] > 0).any():
+        xs, ys = np.log2(z.columns.to_numpy(float)), np.log2(z.index.to_numpy(float))
+        ridge = stats.basin_slope(sub, per_run)
+        if ridge.determined:
+            _fit_line(ax, ridge, xs, ys, "fitted basin ridge", color="red", linestyle="--",
+                      linewidth=1.4)
+        margin = stats.frontier_margin(stats.noise(per_run).sigma)
+        _frontier_marks(ax, stats.frontier_slope(sub, margin),
+                        stats.frontier_points(sub, margin)[0], margin, xs, ys)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.09), fontsize=6,
+                      framealpha=0.8)
     ax.tick_params(labelsize=7, rotation=0)
     ax.set_xlabel("learning rate α (log scale)", fontsize=8)
     ax.set_ylabel(ylabel + " (log scale)", fontsize=8)
@@ -168,10 +195,9 @@ def plot_heatmaps(table: pd.DataFrame, per_run: pd.DataFrame, out: Path) -> list
     for panel, (r, c) in pos.items():
         sub = table[table["panel"] == panel]  # circle the top 10 only if there are more
         chosen = top[top["panel"] == panel] if len(analysis.ranked(sub)) > 10 else top[:0]
-        ridge = stats.basin_slope(sub, per_run[per_run["panel"] == panel]) \
-            if (sub["lam"] > 0).any() else None
         heatmap_panel(axes[r, c], sub, set(zip(chosen["lr"], chosen["lam"], strict=True)),
-                      norm, lam_label(table), _panel_title(sub, per_run), ridge)
+                      norm, lam_label(table), _panel_title(sub, per_run),
+                      per_run[per_run["panel"] == panel])
     for ax in axes.flat:
         if not ax.has_data():
             ax.set_axis_off()
@@ -192,7 +218,9 @@ def _heatmap_title(table: pd.DataFrame) -> str:
             f"{one('model')}, {one('schedule')} schedule), mean of {seeds} seed(s) per cell\n"
             "numbers = error in %; σ = seed-to-seed sd of a cell, pooled over the panel's "
             "cells with 2+ seeds; circled = top-10 of the panel; bold = chosen; hatched = "
-            "diverged (chance); grey = failed; dashed = fitted basin ridge (where determined)")
+            "diverged (chance); grey = failed; dashed = fitted basin ridge (where determined); "
+            "orange bars = damage frontier (the λ where a column's error first exceeds its "
+            "best by the margin; dotted = its fit where determined)")
 
 
 def plot_learning_curves(runs: pd.DataFrame, table: pd.DataFrame, out: Path) -> list[Path]:

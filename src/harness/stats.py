@@ -169,12 +169,10 @@ def _frontier(col: pd.DataFrame, margin: float) -> float:
     return math.nan
 
 
-def frontier_slope(cells: pd.DataFrame, margin: float) -> Slope:
-    """Slope of the damage frontier log2 lambda_f(alpha) on log2 alpha, least squares with a
-    t interval. It shows the coupling even where decay never helps: a coupled update is
-    damaged where alpha*lambda is large (slope -1), a separable one where lambda is (0)."""
-    method = (f"per α column, the λ where error first exceeds the column's best by "
-              f"{100 * margin:.1f} points; least squares with a 95% t interval")
+def frontier_points(cells: pd.DataFrame, margin: float) -> tuple[list[tuple[float, float]], int]:
+    """The damage frontier of one panel: (log2 alpha, log2 lambda_f) for each alpha column
+    where it lies inside the lambda grid, and the number of columns where it lies above it.
+    Columns with one lambda or no usable cell (all near chance) have no frontier."""
     ok = ranked(cells)
     ok = ok[ok["lam"] > 0]
     points, censored = [], 0
@@ -186,6 +184,16 @@ def frontier_slope(cells: pd.DataFrame, margin: float) -> Slope:
         censored += math.isnan(yf)
         if not math.isnan(yf):
             points.append((math.log2(lr), yf))
+    return points, censored
+
+
+def frontier_slope(cells: pd.DataFrame, margin: float) -> Slope:
+    """Slope of the damage frontier log2 lambda_f(alpha) on log2 alpha, least squares with a
+    t interval. It shows the coupling even where decay never helps: a coupled update is
+    damaged where alpha*lambda is large (slope -1), a separable one where lambda is (0)."""
+    method = (f"per α column, the λ where error first exceeds the column's best by "
+              f"{100 * margin:.1f} points; least squares with a 95% t interval")
+    points, censored = frontier_points(cells, margin)
     n = len(points)
     if n < 3:
         return Slope(math.nan, math.nan, math.nan, n, method, f"the frontier lies inside the λ "
