@@ -139,8 +139,9 @@ def test_heatmap_draws_the_damage_frontier_where_the_report_finds_it(study: Path
     points, _ = stats.frontier_points(sub, stats.MARGIN)
     assert len(points) >= 2
     ax = Figure().subplots()
-    figures.heatmap_panel(ax, sub, set(), Normalize(10, 30), "λ", "t",
-                          per_run[per_run["panel"] == "sgd / l2"])
+    fit = stats.panel_fits(sub, per_run[per_run["panel"] == "sgd / l2"])
+    assert fit.frontier_points == points and fit.margin == stats.MARGIN  # 2 seeds, σ small
+    figures.heatmap_panel(ax, sub, set(), Normalize(10, 30), "λ", "t", fit)
     [bars] = [c for c in ax.collections if c.get_label().startswith("damage frontier")]
     assert bars.get_label() == "damage frontier (+2.0 pts)"
     centres = [((s[0][0] + s[1][0]) / 2, s[0][1]) for s in bars.get_segments()]

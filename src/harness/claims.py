@@ -75,18 +75,15 @@ def _claim_separable(table: pd.DataFrame, per_run: pd.DataFrame) -> Claim:
         l2, w = _pick(g, "sgd", ("l2",)), _pick(g, "sgd", ("decoupled",))
         if l2.empty or w.empty:
             continue
-        runs = per_run[per_run["panel"].isin(set(l2["panel"]) | set(w["panel"]))]
-        sigma = stats.noise(runs).sigma
-        margin = stats.frontier_margin(sigma)
-        slopes = {k: (stats.basin_slope(c, runs[runs["panel"] == c["panel"].iloc[0]]),
-                      stats.frontier_slope(c, margin)) for k, c in (("l2", l2), ("w", w))}
-        basis = 0 if slopes["l2"][0].determined and slopes["w"][0].determined else 1
-        a, b = slopes["l2"][basis], slopes["w"][basis]
+        fl2, fw = (stats.panel_fits(c, per_run[per_run["panel"] == c["panel"].iloc[0]])
+                   for c in (l2, w))
+        basin = fl2.basin.determined and fw.basin.determined
+        a, b = (fl2.basin, fw.basin) if basin else (fl2.frontier, fw.frontier)
         verdicts.append(_separable_verdict(a, b))
-        lines.append(f"{ctx}basin ridge slope SGD+L2 {slopes['l2'][0].text()}, SGDW "
-                     f"{slopes['w'][0].text()}; damage frontier (+{100 * margin:.1f} pts) "
-                     f"SGD+L2 {slopes['l2'][1].text()}, SGDW {slopes['w'][1].text()}; verdict "
-                     f"from the {'basin' if basis == 0 else 'frontier'}")
+        lines.append(f"{ctx}basin ridge slope SGD+L2 {fl2.basin.text()}, SGDW "
+                     f"{fw.basin.text()}; damage frontier SGD+L2 (+{100 * fl2.margin:.1f} pts) "
+                     f"{fl2.frontier.text()}, SGDW (+{100 * fw.margin:.1f} pts) "
+                     f"{fw.frontier.text()}; verdict from the {'basin' if basin else 'frontier'}")
     measured = "; ".join(lines) or "needs sgd/l2 and sgd/decoupled panels"
     return Claim("1. SGD+L2 coupled, SGDW separable",
                  "SGD with L2 has a diagonal basin in (alpha, lambda); SGDW's is separable",

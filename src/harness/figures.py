@@ -10,6 +10,7 @@ over seeds with a +-1 sd band, every seed a dot).
 
 from __future__ import annotations
 
+import math
 import textwrap
 from pathlib import Path
 
@@ -122,25 +123,29 @@ def _fit_line(ax, fit: stats.Slope, xs: np.ndarray, ys: np.ndarray, label: str,
                 **style)
 
 
-def _frontier_marks(ax, front: stats.Slope, points: list, margin: float, xs: np.ndarray,
-                    ys: np.ndarray) -> None:
-    """The damage frontier: in each α column a bar at the λ where the error first exceeds
-    the column's best by the margin, and its least-squares line where determined."""
-    if not points:
-        return
-    cols, rows = _cell_xy(*np.array(points).T, xs, ys)
-    ax.hlines(rows, cols - 0.45, cols + 0.45, colors="orangered", linewidth=2.2,
-              label=f"damage frontier (+{100 * margin:.1f} pts)")
-    if front.determined:
-        _fit_line(ax, front, xs, ys, "frontier fit", color="orangered", linestyle=":",
+def _fit_marks(ax, fit: stats.PanelFits, xs: np.ndarray, ys: np.ndarray) -> None:
+    """The fitted basin ridge (where determined); the damage frontier: in each α column a bar
+    at the λ where the error first exceeds the column's best by the margin, and its
+    least-squares line where determined; a legend below the panel."""
+    if fit.basin.determined:
+        _fit_line(ax, fit.basin, xs, ys, "fitted basin ridge", color="red", linestyle="--",
                   linewidth=1.4)
+    if fit.frontier_points:
+        cols, rows = _cell_xy(*np.array(fit.frontier_points).T, xs, ys)
+        ax.hlines(rows, cols - 0.45, cols + 0.45, colors="orangered", linewidth=2.2,
+                  label=f"damage frontier (+{100 * fit.margin:.1f} pts)")
+    if fit.frontier.determined:
+        _fit_line(ax, fit.frontier, xs, ys, "frontier fit", color="orangered", linestyle=":",
+                  linewidth=1.4)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.09), fontsize=6, framealpha=0.8)
 
 
 def heatmap_panel(ax, sub: pd.DataFrame, top: set, norm: Normalize, ylabel: str,
-                  title: str, per_run: pd.DataFrame | None = None) -> None:
+                  title: str, fit: stats.PanelFits | None = None) -> None:
     """One panel: seaborn heatmap of error (%) over the lambda x alpha grid, low lambda at the
     bottom, cell values printed, the chosen cell bold, the top 10 circled; with the panel's
-    per-seed finals ``per_run``, the fitted basin ridge and the damage frontier drawn on it."""
+    ``fit``, the basin ridge and the damage frontier drawn on it."""
     sub = sub[np.isfinite(sub["lr"]) & np.isfinite(sub["lam"])]  # unknown lambda: not drawn
     grid = sub.assign(err=np.where(sub["failed"], np.nan, 100 * sub["test_error"]))
     z = grid.pivot_table(index="lam", columns="lr", values="err", aggfunc="first",
@@ -156,28 +161,21 @@ def heatmap_panel(ax, sub: pd.DataFrame, top: set, norm: Normalize, ylabel: str,
     for row in sub.itertuples():
         _marks(ax, ix[row.lr], iy[row.lam], row, norm, (row.lr, row.lam) in top,
                row.Index == best, size)
-    if per_run is not None and (sub["lam"] > 0).any():
-        xs, ys = np.log2(z.columns.to_numpy(float)), np.log2(z.index.to_numpy(float))
-        ridge = stats.basin_slope(sub, per_run)
-        if ridge.determined:
-            _fit_line(ax, ridge, xs, ys, "fitted basin ridge", color="red", linestyle="--",
-                      linewidth=1.4)
-        margin = stats.frontier_margin(stats.noise(per_run).sigma)
-        _frontier_marks(ax, stats.frontier_slope(sub, margin),
-                        stats.frontier_points(sub, margin)[0], margin, xs, ys)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.09), fontsize=6,
-                      framealpha=0.8)
+    if fit is not None:
+        _fit_marks(ax, fit, np.log2(z.columns.to_numpy(float)), np.log2(z.index.to_numpy(float)))
     ax.tick_params(labelsize=7, rotation=0)
     ax.set_xlabel("learning rate α (log scale)", fontsize=8)
     ax.set_ylabel(ylabel + " (log scale)", fontsize=8)
     ax.set_title(title, fontsize=8.5)
 
 
-def _panel_title(sub: pd.DataFrame, per_run: pd.DataFrame) -> str:
+def _panel_title(sub: pd.DataFrame, noise: stats.Noise, fit: stats.PanelFits | None) -> str:
+    """Panel, update rule, noise: the seed sd, or with one seed the basin fit's residual sd."""
     first = sub.iloc[0]
-    noise = stats.noise(per_run[per_run["panel"] == first["panel"]])
-    return f"{first['panel']}\n{DECAY_NOTE.get(first['decay'], first['decay'])}\n{noise.short()}"
+    level = noise.short()
+    if fit is not None and not math.isfinite(noise.sigma) and math.isfinite(fit.basin.resid_sd):
+        level += f"; basin fit residual sd {100 * fit.basin.resid_sd:.2f} pts"
+    return f"{first['panel']}\n{DECAY_NOTE.get(first['decay'], first['decay'])}\n{level}"
 
 
 def plot_heatmaps(table: pd.DataFrame, per_run: pd.DataFrame, out: Path) -> list[Path]:
@@ -195,9 +193,10 @@ def plot_heatmaps(table: pd.DataFrame, per_run: pd.DataFrame, out: Path) -> list
     for panel, (r, c) in pos.items():
         sub = table[table["panel"] == panel]  # circle the top 10 only if there are more
         chosen = top[top["panel"] == panel] if len(analysis.ranked(sub)) > 10 else top[:0]
+        runs = per_run[per_run["panel"] == panel]
+        fit = stats.panel_fits(sub, runs) if (sub["lam"] > 0).any() else None
         heatmap_panel(axes[r, c], sub, set(zip(chosen["lr"], chosen["lam"], strict=True)),
-                      norm, lam_label(table), _panel_title(sub, per_run),
-                      per_run[per_run["panel"] == panel])
+                      norm, lam_label(table), _panel_title(sub, stats.noise(runs), fit), fit)
     for ax in axes.flat:
         if not ax.has_data():
             ax.set_axis_off()
@@ -213,9 +212,11 @@ def _heatmap_title(table: pd.DataFrame) -> str:
     def one(col: str) -> str:
         return ", ".join(str(v) for v in pd.unique(table[col]))
 
-    seeds = ", ".join(str(v) for v in sorted(pd.unique(table["seeds"])))
+    counts = sorted(pd.unique(table["seeds"]))
+    seeds = "1 seed" if counts == [1] else \
+        f"mean of {', '.join(str(v) for v in counts)} seeds"
     return (f"{one('study')}: {ERROR_LABEL} after {one('epochs')} epochs ({one('dataset')}, "
-            f"{one('model')}, {one('schedule')} schedule), mean of {seeds} seed(s) per cell\n"
+            f"{one('model')}, {one('schedule')} schedule), {seeds} per cell\n"
             "numbers = error in %; σ = seed-to-seed sd of a cell, pooled over the panel's "
             "cells with 2+ seeds; circled = top-10 of the panel; bold = chosen; hatched = "
             "diverged (chance); grey = failed; dashed = fitted basin ridge (where determined); "

@@ -92,15 +92,14 @@ def _separability(table: pd.DataFrame, per_run: pd.DataFrame) -> str:
         sub, runs = table[table["panel"] == panel], per_run[per_run["panel"] == panel]
         if not (sub["lam"] > 0).any():
             continue
-        noise = stats.noise(runs)
-        margin = stats.frontier_margin(noise.sigma)
-        basin, front = stats.basin_slope(sub, runs), stats.frontier_slope(sub, margin)
+        fit = stats.panel_fits(sub, runs)
+        basin = fit.basin
         rows.append({"panel": panel, "basin ridge slope [95%]": basin.text(),
                      "reading": basin.reading(), "cells in fit": basin.n,
                      "fit residual sd (pts)": "" if math.isnan(basin.resid_sd)
                      else f"{100 * basin.resid_sd:.2f}",
-                     "damage frontier slope [95%] (margin pts)": f"{front.text()} "
-                     f"({100 * margin:.1f})", "noise": noise.text(),
+                     "damage frontier slope [95%] (margin pts)": f"{fit.frontier.text()} "
+                     f"({100 * fit.margin:.1f})", "noise": fit.noise.text(),
                      "in the other units": _other(sub, basin)})
     return ("## Separability of the (α, λ) basin\n\n"
             "Slope = dlog₂λ*/dlog₂α: 0 = separable (the best λ does not move with α: the "

@@ -272,3 +272,26 @@ def difference(a: pd.DataFrame, b: pd.DataFrame) -> Diff:
     se = math.sqrt(ea.var(ddof=1) / len(ea) + eb.var(ddof=1) / len(eb)) \
         if len(ea) > 1 and len(eb) > 1 else math.nan
     return Diff(float(ea.mean() - eb.mean()), se, min(len(ea), len(eb)), False)
+
+
+@dataclass(frozen=True)
+class PanelFits:
+    """One panel's separability statistics, as the report table, the claims and the heatmap
+    read them: its noise, basin ridge, damage margin, frontier and the frontier's points."""
+
+    noise: Noise
+    basin: Slope
+    margin: float
+    frontier: Slope
+    frontier_points: list[tuple[float, float]]
+    above_grid: int  # alpha columns whose frontier lies above the lambda grid
+
+
+def panel_fits(cells: pd.DataFrame, runs: pd.DataFrame) -> PanelFits:
+    """``cells``: one panel's cells (``analysis.cells``); ``runs``: its per-seed finals. The
+    frontier margin is ``frontier_margin`` of the panel's own seed noise."""
+    sd = noise(runs)
+    margin = frontier_margin(sd.sigma)
+    points, above = frontier_points(cells, margin)
+    return PanelFits(sd, basin_slope(cells, runs), margin, frontier_slope(cells, margin),
+                     points, above)
