@@ -51,7 +51,8 @@ def _setup(runs: pd.DataFrame, table: pd.DataFrame) -> str:
              {"setting": "cells (grid points)",
               "value": f"{len(table)}; runs {runs['run_id'].nunique()}: {statuses}"}]
     prov = [{"field": k, "value": _values(runs[k]) if k in runs else "unknown"}
-            for k in ("git_sha", "harness_version", "torch_version", "device")]
+            for k in ("git_sha", "harness_version", "torch_version", "device", "cpu_model",
+                      "cpu_threads")]
     return f"## What was run\n\n{_md(rows)}\n\n## Provenance\n\n{_md(prov)}"
 
 
