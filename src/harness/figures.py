@@ -195,8 +195,9 @@ def plot_heatmaps(table: pd.DataFrame, per_run: pd.DataFrame, out: Path) -> list
         chosen = top[top["panel"] == panel] if len(analysis.ranked(sub)) > 10 else top[:0]
         runs = per_run[per_run["panel"] == panel]
         fit = stats.panel_fits(sub, runs) if (sub["lam"] > 0).any() else None
+        noise = fit.noise if fit else stats.noise(runs)
         heatmap_panel(axes[r, c], sub, set(zip(chosen["lr"], chosen["lam"], strict=True)),
-                      norm, lam_label(table), _panel_title(sub, stats.noise(runs), fit), fit)
+                      norm, lam_label(table), _panel_title(sub, noise, fit), fit)
     for ax in axes.flat:
         if not ax.has_data():
             ax.set_axis_off()

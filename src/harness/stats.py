@@ -284,7 +284,6 @@ class PanelFits:
     margin: float
     frontier: Slope
     frontier_points: list[tuple[float, float]]
-    above_grid: int  # alpha columns whose frontier lies above the lambda grid
 
 
 def panel_fits(cells: pd.DataFrame, runs: pd.DataFrame) -> PanelFits:
@@ -292,6 +291,5 @@ def panel_fits(cells: pd.DataFrame, runs: pd.DataFrame) -> PanelFits:
     frontier margin is ``frontier_margin`` of the panel's own seed noise."""
     sd = noise(runs)
     margin = frontier_margin(sd.sigma)
-    points, above = frontier_points(cells, margin)
     return PanelFits(sd, basin_slope(cells, runs), margin, frontier_slope(cells, margin),
-                     points, above)
+                     frontier_points(cells, margin)[0])
