@@ -205,21 +205,24 @@ def plot_heatmaps(table: pd.DataFrame, per_run: pd.DataFrame, out: Path) -> list
                        extend="max" if clipped else "neither")
     bar.set_label(ERROR_LABEL)
     clip = f"; colours above {norm.vmax:.1f}% are clipped" if clipped else ""
-    fig.suptitle(wrap(_heatmap_title(table) + clip, width), fontsize=10)
+    fig.suptitle(wrap(_heatmap_title(table, analysis.selection_metric(table)) + clip, width),
+                 fontsize=10)
     return save(fig, out, "heatmaps")
 
 
-def _heatmap_title(table: pd.DataFrame) -> str:
+def _heatmap_title(table: pd.DataFrame, metric: str) -> str:
     def one(col: str) -> str:
         return ", ".join(str(v) for v in pd.unique(table[col]))
 
+    on = "validation error" if metric == "val_error" else "test error"
     counts = sorted(pd.unique(table["seeds"]))
     seeds = "1 seed" if counts == [1] else \
         f"mean of {', '.join(str(v) for v in counts)} seeds"
     return (f"{one('study')}: {ERROR_LABEL} after {one('epochs')} epochs ({one('dataset')}, "
             f"{one('model')}, {one('schedule')} schedule), {seeds} per cell\n"
             "numbers = error in %; σ = seed-to-seed sd of a cell, pooled over the panel's "
-            "cells with 2+ seeds; circled = top-10 of the panel; bold = chosen; hatched = "
+            f"cells with 2+ seeds; circled = top-10 of the panel by {on}; bold = chosen; "
+            "hatched = "
             "diverged (chance); grey = failed; dashed = fitted basin ridge (where determined); "
             "orange bars = damage frontier (the λ where a column's error first exceeds its "
             "best by the margin; dotted = its fit where determined)")
