@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # The CPU study in which the paper's claims 1 and 2 are testable (issue 12, REPRODUCTION.md):
 #   claim2_cpu: ResNet-20, lambda = 0, AdamW and Adam+L2 at 3 lambdas, 3 seeds (21 runs)
-#   claim1_cpu: `small`, SGD+L2 and SGDW on 6 x 9 grids, 10 epochs of 5000 images (108 runs)
+#   claim1_cpu: `small`, SGD+L2 on 8 x 13 and SGDW on 7 x 14 (alpha x lambda_norm) grids, 10 epochs
+#               of 5000 images, 1 seed (202 runs)
 # Both train on 5000 images and hold out 1000 more (dataset.val_split) to choose cells on.
 # Each study is trained by two single-thread workers (`run.worker=0,1`, one per core) that
 # share its grid through claim files; rerunning the script resumes (finished cells are
 # skipped, an interrupted cell resumes from its checkpoint). Then the reports are written.
 # Measured (OMP_NUM_THREADS=1, two workers, other jobs now and then on the same cores): on a
 # 2-core AMD EPYC claim2_cpu took 61 min wall (about 5 min per ResNet-20 run, 300 training
-# images/s) and claim1_cpu 91 min (about 100 s per `small` run per worker); a first estimate on an Intel Xeon was 78 s per
-# `small` run and 301 s per ResNet-20 run.
+# images/s) and claim1_cpu 91 min for its first 108 runs (about 90 s per `small` run per worker)
+# plus 66 min for the 94 cells its extended grids added (about 155 s per run, 550 training
+# images/s against 1000 for the first 108; recorded in parquet, cause not measured), about
+# 2.6 h in all. A first estimate on an Intel Xeon was 78 s
+# per `small` run and 301 s per ResNet-20 run.
 # Usage: [RESULTS=results] scripts/cpu_study.sh [extra overrides, e.g. dataset.root=DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
