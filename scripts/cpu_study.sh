@@ -2,7 +2,8 @@
 # The CPU study in which the paper's claims 1 and 2 are testable (issue 12, REPRODUCTION.md):
 #   claim2_cpu: ResNet-20, lambda = 0, AdamW and Adam+L2 at 3 lambdas, 3 seeds (21 runs)
 #   claim1_cpu: `small`, SGD+L2 on 8 x 13 and SGDW on 7 x 14 (alpha x lambda_norm) grids, 10 epochs
-#               of 5000 images, 1 seed (202 runs)
+#               of 5000 images, 1 seed (202 runs), and a second seed on two alpha columns of
+#               each panel (54 runs) that measures the noise
 # Both train on 5000 images and hold out 1000 more (dataset.val_split) to choose cells on.
 # Each study is trained by two single-thread workers (`run.worker=0,1`, one per core) that
 # share its grid through claim files; rerunning the script resumes (finished cells are
@@ -21,17 +22,23 @@ mkdir -p outputs
 PY=${PY:-.venv/bin/python}
 RESULTS=${RESULTS:-results}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-for study in claim2_cpu claim1_cpu; do  # claim 2 first: the headline claim
-  pids=()
+train() {  # train STUDY LOG_TAG [overrides]: two single-thread workers share the study's grid
+  local study=$1 tag=$2; shift 2
+  local pids=() status=0
   for worker in 0 1; do
     "$PY" -m harness run -m +experiment="$study" run.worker="$worker" run.results_dir="$RESULTS" \
       logger.progress=line "$@" \
-      > "outputs/$study-worker$worker.log" 2>&1 &
+      > "outputs/$study$tag-worker$worker.log" 2>&1 &
     pids+=("$!")
   done
-  status=0
   for pid in "${pids[@]}"; do wait "$pid" || status=1; done
-  tail -n 1 "outputs/$study-worker0.log" "outputs/$study-worker1.log"
+  tail -n 1 "outputs/$study$tag-worker0.log" "outputs/$study$tag-worker1.log"
   [ "$status" = 0 ] || { echo "cpu_study: a worker of $study failed (see outputs/)"; exit 1; }
-  "$PY" -m harness report "$study" --results-dir "$RESULTS"
-done
+}
+train claim2_cpu "" "$@"  # claim 2 first: the headline claim
+"$PY" -m harness report claim2_cpu --results-dir "$RESULTS"
+train claim1_cpu "" "$@"
+# claim1_cpu's noise: a second seed on two alpha columns of each panel (2^-4 and 2^-1, all
+# their lambdas; 54 runs), so the report can state the seed sd and size the frontier margin.
+train claim1_cpu -seed1 seed=1 'grid.sgd_l2.lr=[0.0625,0.5]' 'grid.sgd_decoupled.lr=[0.0625,0.5]' "$@"
+"$PY" -m harness report claim1_cpu --results-dir "$RESULTS"

@@ -92,6 +92,29 @@ def test_frontier_points_sit_on_the_planted_frontier_and_count_the_columns_above
         assert abs(yf - (-14 - x + 1)) < 0.5, (x, yf)
 
 
+def test_frontier_margin_uses_the_noise_near_each_columns_best():
+    """Two seeds per cell: 0.2 points apart in the basin, 10 points apart where decay damages
+    training (as in claim1_cpu). The margin is sized by the basin's noise, so it stays at 2
+    points, and the coupled frontier is still found; the overall σ is reported beside it."""
+    frames = []
+    for a in A8:
+        for m in A8:
+            x, y = math.log2(a), math.log2(m)
+            damage = 0.02 * max(0.0, y - (-14 - x)) ** 2
+            half = 0.05 if damage > 0.02 else 0.001
+            frames += [planted.cell_frame(0.1 + damage + sign * half, lr=a, lam=m, seed=seed)
+                       for seed, sign in enumerate((-1, 1))]
+    table, per_run = in_memory(frames)
+    overall, near = stats.noise(per_run), stats.noise(per_run, near=stats.MARGIN)
+    assert overall.sigma > 0.03 and overall.cells == 64
+    assert near.sigma == pytest.approx(math.sqrt(2) * 0.001) and near.cells < 64
+    assert "within 2 pts of their α column's best" in near.text()
+    fit = stats.panel_fits(table, per_run)
+    assert fit.noise == near and fit.margin == stats.MARGIN
+    assert fit.frontier.determined and abs(fit.frontier.estimate + 1) < 0.1, fit.frontier
+    assert stats.frontier_margin(overall.sigma) > 0.09  # the overall σ would have hidden it
+
+
 def test_optimum_off_the_grid_is_undetermined_and_prints_no_slope():
     table, per_run = in_memory(planted.surface_frames(A8, A8, 0.0, -14.0, -6))
     slope = stats.basin_slope(table, per_run)

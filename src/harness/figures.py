@@ -221,9 +221,9 @@ def _heatmap_title(table: pd.DataFrame, metric: str) -> str:
     return (f"{one('study')}: {ERROR_LABEL} after {one('epochs')} epochs ({one('dataset')}, "
             f"{one('model')}, {one('schedule')} schedule), {seeds} per cell\n"
             "numbers = error in %; σ = seed-to-seed sd of a cell, pooled over the panel's "
-            f"cells with 2+ seeds; circled = top-10 of the panel by {on}; bold = chosen; "
-            "hatched = "
-            "diverged (chance); grey = failed; dashed = fitted basin ridge (where determined); "
+            "cells with 2+ seeds (near each column's best where stated); circled = top-10 "
+            f"of the panel by {on}; bold = chosen; hatched = diverged (chance); grey = failed; "
+            "dashed = fitted basin ridge (where determined); "
             "orange bars = damage frontier (the λ where a column's error first exceeds its "
             "best by the margin; dotted = its fit where determined)")
 

@@ -94,13 +94,15 @@ def _separability(table: pd.DataFrame, per_run: pd.DataFrame) -> str:
         if not (sub["lam"] > 0).any():
             continue
         fit = stats.panel_fits(sub, runs)
-        basin = fit.basin
+        basin, overall = fit.basin, stats.noise(runs)
+        spread = f"; over all {overall.cells} cells with 2+ seeds {100 * overall.sigma:.2f}" \
+            if overall.cells > fit.noise.cells else ""
         rows.append({"panel": panel, "basin ridge slope [95%]": basin.text(),
                      "reading": basin.reading(), "cells in fit": basin.n,
                      "fit residual sd (pts)": "" if math.isnan(basin.resid_sd)
                      else f"{100 * basin.resid_sd:.2f}",
                      "damage frontier slope [95%] (margin pts)": f"{fit.frontier.text()} "
-                     f"({100 * fit.margin:.1f})", "noise": fit.noise.text(),
+                     f"({100 * fit.margin:.1f})", "noise": fit.noise.text() + spread,
                      "in the other units": _other(sub, basin)})
     return ("## Separability of the (α, λ) basin\n\n"
             "Slope = dlog₂λ*/dlog₂α: 0 = separable (the best λ does not move with α: the "
@@ -111,7 +113,9 @@ def _separability(table: pd.DataFrame, per_run: pd.DataFrame) -> str:
             f"interval is a bootstrap over cells ({stats.BOOTSTRAP} resamples). **Damage "
             "frontier**: in each α column, the λ (interpolated) where the error first exceeds "
             f"the column's best by the margin (max of {100 * stats.MARGIN:.0f} points and "
-            f"{stats.NOISE_MARGIN:g} σ); least squares over columns, 95% t interval. A slope "
+            f"{stats.NOISE_MARGIN:g} σ, σ pooled over the cells within {100 * stats.MARGIN:.0f} "
+            "points of their column's best: seed noise grows where decay damages training); "
+            "least squares over columns, 95% t interval. A slope "
             f"whose interval is wider than {stats.WIDTH:g} (the distance between coupled and "
             "separable), whose surface has no minimum in λ, or whose optimum lies off the grid "
             "is **undetermined** and no number is given for it.\n\n" + _md(rows)

@@ -191,9 +191,12 @@ def frontier_slope(cells: pd.DataFrame, margin: float) -> Slope:
     """Slope of the damage frontier log2 lambda_f(alpha) on log2 alpha, least squares with a
     t interval. It shows the coupling even where decay never helps: a coupled update is
     damaged where alpha*lambda is large (slope -1), a separable one where lambda is (0)."""
+    return _fit_frontier(*frontier_points(cells, margin), margin)
+
+
+def _fit_frontier(points: list[tuple[float, float]], censored: int, margin: float) -> Slope:
     method = (f"per α column, the λ where error first exceeds the column's best by "
               f"{100 * margin:.1f} points; least squares with a 95% t interval")
-    points, censored = frontier_points(cells, margin)
     n = len(points)
     if n < 3:
         return Slope(math.nan, math.nan, math.nan, n, method, f"the frontier lies inside the λ "
@@ -211,34 +214,49 @@ def frontier_slope(cells: pd.DataFrame, margin: float) -> Slope:
 
 @dataclass(frozen=True)
 class Noise:
-    """Seed-to-seed standard deviation of the final error (fraction), pooled over cells."""
+    """Seed-to-seed standard deviation of the final error (fraction), pooled over cells;
+    ``near``: pooled only over cells within that much of their α column's best."""
 
     sigma: float
     cells: int      # cells with >= 2 seeds
     dof: int
+    near: float | None = None
 
     def short(self) -> str:
         """For a figure title: ``σ = 0.41 pts (3 cells)``."""
         if not math.isfinite(self.sigma):
             return "σ unknown (1 seed)"
-        return f"σ = {100 * self.sigma:.2f} pts ({self.cells} cell{'s' * (self.cells > 1)})"
+        where = f" within {100 * self.near:g} pts of the best" if self.near else ""
+        return (f"σ = {100 * self.sigma:.2f} pts ({self.cells} cell{'s' * (self.cells > 1)}"
+                f"{where})")
 
     def text(self) -> str:
         if not math.isfinite(self.sigma):
             return "noise unknown (one seed per cell)"
-        return f"σ = {100 * self.sigma:.2f} pts (seeds of {self.cells} cells, {self.dof} dof)"
+        where = f" within {100 * self.near:g} pts of their α column's best" if self.near else ""
+        return (f"σ = {100 * self.sigma:.2f} pts (seeds of {self.cells} cells{where}, "
+                f"{self.dof} dof)")
 
 
-def noise(runs: pd.DataFrame) -> Noise:
-    """Pooled within-cell seed sd: sqrt(sum (n_c - 1) s_c^2 / sum (n_c - 1))."""
+def noise(runs: pd.DataFrame, near: float | None = None) -> Noise:
+    """Pooled within-cell seed sd: sqrt(sum (n_c - 1) s_c^2 / sum (n_c - 1)).
+
+    ``near``: pool only the cells whose seed-mean error is within ``near`` of the best
+    seed-mean in their (panel, α) column. Seed noise is not uniform: where decay damages
+    training the seeds part by several points (a near-chance cell by tens), while the damage
+    frontier is decided against the noise of the cells near each column's best."""
     ok = runs[~runs["failed"] & ~runs["diverged"] & np.isfinite(runs["test_error"])]
+    if near is not None:
+        mean = ok.groupby(["panel", "lr", "lam"])["test_error"].transform("mean")
+        best = mean.groupby([ok["panel"], ok["lr"]]).transform("min")
+        ok = ok[mean <= best + near]
     groups = [g["test_error"].to_numpy(float) for _, g in ok.groupby(["panel", "lr", "lam"])]
     groups = [g for g in groups if len(g) > 1]
     dof = sum(len(g) - 1 for g in groups)
     if not dof:
-        return Noise(math.nan, 0, 0)
+        return Noise(math.nan, 0, 0, near)
     var = sum(((g - g.mean()) ** 2).sum() for g in groups) / dof
-    return Noise(math.sqrt(var), len(groups), dof)
+    return Noise(math.sqrt(var), len(groups), dof, near)
 
 
 @dataclass(frozen=True)
@@ -288,8 +306,10 @@ class PanelFits:
 
 def panel_fits(cells: pd.DataFrame, runs: pd.DataFrame) -> PanelFits:
     """``cells``: one panel's cells (``analysis.cells``); ``runs``: its per-seed finals. The
-    frontier margin is ``frontier_margin`` of the panel's own seed noise."""
-    sd = noise(runs)
+    frontier margin is ``frontier_margin`` of the panel's seed noise near each column's best
+    (within MARGIN): the noise against which a column's first damaged cell is told apart."""
+    sd = noise(runs, near=MARGIN)
     margin = frontier_margin(sd.sigma)
-    return PanelFits(sd, basin_slope(cells, runs), margin, frontier_slope(cells, margin),
-                     frontier_points(cells, margin)[0])
+    points, censored = frontier_points(cells, margin)
+    return PanelFits(sd, basin_slope(cells, runs), margin,
+                     _fit_frontier(points, censored, margin), points)
