@@ -68,6 +68,8 @@ def test_write_report(study: Path) -> None:
     assert "decoupled(λ) = decoupled_lr(λ/α) exactly" in text
     assert "in paper units" in text  # the torch-AdamW slope, re-expressed
     assert "τ (epochs)" in text
+    margins = text.split("depends on the margin")[1].split("##")[0]
+    assert all(f"+{m} pts" in margins for m in (2, 4, 8)) and "| sgd / l2 " in margins
     for stem in ("heatmaps", "learning_curves", "coordinates"):
         assert_real_png(out / f"{stem}.png")
         assert (out / f"{stem}.pdf").stat().st_size > 5_000
