@@ -98,8 +98,8 @@ def _separability(table: pd.DataFrame, per_run: pd.DataFrame) -> str:
         margins.append({"panel": panel, **{f"+{100 * m:g} pts": stats.frontier_slope(sub, m)
                                            .text() for m in SENSITIVITY}})
         basin, overall = fit.basin, stats.noise(runs)
-        spread = f"; over all {overall.cells} cells with 2+ seeds {100 * overall.sigma:.2f}" \
-            if overall.cells > fit.noise.cells else ""
+        spread = "" if overall.cells <= fit.noise.cells else \
+            f"; over all {overall.cells} cells with 2+ seeds σ = {100 * overall.sigma:.2f} pts"
         rows.append({"panel": panel, "basin ridge slope [95%]": basin.text(),
                      "reading": basin.reading(), "cells in fit": basin.n,
                      "fit residual sd (pts)": "" if math.isnan(basin.resid_sd)
