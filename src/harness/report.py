@@ -95,8 +95,9 @@ def _separability(table: pd.DataFrame, per_run: pd.DataFrame) -> str:
         if not (sub["lam"] > 0).any():
             continue
         fit = stats.panel_fits(sub, runs)
-        margins.append({"panel": panel, **{f"+{100 * m:g} pts": stats.frontier_slope(sub, m)
-                                           .text() for m in SENSITIVITY}})
+        slopes = {f"+{100 * m:g} pts": stats.frontier_slope(sub, m) for m in SENSITIVITY}
+        if any(f.determined for f in slopes.values()):
+            margins.append({"panel": panel, **{k: f.text() for k, f in slopes.items()}})
         basin, overall = fit.basin, stats.noise(runs)
         spread = "" if overall.cells <= fit.noise.cells else \
             f"; over all {overall.cells} cells with 2+ seeds σ = {100 * overall.sigma:.2f} pts"
@@ -122,9 +123,9 @@ def _separability(table: pd.DataFrame, per_run: pd.DataFrame) -> str:
             f"whose interval is wider than {stats.WIDTH:g} (the distance between coupled and "
             "separable), whose surface has no minimum in λ, or whose optimum lies off the grid "
             "is **undetermined** and no number is given for it.\n\n" + _md(rows)
-            + "\n\nHow the damage-frontier slope depends on the margin (the verdict uses the "
-            "margin above; a reading that holds at every margin does not hang on that "
-            "choice):\n\n" + _md(margins)
+            + ("\n\nHow the damage-frontier slope depends on the margin (the verdict uses "
+               "the margin above; a reading that holds at every margin does not hang on that "
+               "choice):\n\n" + _md(margins) if margins else "")
             if rows else "## Separability of the (α, λ) basin\n\nno panel has λ > 0")
 
 
