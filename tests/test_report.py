@@ -152,3 +152,15 @@ def test_heatmap_draws_the_damage_frontier_where_the_report_finds_it(study: Path
         assert math.isclose(col, A6.index(2.0**x) + 0.5)
         assert math.isclose(row, np.interp(yf, lams[::-1], (np.arange(len(lams)) + 0.5)[::-1]))
     assert any(t.get_text().startswith("damage frontier") for t in ax.get_legend().get_texts())
+
+
+def test_no_margin_table_when_no_frontier(tmp_path: Path) -> None:
+    runs = tmp_path / "shallow" / "runs"
+    lams = [2.0**k for k in (-14, -13.5, -13, -12.5, -12)]  # error rises < 1 pt over the grid
+    for df in planted.surface_frames(A6, lams, 0.0, -13.0, -6, noise=0.003):
+        planted.write(runs, df)
+    text = report.write_report(tmp_path / "shallow").read_text()
+    row = next(line for line in text.split("## Separability")[1].splitlines()
+               if line.startswith("| sgd / decoupled "))
+    assert "undetermined (the frontier lies inside the λ grid in 0 α columns" in row
+    assert "depends on the margin" not in text

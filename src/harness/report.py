@@ -108,6 +108,9 @@ def _separability(table: pd.DataFrame, per_run: pd.DataFrame) -> str:
                      "damage frontier slope [95%] (margin pts)": f"{fit.frontier.text()} "
                      f"({100 * fit.margin:.1f})", "noise": fit.noise.text() + spread,
                      "in the other units": _other(sub, basin)})
+    sensitivity = ("\n\nHow the damage-frontier slope depends on the margin (the verdict uses "
+                   "the margin above; a reading that holds at every margin does not hang on "
+                   "that choice):\n\n" + _md(margins)) if margins else ""
     return ("## Separability of the (α, λ) basin\n\n"
             "Slope = dlog₂λ*/dlog₂α: 0 = separable (the best λ does not move with α: the "
             "paper's SGDW/AdamW), −1 = coupled (α·λ constant: SGD+L2, PyTorch's AdamW in the "
@@ -122,10 +125,7 @@ def _separability(table: pd.DataFrame, per_run: pd.DataFrame) -> str:
             "least squares over columns, 95% t interval. A slope "
             f"whose interval is wider than {stats.WIDTH:g} (the distance between coupled and "
             "separable), whose surface has no minimum in λ, or whose optimum lies off the grid "
-            "is **undetermined** and no number is given for it.\n\n" + _md(rows)
-            + ("\n\nHow the damage-frontier slope depends on the margin (the verdict uses "
-               "the margin above; a reading that holds at every margin does not hang on that "
-               "choice):\n\n" + _md(margins) if margins else "")
+            "is **undetermined** and no number is given for it.\n\n" + _md(rows) + sensitivity
             if rows else "## Separability of the (α, λ) basin\n\nno panel has λ > 0")
 
 
