@@ -22,8 +22,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from harness import compose
-from harness.optim import build_optimizer
+from harness.config import compose
+from harness.train.optim import build_optimizer
 
 LR_ADAM, LR_SGD, WEIGHT_DECAY = 1e-3, 0.1, 5e-4
 
@@ -44,7 +44,7 @@ def resnet18_shapes(num_classes: int = 10) -> list[tuple[int, ...]]:
 
 def _ours(params: list[Tensor], optimizer: str, decay: str, lr: float,
           weight_decay: float) -> torch.optim.Optimizer:
-    """harness.optim with the hyperparameters of configs/optimizer/<optimizer>.yaml (equal to
+    """harness.train.optim with the hyperparameters of configs/optimizer/<optimizer>.yaml (equal to
     the torch references' defaults: sgd momentum 0.9 as given to torch.optim.SGD below)."""
     (cfg,) = compose.cells([f"optimizer={optimizer}"])
     return build_optimizer(params, optimizer, decay, lr, weight_decay, **dict(cfg.optimizer.hyper))

@@ -42,9 +42,9 @@ class _HostReads(TorchDispatchMode):
 
 
 def audit(device: torch.device, model: str = "resnet20", packs: int = 4) -> int:
-    from harness import compose
-    from harness import data as data_mod
-    from harness import train as train_mod
+    from harness.config import compose
+    from harness.train import data as data_mod
+    from harness.train import loop as train_mod
 
     (cfg,) = compose.cells([
         f"model={model}", "dataset=synthetic", "dataset.train_subset=1024",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CI: install Debian's Slurm and munge if missing, then start the single-node cluster that
-# tests/test_launchers.py submits to (scripts/slurm-local.sh start). Needs root or sudo -n.
+# tests/cli/test_launchers.py submits to (scripts/slurm-local.sh start). Needs root or sudo -n.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

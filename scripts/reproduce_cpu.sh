@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 "$PY" -m harness run -m +experiment=fig2_lite_cpu "$@"
 "$PY" - <<'PYEOF' > /tmp/harness-best-cells.txt
-from harness.analysis import best_cells, cells, load_runs
+from harness.analysis.frames import best_cells, cells, load_runs
 
 runs, _ = load_runs("results/fig2_lite_cpu")
 for _, row in best_cells(cells(runs[runs["seed"] == 0])).iterrows():

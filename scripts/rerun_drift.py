@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.analysis import best_cells, cells, load_runs
+from harness.analysis.frames import best_cells, cells, load_runs
 
 
 def final(path: Path) -> pd.Series:

@@ -28,8 +28,8 @@ def _own_wandb_per_process(monkeypatch):
     """Each `harness` process a test starts gets its own W&B service: once this process has
     used wandb it exports WANDB_SERVICE, which children would otherwise share (and a child
     killed mid-init leaves its run id "in use" there). The process-level "W&B is down" flag
-    of harness.recorder is reset, so one test's failure does not disable W&B in the next."""
-    from harness import recorder
+    of harness.sweep.recorder is reset, so one test's failure does not disable W&B in the next."""
+    from harness.sweep import recorder
 
     monkeypatch.delenv("WANDB_SERVICE", raising=False)
     recorder._wandb_down.clear()
@@ -38,14 +38,15 @@ def _own_wandb_per_process(monkeypatch):
 @functools.cache
 def hyper(optimizer: str) -> dict:
     """The hyperparameters configs/optimizer/<optimizer>.yaml gives (their one home)."""
-    from harness import compose
+    from harness.config import compose
 
     return dict(compose.cells([f"optimizer={optimizer}"])[0].optimizer.hyper)
 
 
 def make_optimizer(params, optimizer: str, decay: str, lr, weight_decay, **changes):
-    """harness.optim.build_optimizer with the configs' hyperparameters, updated by `changes`."""
-    from harness.optim import OPTIMIZERS, build_optimizer
+    """harness.train.optim.build_optimizer with the configs' hyperparameters, updated by
+    `changes`."""
+    from harness.train.optim import OPTIMIZERS, build_optimizer
 
     configured = hyper(optimizer) if optimizer in OPTIMIZERS else {}  # else: build's error
     return build_optimizer(params, optimizer, decay, lr, weight_decay,
@@ -57,8 +58,8 @@ CLI_ENV = {"PYTHONUNBUFFERED": "1", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "
 
 def fashion_mnist_root() -> Path:
     """The folder of the real Fashion-MNIST files; skip outside CI when absent, fail in CI."""
-    from harness.data import search_dirs
-    from harness.datasets import idx
+    from harness.train.data import search_dirs
+    from harness.train.datasets import idx
 
     dirs = search_dirs("fashion_mnist")
     try:

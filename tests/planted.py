@@ -1,4 +1,4 @@
-"""Planted studies for the analysis and report tests, written through `harness.records.frame`.
+"""Planted studies for the analysis and report tests, written through `harness.sweep.records.frame`.
 
 A planted surface gives each cell's final top-1 test error (a fraction):
 
@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness import compose, records
-from harness.config import Config
+from harness.config import compose
+from harness.config.job import Config
+from harness.sweep import records
 
 BASE, A, B = 0.05, 0.01, 0.004
 N_TRAIN, CLASSES = 5000, 10

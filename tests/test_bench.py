@@ -8,8 +8,8 @@ import re
 
 import pytest
 import torch
+from benchmarks import throughput as bench
 
-from harness import bench
 from tests.conftest import ROOT, harness_cli
 
 

@@ -14,10 +14,10 @@ import pytest
 import torch
 from torch import nn
 
-from harness import compose
-from harness import config as cf
-from harness import data as data_mod
-from harness import train as train_mod
+from harness.config import compose
+from harness.config import job as cf
+from harness.train import data as data_mod
+from harness.train import loop as train_mod
 from tests.conftest import CLI_ENV, ROOT, fashion_mnist_root
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

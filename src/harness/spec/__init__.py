@@ -1,0 +1,5 @@
+"""Stage 1 of 6, torch-free: what each kind is (optimizer, decay mode, schedule, dataset,
+model) and the record schema. Every later stage reads its names and checks from here.
+
+    spec -> config -> train -> sweep -> analysis -> cli      (docs/DESIGN.md)
+"""

@@ -1,0 +1,262 @@
+"""Schedule cells so that a long sweep survives anything: skip done, claim, resume, pack.
+
+Cells that differ only in lr and weight_decay are trained K at a time as one pack
+(`train.pack`, harness.train.loop); each keeps its own claim and its own outputs
+(`harness.sweep.recorder.Recorder`: records, checkpoint, parquet, W&B mirror, status).
+For each cell (`Config` with scalar lr and weight_decay) `run_cells`:
+  1. skips it when `<results>/<study>/runs/<run_id>.parquet` is a completed or diverged
+     record of this very cell (its run_id, epochs 1..T); `run.force=true` retrains;
+  2. claims it with an exclusive `fcntl.flock` on `claims/<run_id>.lock` (opened with
+     O_NOFOLLOW): a second process (on this machine or on a shared filesystem with locks)
+     skips a claimed cell, and the kernel releases the lock of a process that dies;
+  3. resumes from its validated checkpoint (harness.sweep.checkpoint); one that fails validation,
+     or cannot be loaded into the model, is reported in one line and the cell retrains;
+  4. trains (harness.train.loop) and records it; an exception in a cell is recorded as failed with
+     its message and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import os
+import socket
+import sys
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from harness.config.job import Config, ConfigError, check_batch_size
+from harness.sweep.recorder import DONE, CellPaths, Recorder, label, tidy
+from harness.train import data as data_mod
+from harness.train import packed
+from harness.train.loop import ResumeError, autocast_dtype, resolve_device, train
+
+
+class ClaimError(OSError):
+    """A claim file that cannot be opened safely (a symlink, no permission)."""
+
+
+@contextlib.contextmanager
+def claim(path: Path) -> Iterator[bool]:
+    """Hold an exclusive, non-blocking lock on `path`; yield False if another process has it.
+    The file is opened without following symlinks (ClaimError if it is one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    except OSError as err:
+        why = "is a symlink" if path.is_symlink() else (err.strerror or str(err))
+        raise ClaimError(f"claim file {path} {why}; remove it") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{socket.gethostname()} pid {os.getpid()}\n".encode())
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def done_status(cfg: Config, quiet: bool = False) -> str | None:
+    """completed | diverged if the cell's parquet file is a final record of this cell; else
+    None, with one line (unless quiet) when the file exists but is not such a record."""
+    path = CellPaths.of(cfg).parquet
+    try:
+        df = pd.read_parquet(path, columns=["run_id", "status", "epoch"])
+        status, run_id = str(df["status"].iloc[0]), str(df["run_id"].iloc[0])
+        epochs = [int(e) for e in df["epoch"]]
+    except FileNotFoundError:
+        return None
+    except Exception as err:  # noqa: BLE001 - unreadable: retrain and overwrite it
+        if not quiet:
+            print(f"warning: {path} is unreadable ({type(err).__name__}); the cell is retrained")
+        return None
+    whole = epochs == list(range(1, len(epochs) + 1)) and \
+        (status == "diverged" or len(epochs) == cfg.train.epochs)
+    foreign = run_id != cfg.run_id or (status in DONE and not whole)
+    if foreign or status not in DONE:
+        if foreign and not quiet:
+            print(f"warning: {path} is not a final record of run {cfg.run_id} (run_id "
+                  f"{run_id}, status {status}, epochs {epochs[:3]}...); the cell is retrained")
+        return None
+    return status
+
+
+def _show_bar(cfg: Config) -> bool:
+    mode = cfg.logger.progress
+    return mode == "bar" or (mode == "auto" and sys.stderr.isatty())
+
+
+def pack_key(cfg: Config) -> Config:
+    """Cells with equal keys can share a pack: everything equal but lr and weight_decay."""
+    return dataclasses.replace(cfg, optimizer=dataclasses.replace(cfg.optimizer, lr=1.0),
+                               decay=dataclasses.replace(cfg.decay, weight_decay=0.0),
+                               run=dataclasses.replace(cfg.run, worker=0))
+
+
+def pack_k(cfg: Config, ds: data_mod.Dataset, device: torch.device, cells: int) -> int:
+    """train.pack as a number for a group of `cells`: `auto` is 1 on a CPU and what fits in
+    free device memory on a GPU (packed.resolve_pack), never more than the group."""
+    shape = packed.StepShape(cfg.model.name, ds.num_classes, ds.in_channels, ds.image_size,
+                             cfg.train.batch_size, cfg.optimizer.name, cfg.optimizer.hyper,
+                             autocast_dtype(cfg.train.precision, device))
+    return packed.resolve_pack(cfg.train.pack, shape, device, cells)
+
+
+def _show_plan(cells: list[Config], outcomes: dict[str, str]) -> None:
+    """One line per pack group of the cells still to train: how many, in packs of which K."""
+    groups: dict[Config, list[Config]] = {}
+    for cfg in cells:
+        if outcomes.get(cfg.run_id) == "planned":
+            groups.setdefault(pack_key(cfg), []).append(cfg)
+    for group in groups.values():
+        cfg, device = group[0], resolve_device(group[0].train.device)
+        k = pack_k(cfg, load_data(cfg, device), device, len(group))
+        print(f"plan: {len(group)} cells of {cfg.optimizer.name}/{cfg.decay.mode} to train in "
+              f"packs of {k} on {device} (train.pack={cfg.train.pack})", flush=True)
+
+
+def load_data(cfg: Config, device: torch.device) -> data_mod.Dataset:
+    d = cfg.dataset
+    ds = data_mod.load_dataset(d.name, root=d.root, path=d.path, download=d.download,
+                               train_subset=d.train_subset, test_subset=d.test_subset,
+                               val_split=d.val_split, device=device)
+    check_batch_size(cfg.train.batch_size, ds.n_train)
+    return ds
+
+
+def _train(recs: list[Recorder], resumes: list[dict | None], ds: data_mod.Dataset,
+           device: torch.device) -> None:
+    """Train one pack; a resume that cannot be loaded retrains (cell by cell in a pack)."""
+    try:
+        for epochs in train([r.cfg for r in recs], ds, device,
+                            resume=None if resumes[0] is None else resumes,
+                            progress=_show_bar(recs[0].cfg)):
+            for rec, epoch in zip(recs, epochs, strict=True):
+                if epoch is not None:
+                    rec.epoch(epoch)
+    except ResumeError as err:  # raised by setup, before any epoch
+        if len(recs) > 1:
+            for rec, resume in zip(recs, resumes, strict=True):
+                _train([rec], [resume], ds, device)
+            return
+        recs[0].restart(str(err))
+        _train(recs, [None], ds, device)
+
+
+def _run_pack(cfgs: list[Config], ds: data_mod.Dataset | None, data_error: str | None,
+              device: torch.device) -> dict[str, str]:
+    """Train cfgs (claimed) as one pack and record each cell."""
+    info = {"n_train": ds.n_train, "num_classes": ds.num_classes} if ds is not None else {}
+    recs = [Recorder(cfg, str(device), **info) for cfg in cfgs]
+    by_epoch: dict[int, list[tuple[Recorder, dict | None]]] = {}
+    for rec in recs:
+        resume = rec.resume()
+        by_epoch.setdefault(resume["epoch"] if resume else 0, []).append((rec, resume))
+    outcomes: dict[str, str] = {}
+    for pairs in by_epoch.values():
+        try:
+            if ds is None:
+                raise RuntimeError(data_error)
+            _train([r for r, _ in pairs], [s for _, s in pairs], ds, device)
+        except ConfigError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a failing cell must not stop the sweep
+            if type(err).__module__.startswith("submitit"):  # preempted or timed out:
+                raise                                        # keep checkpoints for the requeue
+            error = str(err) if ds is None else f"{type(err).__name__}: {err}"
+            tb = "" if ds is None else "\n" + traceback.format_exc()
+            print(f"[{label(pairs[0][0].cfg)}] failed: {error}{tb}", file=sys.stderr)
+            for rec, _ in pairs:
+                rec.fail(error)
+        # recorded now, not after the pack's other groups: a later preemption loses nothing
+        outcomes |= {rec.cfg.run_id: rec.finish() for rec, _ in pairs}
+    return outcomes
+
+
+def _precheck(cfg: Config) -> str | None:
+    """planned | done | skipped for a cell that needs no training now, else None."""
+    status = done_status(cfg)
+    if cfg.run.plan:
+        return "done" if status in DONE else "planned"
+    if status in DONE and not cfg.run.force:
+        paths = CellPaths.of(cfg)
+        print(f"[{label(cfg)}] skipped: already {status} ({paths.parquet}); "
+              "run.force=true retrains")
+        with claim(paths.claim) as mine:
+            if mine:  # a kill between the parquet and the tidying left work behind
+                tidy(cfg, paths)
+        return "skipped"
+    return None
+
+
+def _claim_pack(group: list[Config], size: int, stack: contextlib.ExitStack,
+                outcomes: dict[str, str]) -> list[Config]:
+    """Claim up to `size` cells of `group` that nobody has trained yet."""
+    mine: list[Config] = []
+    for cfg in group:
+        if len(mine) == size:
+            break
+        if cfg.run_id in outcomes:
+            continue
+        paths = CellPaths.of(cfg)
+        try:
+            ok = stack.enter_context(claim(paths.claim))
+        except ClaimError as err:
+            print(f"[{label(cfg)}] error: {err}", file=sys.stderr)
+            outcomes[cfg.run_id] = "failed"
+            continue
+        if not ok:
+            print(f"[{label(cfg)}] skipped: claimed by another process ({paths.claim})")
+            outcomes[cfg.run_id] = "claimed"
+        elif done_status(cfg, quiet=True) in DONE and not cfg.run.force:
+            outcomes[cfg.run_id] = "skipped"  # finished by another process meanwhile
+            tidy(cfg, paths)
+        else:
+            mine.append(cfg)
+    return mine
+
+
+def run_cells(cells: list[Config]) -> dict[str, str]:
+    """Run the cells of one job, K at a time; returns {run_id: outcome}, outcome one of
+    completed | diverged | failed | skipped | claimed | planned | done."""
+    outcomes: dict[str, str] = {}
+    for c in cells:
+        try:
+            if (o := _precheck(c)) is not None:
+                outcomes[c.run_id] = o
+        except ClaimError as err:
+            print(f"[{label(c)}] error: {err}", file=sys.stderr)
+            outcomes[c.run_id] = "failed"
+    if cells and cells[0].run.plan:
+        _show_plan(cells, outcomes)
+    groups: dict[Config, list[Config]] = {}
+    for cfg in cells:
+        if cfg.run_id not in outcomes:
+            groups.setdefault(pack_key(cfg), []).append(cfg)
+    for group in groups.values():
+        device = resolve_device(group[0].train.device)
+        ds, error, size = None, None, 1
+        try:
+            ds = load_data(group[0], device)
+            size = pack_k(group[0], ds, device, len(group))
+        except ConfigError:
+            raise
+        except Exception as err:  # noqa: BLE001 - recorded per cell below
+            error = f"{type(err).__name__}: {err}"
+        while any(c.run_id not in outcomes for c in group):
+            with contextlib.ExitStack() as stack:
+                pack = _claim_pack(group, size, stack, outcomes)
+                if pack:
+                    outcomes |= _run_pack(pack, ds, error, device)
+    return outcomes

@@ -1,0 +1,155 @@
+"""A cell's rows in the record schema (`harness.spec.records`), built and written atomically.
+
+`frame` is the one builder of rows: the cell's identity and hyperparameters (repeated on each
+row), its final `status` and `error_message`, one row per `EpochMetrics` with the UTC
+`timestamp` it was recorded at, and provenance (git_sha, versions, device, CPU). A failed cell
+with no epoch has one row with epoch = 0 and null metrics. `write_parquet` writes it with
+`harness.fsutil.atomic_write`, so a reader never sees a partial file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import importlib.metadata
+import io
+import math
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from harness.config.job import Config
+from harness.fsutil import atomic_write
+from harness.spec.records import (
+    COLUMNS,
+    METRIC_COLUMNS,
+    NULLABLE_INTS,
+    STATUSES,
+    STRING_COLUMNS,
+)
+from harness.train.loop import autocast_dtype
+
+
+def git_sha(cwd: str | None = None) -> str | None:
+    """HEAD of the git checkout at `cwd` (default: the working directory), with '-dirty' when
+    tracked files differ from it; None when it is not a git checkout."""
+    return _git_sha(os.path.realpath(cwd or os.getcwd()))
+
+
+@functools.cache
+def _git_sha(where: str) -> str | None:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=where, capture_output=True, text=True, timeout=10).stdout
+        return sha + ("-dirty" if dirty.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+@functools.cache
+def harness_version() -> str | None:
+    """The installed distribution's version (importlib.metadata); None when not installed."""
+    try:
+        return importlib.metadata.version("harness")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+@functools.cache
+def cpu_model() -> str | None:
+    """The CPU's model name from /proc/cpuinfo (Linux), else platform.processor()."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def precision_used(cfg: Config, device: str | None) -> str | None:
+    """bf16 | fp16 | fp32 as trained on `device`; None when auto and the device is unknown."""
+    if device is None:
+        return None if cfg.train.precision == "auto" else cfg.train.precision
+    dtype = autocast_dtype(cfg.train.precision, torch.device(device))
+    return {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32"}[dtype]
+
+
+def now_utc() -> str:
+    """The UTC time as ISO 8601 (what records store, so checkpoints keep plain strings)."""
+    return dt.datetime.now(dt.UTC).isoformat()
+
+
+def cell_values(cfg: Config, n_train: int | None, num_classes: int | None,
+                device: str | None) -> dict[str, Any]:
+    """The per-cell columns (status and error_message are added by `frame`)."""
+    return {
+        "run_id": cfg.run_id, "study": cfg.study, "dataset": cfg.dataset.name,
+        "model": cfg.model.name, "optimizer": cfg.optimizer.name, "decay": cfg.decay.mode,
+        "lr": cfg.optimizer.lr,
+        "weight_decay_norm": cfg.decay.weight_decay if cfg.decay.normalized else None,
+        "normalized": cfg.decay.normalized, "decay_exclude": list(cfg.decay.exclude),
+        "schedule": cfg.schedule.name, "epochs": cfg.train.epochs,
+        "batch_size": cfg.train.batch_size, "n_train": n_train,
+        "val_split": cfg.dataset.val_split, "num_classes": num_classes,
+        "seed": cfg.seed, "precision": precision_used(cfg, device),
+    }
+
+
+def frame(cfg: Config, records: list[dict[str, Any]], status: str,
+          error_message: str | None = None, *, n_train: int | None = None,
+          num_classes: int | None = None, device: str | None = None) -> pd.DataFrame:
+    """All rows of one cell as a DataFrame with exactly `COLUMNS`; `records` are
+    `EpochMetrics` dicts, each with an optional ISO `timestamp` (default: now)."""
+    if status not in STATUSES:
+        raise ValueError(f"status={status!r} is not valid; choose one of: {', '.join(STATUSES)}")
+    configured = None if cfg.decay.normalized else cfg.decay.weight_decay
+    rows = records or [dict.fromkeys(METRIC_COLUMNS, math.nan)
+                       | {"epoch": 0, "step": 0, "weight_decay": configured}]
+    fixed = cell_values(cfg, n_train, num_classes, device) | {
+        "status": status, "error_message": error_message or None, "git_sha": git_sha(),
+        "harness_version": harness_version(), "torch_version": torch.__version__,
+        "device": device, "cpu_model": cpu_model(), "cpu_threads": torch.get_num_threads()}
+    stamp = now_utc()
+    df = pd.DataFrame([fixed | {"timestamp": stamp} | row for row in rows], columns=COLUMNS)
+    df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True, format="ISO8601")
+    floats = [c for c in METRIC_COLUMNS if c not in ("epoch", "step")] + [
+        "lr", "weight_decay_norm", "val_split"]
+    return df.astype({"epoch": "int64", "step": "int64"} | dict.fromkeys(floats, "float64")
+                     | dict.fromkeys(NULLABLE_INTS, "Int64"))
+
+
+def to_table(df: pd.DataFrame) -> pa.Table:
+    """The Arrow table of `frame`'s rows: strings and lists typed even when all null/empty."""
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    for name, kind in [(c, pa.string()) for c in STRING_COLUMNS] + \
+            [("decay_exclude", pa.list_(pa.string()))]:
+        i = table.schema.get_field_index(name)
+        if i >= 0 and table.schema.field(i).type != kind:
+            table = table.set_column(i, name, table.column(i).cast(kind))
+    return table
+
+
+def write_parquet(df: pd.DataFrame, path: Path) -> None:
+    """Serialise in memory, then `atomic_write`: a full disk is an OSError, the old file stays."""
+    buf = io.BytesIO()
+    pq.write_table(to_table(df), buf)
+    data = buf.getvalue()
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def read_status(path: Path) -> str | None:
+    """The status recorded in a cell's parquet file; None if absent or unreadable."""
+    try:
+        return str(pd.read_parquet(path, columns=["status"])["status"].iloc[0])
+    except Exception:  # noqa: BLE001 - a corrupt file means "not done"
+        return None

@@ -1,0 +1,349 @@
+"""Datasets as uint8 tensors on the training device, with batch augmentation on that device.
+
+`load_dataset` reads a dataset once (format readers live in `harness.train.datasets`),
+optionally takes a subset, computes per-channel statistics on the training images and moves
+everything to `device`. Batches are then cut, augmented and normalized there, with no host
+round trip:
+
+    augment:    x <- hflip_b(crop_{dy,dx}(zero_pad_p(x)))   dy, dx ~ U{0..2p}, b ~ Bernoulli(1/2),
+                drawn independently per image (paper setup: p = 4, flip on)
+    normalize:  x <- (x / 255 - mean_c) / std_c           mean, std of the training images in [0,1]
+
+Data is looked for in `root`, else $HARNESS_DATA, else ./data (each as is and with the dataset's
+folder name), plus /usr/share/datasets for Fashion-MNIST (Debian's dataset-fashion-mnist).
+`check` answers, once per command and before any cell starts, whether a dataset can be had:
+found and readable, or downloaded now; otherwise a `DataError` of one line says how to get it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from harness.spec.dataset import DATASETS
+from harness.train.datasets import RawData, cifar, idx, npz, synthetic
+
+HOW_TO_GET = {"cifar10": cifar.HOW_TO_GET, "fashion_mnist": idx.HOW_TO_GET,
+              "imagenet32": npz.IMAGENET_HOW_TO_GET}
+SYSTEM_DIRS = {"fashion_mnist": [Path("/usr/share/datasets/fashion-mnist")]}
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A loaded dataset; every tensor lives on the same device."""
+
+    name: str
+    x_train: torch.Tensor  # uint8, N x C x H x W
+    y_train: torch.Tensor  # int64, N
+    x_test: torch.Tensor  # uint8, M x C x H x W
+    y_test: torch.Tensor  # int64, M
+    num_classes: int
+    mean: torch.Tensor  # float32, C: per-channel mean of x_train in [0, 1] units
+    std: torch.Tensor  # float32, C: per-channel std of x_train in [0, 1] units (>= 1/255)
+    x_val: torch.Tensor | None = None  # uint8: images held out of the training set (val_split)
+    y_val: torch.Tensor | None = None
+
+    @property
+    def n_train(self) -> int:
+        return self.x_train.shape[0]
+
+    @property
+    def n_test(self) -> int:
+        return self.x_test.shape[0]
+
+    @property
+    def n_val(self) -> int:
+        return 0 if self.x_val is None else self.x_val.shape[0]
+
+    @property
+    def in_channels(self) -> int:
+        return self.x_train.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        return self.x_train.shape[2]
+
+    @property
+    def device(self) -> torch.device:
+        return self.x_train.device
+
+
+def data_root(root: str | os.PathLike | None = None) -> Path:
+    """Where data is downloaded to: `root`, else $HARNESS_DATA, else ./data."""
+    return Path(root if root is not None else os.environ.get("HARNESS_DATA", "data"))
+
+
+def search_dirs(name: str, root: str | os.PathLike | None = None) -> list[Path]:
+    """Directories searched for dataset `name`, in order (duplicates removed)."""
+    dirs = [Path(root)] if root is not None else []
+    if "HARNESS_DATA" in os.environ:
+        dirs.append(Path(os.environ["HARNESS_DATA"]))
+    dirs += [Path("data"), *SYSTEM_DIRS.get(name, [])]
+    return list(dict.fromkeys(dirs))
+
+
+class DataError(Exception):
+    """A dataset is missing, unreadable or cannot be downloaded; the message is one line."""
+
+
+def one_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def download(name: str, root: str | None, timeout_s: float = 20.0) -> Path:
+    """fetch(name, root), or one DataError line; a failed download leaves no new folder."""
+    target = data_root(root)
+    created = [p for p in (target, *target.parents) if not p.exists()]
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout_s)  # no network: fail in seconds, not minutes
+    try:
+        return fetch(name, root)
+    except Exception as err:  # noqa: BLE001 - urllib, torchvision and md5 errors alike
+        for folder in created[-1:]:
+            shutil.rmtree(folder, ignore_errors=True)
+        apt = " or `apt install dataset-fashion-mnist`" if name == "fashion_mnist" else ""
+        raise DataError(f"{name} is not in {', '.join(map(str, search_dirs(name, root)))} and "
+                        f"cannot be downloaded ({one_line(err)}); where there is internet run "
+                        f"`python -m harness data fetch {name} --root DIR`, copy DIR here and "
+                        f"set dataset.root=DIR (or HARNESS_DATA=DIR){apt}") from None
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def _sizes(name: str, root: str | None, path: str | None, download: bool) -> tuple[int, int]:
+    """(train, test) images of a dataset that can be loaded; DataError (one line) if not."""
+    if name == "synthetic":
+        return synthetic.DEFAULT_TRAIN, synthetic.DEFAULT_TEST
+    if name == "npz":
+        if path is None or not Path(path).is_file():
+            raise DataError(f"dataset.path={path} is not a file; give the .npz holding x_train, "
+                            "y_train, x_test, y_test (an absolute path, no ~)")
+        raw = npz.load_npz(path)
+        return len(raw.x_train), len(raw.x_test)
+    if root is not None and not Path(root).is_dir() and not download:
+        raise DataError(f"dataset.root={root} is not a directory; give the folder that holds "
+                        f"{name}, or {HOW_TO_GET[name]}")
+    reader = {"cifar10": cifar.load, "fashion_mnist": idx.load,
+              "imagenet32": npz.load_imagenet}[name]
+    try:
+        raw = reader(search_dirs(name, root))
+    except FileNotFoundError as err:
+        if not download or name == "imagenet32":
+            raise DataError(one_line(err)) from None
+        download(name, root)
+        raw = reader(search_dirs(name, root))
+    return len(raw.x_train), len(raw.x_test)
+
+
+def check(name: str, *, root: str | None = None, path: str | None = None,
+          download: bool = False, train_subset: int | None = None,
+          test_subset: int | None = None, val_split: float = 0.0) -> int:
+    """The number of training images a cell of dataset `name` trains on (less the val_split
+    held out), once the dataset is
+    known to be loadable (found and readable, or downloaded now when `download`); a missing,
+    corrupt or undownloadable dataset, or a subset larger than it, raises `DataError` with one
+    line saying what to do."""
+    if name not in DATASETS:
+        raise DataError(f"dataset={name!r} is not valid; choose one of: {', '.join(DATASETS)}")
+    try:
+        sizes = _sizes(name, root, path, download)
+    except (ValueError, FileNotFoundError) as err:  # the readers' one-line messages
+        raise DataError(one_line(err)) from None
+    if name != "synthetic":  # for synthetic the subsets are the generated sizes
+        for key, n, size in (("train_subset", train_subset, sizes[0]),
+                             ("test_subset", test_subset, sizes[1])):
+            if n is not None and not 1 <= n <= size:
+                raise DataError(f"dataset.{key}={n} is out of range; valid: 1..{size}")
+    n = train_subset or sizes[0]
+    n_val = round(val_split * n)
+    if val_split and not 1 <= n_val < n:
+        raise DataError(f"dataset.val_split={val_split} holds out {n_val} of {n} training "
+                        "images; valid: a fraction that leaves at least one image on each side")
+    return n - n_val
+
+
+def fetch(name: str, root: str | os.PathLike | None = None) -> Path:
+    """Download dataset `name` into `root` (see `data_root`), verify its md5, return its folder."""
+    target = data_root(root)
+    if name == "cifar10":
+        return cifar.fetch(target)
+    if name == "fashion_mnist":
+        return idx.fetch(target)
+    if name == "imagenet32":
+        raise ValueError(f"imagenet32 cannot be fetched automatically: {npz.IMAGENET_HOW_TO_GET}")
+    if name in DATASETS:
+        raise ValueError(f"dataset {name!r} has nothing to fetch; valid: cifar10, fashion_mnist")
+    raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
+
+
+def _read(name: str, root: str | None, path: str | None, download: bool,
+          sizes: tuple[int | None, int | None]) -> RawData:
+    if name == "synthetic":
+        n_train, n_test = sizes
+        return synthetic.generate(n_train or synthetic.DEFAULT_TRAIN,
+                                  n_test or synthetic.DEFAULT_TEST)
+    if name == "npz":
+        return npz.load_npz(path)
+    if name == "imagenet32":
+        return npz.load_imagenet(search_dirs(name, root))
+    reader = {"cifar10": cifar.load, "fashion_mnist": idx.load}[name]
+    try:
+        return reader(search_dirs(name, root))
+    except FileNotFoundError:
+        if not download:
+            raise
+    fetch(name, root)
+    return reader(search_dirs(name, root))
+
+
+def _subset(x: np.ndarray, y: np.ndarray, n: int | None, rng: np.random.Generator | None,
+            what: str) -> tuple[np.ndarray, np.ndarray]:
+    """n examples: a seeded random choice (kept in order) if rng, else the first n."""
+    if n is None or n == len(x):
+        return x, y
+    if not 1 <= n <= len(x):
+        raise ValueError(f"{what}={n} is out of range; valid: 1..{len(x)}")
+    keep = np.sort(rng.choice(len(x), n, replace=False)) if rng is not None else np.arange(n)
+    return x[keep], y[keep]
+
+
+def channel_stats(x: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """Exact per-channel mean and std (ddof 0) of uint8 N x C x H x W, in [0, 1] units."""
+    counts = np.zeros((x.shape[1], 256), dtype=np.int64)
+    for start in range(0, len(x), chunk):
+        for c in range(x.shape[1]):
+            counts[c] += np.bincount(x[start:start + chunk, c].ravel(), minlength=256)
+    values = np.arange(256) / 255.0
+    total = counts.sum(axis=1)
+    mean = counts @ values / total
+    var = counts @ values**2 / total - mean**2
+    std = np.maximum(np.sqrt(np.maximum(var, 0.0)), 1 / 255)  # a constant channel -> 0, not nan
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def load_dataset(name: str, *, root: str | None = None, path: str | None = None,
+                 download: bool = False, train_subset: int | None = None,
+                 test_subset: int | None = None, device: str | torch.device = "cpu",
+                 seed: int = 0, val_split: float = 0.0) -> Dataset:
+    """Load dataset `name` onto `device` once.
+
+    train_subset: a random subset of that many training examples, chosen by `seed` (kept in
+    file order); test_subset: the first that many test examples. For `synthetic` both are the
+    generated sizes instead, and the data itself never depends on `seed`. mean/std are computed on
+    the (subset) training images. `path` is the .npz for `npz`; `root` is explained in the module
+    docstring; `download` fetches cifar10/fashion_mnist when they are not found.
+    val_split: the fraction of those training examples held out as a validation set (a seeded
+    choice, the same for every seed of a study), so hyperparameters can be chosen on it and
+    scored on the test set; training, mean/std and B = n_train use only the rest.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
+    raw = _read(name, root, path, download, (train_subset, test_subset))
+    x_train, y_train = _subset(raw.x_train, raw.y_train, train_subset,
+                               np.random.default_rng(seed), "train_subset")
+    x_test, y_test = _subset(raw.x_test, raw.y_test, test_subset, None, "test_subset")
+    (x_train, y_train), val = _hold_out(x_train, y_train, val_split, seed)
+    mean, std = channel_stats(x_train)
+
+    def on_device(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.require(a, requirements="CW")).to(device)
+
+    return Dataset(raw.name, on_device(x_train), on_device(y_train), on_device(x_test),
+                   on_device(y_test), raw.num_classes, on_device(mean), on_device(std),
+                   *(on_device(a) for a in val))
+
+
+def _hold_out(x: np.ndarray, y: np.ndarray, fraction: float, seed: int
+              ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, ...]]:
+    """(train, val): round(fraction * n) examples, a seeded choice kept in order, held out."""
+    n_val = round(fraction * len(x))
+    if fraction == 0:
+        return (x, y), ()
+    if not 1 <= n_val < len(x):
+        raise ValueError(f"val_split={fraction} holds out {n_val} of {len(x)} training images; "
+                         "valid: a fraction that leaves at least one image on each side")
+    held = np.zeros(len(x), dtype=bool)
+    held[np.random.default_rng([seed, 1]).choice(len(x), n_val, replace=False)] = True
+    return (x[~held], y[~held]), (x[held], y[held])
+
+
+def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4,
+            flip: bool = True) -> torch.Tensor:
+    """Per-image random crop of the zero-padded batch and random horizontal flip (see module).
+
+    x: uint8 N x C x H x W on any device; `generator` must be on the same device. Two gathers,
+    no loop over images. pad=0 and flip=False return an unchanged copy.
+    """
+    if x.dtype != torch.uint8 or x.ndim != 4:
+        raise ValueError(f"augment needs uint8 N x C x H x W, got {x.dtype} {tuple(x.shape)}")
+    if pad < 0:
+        raise ValueError(f"pad={pad} is invalid; valid: pad >= 0")
+    if pad == 0 and not flip:
+        return x.clone()
+    n, c, h, w = x.shape
+    dev = x.device
+    padded = F.pad(x, (pad, pad, pad, pad)) if pad else x
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, n), generator=generator, device=dev)
+    rows = dy[:, None] + torch.arange(h, device=dev)  # N x H, rows of padded
+    cols = dx[:, None] + torch.arange(w, device=dev)  # N x W, columns of padded
+    if flip:
+        flipped = torch.rand(n, generator=generator, device=dev) < 0.5
+        cols = torch.where(flipped[:, None], cols.flip(1), cols)
+    # two gathers with broadcast (stride-0) indices: rows, then columns; no index copy per pixel
+    x = padded.gather(2, rows[:, None, :, None].expand(n, c, h, w + 2 * pad))
+    return x.gather(3, cols[:, None, None, :].expand(n, c, h, w))
+
+
+def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """float32 (x / 255 - mean_c) / std_c for a uint8 N x C x H x W batch."""
+    return (x.float().div_(255) - mean[:, None, None]).div_(std[:, None, None])
+
+
+def train_batches(ds: Dataset, batch_size: int, generator: torch.Generator,
+                  augment: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch in the order of a random permutation drawn from `generator` (on ds's device).
+
+    Yields normalized float32 x and int64 y; the last, partial batch is kept.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} is invalid; valid: >= 1")
+    if torch.device(generator.device).type != ds.device.type:
+        raise ValueError(f"generator is on {generator.device} but the data is on {ds.device}; "
+                         "create it with torch.Generator(device=ds.device)")
+    order = torch.randperm(ds.n_train, generator=generator, device=ds.device)
+    for start in range(0, ds.n_train, batch_size):
+        index = order[start:start + batch_size]
+        x = ds.x_train[index]
+        if augment:
+            x = _augment(x, generator)
+        yield normalize(x, ds.mean, ds.std), ds.y_train[index]
+
+
+_augment = augment  # train_batches' `augment` flag shadows the function
+
+
+def test_batches(ds: Dataset, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The test set in order, normalized, not augmented; the last batch may be partial."""
+    return _in_order(ds, ds.x_test, ds.y_test, batch_size)
+
+
+def val_batches(ds: Dataset, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The held-out validation images (val_split), as `test_batches`; none without a split."""
+    return _in_order(ds, ds.x_val, ds.y_val, batch_size)
+
+
+def _in_order(ds: Dataset, x: torch.Tensor | None, y: torch.Tensor | None,
+              batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} is invalid; valid: >= 1")
+    for start in range(0, 0 if x is None else len(x), batch_size):
+        yield normalize(x[start:start + batch_size], ds.mean, ds.std), y[start:start + batch_size]

@@ -1,0 +1,68 @@
+"""Format readers behind `harness.train.data.load_dataset`: each returns a `RawData` of numpy
+arrays.
+
+Contract of every reader: images uint8 in N x C x H x W (channel-major, C-contiguous), labels
+int64 in 0..num_classes-1. Readers never touch torch or a device; `harness.train.data` does
+that once.
+Bad or missing files raise `ValueError` / `FileNotFoundError` with one line saying how to fix it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class RawData:
+    """One dataset's four arrays on the host, already in the harness layout (checked on build)."""
+
+    name: str
+    x_train: np.ndarray  # uint8, N x C x H x W
+    y_train: np.ndarray  # int64, N
+    x_test: np.ndarray  # uint8, M x C x H x W (same C, H, W as train)
+    y_test: np.ndarray  # int64, M
+    num_classes: int
+
+    def __post_init__(self) -> None:
+        for split in ("train", "test"):
+            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+            if x.dtype != np.uint8 or x.ndim != 4:
+                raise ValueError(
+                    f"{self.name}: x_{split} must be uint8 N x C x H x W, "
+                    f"got {x.dtype} with shape {x.shape}"
+                )
+            if y.dtype != np.int64 or y.shape != (len(x),):
+                raise ValueError(
+                    f"{self.name}: y_{split} must be int64 of length {len(x)}, "
+                    f"got {y.dtype} with shape {y.shape}"
+                )
+            if len(y) and (y.min() < 0 or y.max() >= self.num_classes):
+                raise ValueError(
+                    f"{self.name}: y_{split} has labels in [{y.min()}, {y.max()}], "
+                    f"valid are 0..{self.num_classes - 1}"
+                )
+        if self.x_train.shape[1:] != self.x_test.shape[1:]:
+            raise ValueError(
+                f"{self.name}: train images are {self.x_train.shape[1:]} but test images are "
+                f"{self.x_test.shape[1:]} (C, H, W must match)"
+            )
+
+
+def find_dir(dirs: Iterable[Path], required: Sequence[str]) -> Path | None:
+    """The first directory in `dirs` that holds every file in `required`, else None."""
+    for d in dirs:
+        if all((d / f).is_file() for f in required):
+            return d
+    return None
+
+
+def labels_int64(labels: object, name: str, n: int) -> np.ndarray:
+    """Labels (list or array of integers, length n) as int64; ValueError if not integers."""
+    y = np.asarray(labels)
+    if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"{name}: expected {n} integer labels, got {y.dtype} with shape {y.shape}")
+    return y.astype(np.int64)

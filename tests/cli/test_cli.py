@@ -1,0 +1,135 @@
+"""Hydra's own command line through `harness run`, as Hydra documents it, plus `--version`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+import harness
+from harness.cli import main as harness_main
+from tests.conftest import TINY, harness_cli
+
+
+def cli(capsys, *argv: str) -> tuple[int, str, str]:
+    """`harness ...` in this process: (exit code, stdout, stderr); Hydra may sys.exit."""
+    try:
+        code = harness_main(list(argv))
+    except SystemExit as done:
+        code = done.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_version(capsys):
+    code, out, _ = cli(capsys, "--version")
+    assert code == 0 and out.strip() == f"harness {harness.__version__}"
+    assert harness.__version__[0].isdigit()
+
+
+def test_help_lists_groups_and_the_packaged_studies(capsys):
+    code, out, _ = cli(capsys, "run", "--help")
+    assert code == 0
+    for line in ("optimizer: adam, rmsprop, sgd", "decay: decoupled, decoupled_lr, l2, none"):
+        assert line in out, out
+    [studies] = [line for line in out.splitlines() if line.startswith("experiment: ")]
+    assert set(studies.removeprefix("experiment: ").split(", ")) >= {
+        "budgets", "demo", "fig1_schedules", "fig2_decay", "fig2_lite", "fig2_lite_cpu"}
+
+
+def test_cfg_job_shows_the_composed_config_and_writes_nothing(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = cli(capsys, "run", "--cfg", "job", "optimizer=sgd", "+experiment=demo")
+    assert code == 0
+    cfg = yaml.safe_load(out)
+    assert cfg["optimizer"] == {"name": "sgd", "lr": 0.05, "momentum": 0.9, "dampening": 0.0,
+                                "nesterov": False}
+    assert cfg["study"] == "demo" and cfg["dataset"]["name"] == "fashion_mnist"
+    code, out, _ = cli(capsys, "run", "--cfg", "hydra", "+experiment=demo")
+    assert yaml.safe_load(out)["hydra"]["sweeper"]["params"]["panel"].startswith("sgd_l2,")
+    code, out, _ = cli(capsys, "run", "--info", "defaults")
+    assert code == 0 and "optimizer/adam" in out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_shell_completion_installs_and_answers_for_the_harness_command(capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/harness", "run", "-sc", "install=bash"])
+    code, out, _ = cli(capsys, "run", "-sc", "install=bash")
+    assert code == 0 and out.rstrip().endswith("-F hydra_bash_completion harness")
+    # bash then calls `harness -sc query=bash` with the line typed so far
+    monkeypatch.setenv("COMP_LINE", "harness run optimizer=")
+    monkeypatch.setenv("COMP_POINT", str(len("harness run optimizer=")))
+    code, out, _ = cli(capsys, "-sc", "query=bash")
+    assert code == 0 and out.split() == ["optimizer=adam", "optimizer=rmsprop", "optimizer=sgd"]
+
+
+def user_configs(tmp_path: Path) -> Path:
+    """A user's own folder: a study of their own and a primary config of their own."""
+    conf = tmp_path / "conf"
+    (conf / "experiment").mkdir(parents=True)
+    (conf / "experiment" / "mine.yaml").write_text(textwrap.dedent("""\
+        # @package _global_
+        defaults:
+          - override /dataset: synthetic
+          - override /model: small
+          - override /logger: none
+        study: mine
+        dataset: {train_subset: 256, test_subset: 128}
+        train: {epochs: 1, batch_size: 64, device: cpu}
+        hydra:
+          sweeper:
+            params:
+              optimizer.lr: 0.01,0.003
+        """))
+    (conf / "quick.yaml").write_text(textwrap.dedent("""\
+        defaults:
+          - config
+          - override dataset: synthetic
+          - _self_
+        study: quick
+        """))
+    return conf
+
+
+def test_config_dir_runs_a_user_study_without_touching_the_package(tmp_path, capsys,
+                                                                  monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    conf = user_configs(tmp_path)
+    code, out, err = cli(capsys, "run", "--config-dir", str(conf), "-m", "+experiment=mine",
+                         f"run.results_dir={tmp_path / 'results'}", "logger.progress=none")
+    assert code == 0, err
+    assert "harness run: 2 cells: 2 completed" in out
+    runs = [pd.read_parquet(p) for p in (tmp_path / "results/mine/runs").glob("*.parquet")]
+    assert sorted(df["lr"].iloc[0] for df in runs) == [0.003, 0.01]
+    code, _, err = cli(capsys, "run", "--config-dir", str(conf), "+experiment=mine")
+    assert code == 2 and "study mine sweeps optimizer.lr=0.01,0.003: add -m" in err
+
+
+def test_config_name_picks_another_primary_config(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    conf = user_configs(tmp_path)
+    code, out, _ = cli(capsys, "run", "--config-dir", str(conf), "--config-name", "quick",
+                       "--cfg", "job")
+    assert code == 0
+    cfg = yaml.safe_load(out)
+    assert cfg["study"] == "quick" and cfg["dataset"]["name"] == "synthetic"
+    code, _, err = cli(capsys, "run", "--config-dir", str(conf), "--config-name", "quick",
+                       *TINY, "train.epochs=0")
+    assert code == 2 and err.strip() == "harness run: error: train.epochs=0 is not valid; " \
+                                        "it must be an integer >= 1"
+
+
+@pytest.mark.slow
+def test_the_console_script_is_the_same_command(tmp_path):
+    script = Path(sys.executable).with_name("harness")
+    if not script.exists():
+        pytest.skip(f"no console script at {script}")
+    proc = subprocess.run([str(script), "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.startswith("harness ")
+    via_module = harness_cli(["run", "--cfg", "job", "optimizer=sgd"], tmp_path)
+    assert via_module.returncode == 0 and "name: sgd" in via_module.stdout
