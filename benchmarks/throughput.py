@@ -61,7 +61,7 @@ import harness
 from harness.config import compose
 from harness.config.job import Config
 from harness.fsutil import atomic_write_text
-from harness.sweep.records import git_sha
+from harness.sweep.records import cpu_model, git_sha
 from harness.train import data as data_mod
 from harness.train.loop import train
 from harness.train.models import MODELS, build_model
@@ -111,13 +111,10 @@ class FlopCount:
 
 
 def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model name as the run records store it; "cpu" if unknown."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-        return re.search(r"model name\s*:\s*(.+)", cpuinfo).group(1).strip()
-    except (OSError, AttributeError):
-        return "cpu"
+    return cpu_model() or "cpu"
 
 
 def device_slug(name: str) -> str:

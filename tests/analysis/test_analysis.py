@@ -1,4 +1,4 @@
-"""analysis, stats, claims and units on planted studies written through `records.frame`."""
+"""frames, stats, claims and units on planted studies written through `records.frame`."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ def load(study: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return frames.cells(runs), frames.finals(runs)
 
 
-def in_memory(frames: list[pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    runs = pd.concat(frames, ignore_index=True)
+def in_memory(cell_frames: list[pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    runs = pd.concat(cell_frames, ignore_index=True)
     return frames.cells(runs), frames.finals(runs)
 
 
@@ -61,13 +61,13 @@ def test_bias_toward_zero_is_gone():
 
 @pytest.mark.parametrize("coupled", [True, False])
 def test_damage_frontier_shows_coupling_where_decay_never_helps(coupled):
-    frames = []
+    dfs = []
     for a in A8:
         for m in A8:  # flat until the frontier, then quadratic damage: decay never helps
             x, y = math.log2(a), math.log2(m)
             edge = -14 - x if coupled else -7.0
-            frames.append(planted.cell_frame(0.1 + 0.02 * max(0.0, y - edge) ** 2, lr=a, lam=m))
-    table, per_run = in_memory(frames)
+            dfs.append(planted.cell_frame(0.1 + 0.02 * max(0.0, y - edge) ** 2, lr=a, lam=m))
+    table, per_run = in_memory(dfs)
     front = stats.frontier_slope(table, 0.02)
     assert front.determined and abs(front.estimate - (-1 if coupled else 0)) < 0.1, front
     assert "first exceeds the column's best by 2.0 points" in front.method
@@ -76,13 +76,13 @@ def test_damage_frontier_shows_coupling_where_decay_never_helps(coupled):
 def test_frontier_points_sit_on_the_planted_frontier_and_count_the_columns_above_the_grid():
     """Error 0.1 until log2 lambda = edge, then 0.02 (y - edge)^2: the 2-point margin is
     crossed at y = edge + 1, between grid rows (linear interpolation reads it within 0.5)."""
-    frames = []
+    dfs = []
     for a in A8:
         for m in A8:
             x, y = math.log2(a), math.log2(m)
-            frames.append(planted.cell_frame(0.1 + 0.02 * max(0.0, y - (-14 - x)) ** 2,
+            dfs.append(planted.cell_frame(0.1 + 0.02 * max(0.0, y - (-14 - x)) ** 2,
                                              lr=a, lam=m))
-    table, _ = in_memory(frames)
+    table, _ = in_memory(dfs)
     points, above = stats.frontier_points(table, 0.02)
     xs = [x for x, _ in points]
     assert xs == [math.log2(a) for a in A8 if -14 - math.log2(a) + 1 < -3]  # inside the grid
@@ -95,15 +95,15 @@ def test_frontier_margin_uses_the_noise_near_each_columns_best():
     """Two seeds per cell: 0.2 points apart in the basin, 10 points apart where decay damages
     training (as in claim1_cpu). The margin is sized by the basin's noise, so it stays at 2
     points, and the coupled frontier is still found; the overall σ is reported beside it."""
-    frames = []
+    dfs = []
     for a in A8:
         for m in A8:
             x, y = math.log2(a), math.log2(m)
             damage = 0.02 * max(0.0, y - (-14 - x)) ** 2
             half = 0.05 if damage > 0.02 else 0.001
-            frames += [planted.cell_frame(0.1 + damage + sign * half, lr=a, lam=m, seed=seed)
+            dfs += [planted.cell_frame(0.1 + damage + sign * half, lr=a, lam=m, seed=seed)
                        for seed, sign in enumerate((-1, 1))]
-    table, per_run = in_memory(frames)
+    table, per_run = in_memory(dfs)
     overall, near = stats.noise(per_run), stats.noise(per_run, near=stats.MARGIN)
     assert overall.sigma > 0.03 and overall.cells == 64
     assert near.sigma == pytest.approx(math.sqrt(2) * 0.001) and near.cells < 64
@@ -124,11 +124,11 @@ def test_optimum_off_the_grid_is_undetermined_and_prints_no_slope():
 
 
 def test_noise_and_paired_difference():
-    frames = [planted.cell_frame(e, lr=0.1, lam=0.01, seed=i) for i, e in
+    dfs = [planted.cell_frame(e, lr=0.1, lam=0.01, seed=i) for i, e in
               enumerate([0.10, 0.12, 0.14])]
-    frames += [planted.cell_frame(e, lr=0.1, lam=0.02, seed=i) for i, e in
+    dfs += [planted.cell_frame(e, lr=0.1, lam=0.02, seed=i) for i, e in
                enumerate([0.09, 0.10, 0.13])]
-    table, per_run = in_memory(frames)
+    table, per_run = in_memory(dfs)
     noise = stats.noise(per_run)
     pooled = math.sqrt((0.0008 + ((np.array([0.09, 0.10, 0.13]) - 0.10666) ** 2).sum()) / 4)
     assert noise.dof == 4 and noise.sigma == pytest.approx(pooled, rel=1e-3)
@@ -143,17 +143,17 @@ def test_noise_and_paired_difference():
 def adam_study(e0: float, l2: list[float], w: list[float], seeds: int = 3,
                jitter: float = 0.001) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Adam at alpha 2^-10: lambda = 0, and L2 / AdamW at 3 lambdas (middle one best)."""
-    alpha, frames = 2.0**-10, []
+    alpha, dfs = 2.0**-10, []
     offsets = [jitter * (s - 1) for s in range(seeds)]  # shared per seed: pairing removes it
     for s, off in enumerate(offsets):
-        frames.append(planted.cell_frame(e0 + off, lr=alpha, lam=0.0, optimizer="adam",
+        dfs.append(planted.cell_frame(e0 + off, lr=alpha, lam=0.0, optimizer="adam",
                                          decay="none", seed=s))
         for decay, errs in (("l2", l2), ("decoupled", w)):
             for lam, e in zip([2.0**-6, 2.0**-4, 2.0**-2], errs, strict=True):
-                frames.append(planted.cell_frame(e + off + 0.0003 * ((s * 7 + len(frames)) % 3),
+                dfs.append(planted.cell_frame(e + off + 0.0003 * ((s * 7 + len(dfs)) % 3),
                                                  lr=alpha, lam=lam, optimizer="adam",
                                                  decay=decay, seed=s))
-    return in_memory(frames)
+    return in_memory(dfs)
 
 
 @pytest.mark.parametrize("l2,w,verdict", [
@@ -177,23 +177,23 @@ def test_claim2_with_one_seed_is_not_testable():
 
 
 def test_lambda_chosen_on_validation_and_scored_on_test():
-    frames = [planted.cell_frame(0.10, val=0.20, lr=0.1, lam=0.01),   # best on test
+    dfs = [planted.cell_frame(0.10, val=0.20, lr=0.1, lam=0.01),   # best on test
               planted.cell_frame(0.11, val=0.15, lr=0.1, lam=0.02)]   # best on validation
-    table, _ = in_memory(frames)
+    table, _ = in_memory(dfs)
     assert frames.selection_metric(table) == "val_error"
     best = frames.best_cells(table).iloc[0]
     assert best["lam"] == 0.02 and best["test_error"] == pytest.approx(0.11)
-    table_test, _ = in_memory([f.drop(columns="val_error") for f in frames])
+    table_test, _ = in_memory([f.drop(columns="val_error") for f in dfs])
     assert frames.selection_metric(table_test) == "test_error"
     assert frames.best_cells(table_test).iloc[0]["lam"] == 0.01
 
 
 def test_claim1_supported_on_planted_coupled_and_separable_panels():
-    frames = planted.surface_frames(A8, A8, -1.0, -13.4, -6, noise=0.003, seeds=2,
+    dfs = planted.surface_frames(A8, A8, -1.0, -13.4, -6, noise=0.003, seeds=2,
                                     optimizer="sgd", decay="l2")
-    frames += planted.surface_frames(A8, A8, 0.0, -6.3, -6, noise=0.003, seeds=2, rng=1,
+    dfs += planted.surface_frames(A8, A8, 0.0, -6.3, -6, noise=0.003, seeds=2, rng=1,
                                      optimizer="sgd", decay="decoupled")
-    table, per_run = in_memory(frames)
+    table, per_run = in_memory(dfs)
     claim = claims.claims(table, per_run)[0]
     assert claim.verdict == claims.SUPPORTED, claim.measured
     assert "basin ridge slope SGD+L2 -1.0" in claim.measured and "verdict from the basin" in \
@@ -209,12 +209,12 @@ def test_paper_and_torch_units():
     with pytest.raises(ValueError, match="no paper/torch coordinates"):
         units.convert(0.5, 0.1, "l2", "paper")
     # tau_epoch = b / (B * alpha * lambda_torch) = 64 / (5000 * 2^-10 * 2^3) = 1.6384 epochs
-    frames = [planted.cell_frame(0.1, lr=2.0**-10, lam=8.0, optimizer="adam",
+    dfs = [planted.cell_frame(0.1, lr=2.0**-10, lam=8.0, optimizer="adam",
                                  decay="decoupled_lr"),
               planted.cell_frame(0.1, lr=2.0**-10, lam=2.0**-7, optimizer="adam",
                                  decay="decoupled"),
               planted.cell_frame(0.1, lr=2.0**-10, lam=2.0**-7, optimizer="adam", decay="l2")]
-    table, _ = in_memory(frames)
+    table, _ = in_memory(dfs)
     tau = dict(zip(table["decay"], units.tau_epochs(table), strict=True))
     assert tau["decoupled_lr"] == pytest.approx(1.6384) and tau["decoupled"] == \
         pytest.approx(1.6384) and math.isnan(tau["l2"])
@@ -292,10 +292,10 @@ def test_edge_warning_and_top10(tmp_path: Path) -> None:
                                            (3.0, claims.NOT_SUPPORTED)])
 def test_budget_transfer_claim(shift: float, verdict: str) -> None:
     lams = [2.0**k for k in range(-10, 1)]
-    frames = [planted.cell_frame(planted.surface(0.1, lam, 0.0, k0, math.log2(0.1)), lr=0.1,
+    dfs = [planted.cell_frame(planted.surface(0.1, lam, 0.0, k0, math.log2(0.1)), lr=0.1,
                                  lam=lam, epochs=epochs, normalized=True)
               for epochs, k0 in [(2, -5.0), (4, -5.0 + shift)] for lam in lams]
-    table, per_run = in_memory(frames)
+    table, per_run = in_memory(dfs)
     assert frames.panels(table) == ["sgd / decoupled / 2 ep", "sgd / decoupled / 4 ep"]
     claim = claims.claims(table, per_run)[3]
     assert claim.verdict == verdict, claim.measured

@@ -1,4 +1,5 @@
-"""report.py end to end on planted studies written through `records.frame`."""
+"""analysis/report.py (and `harness report`, cli/report.py) end to end on planted studies
+written through `records.frame`; the heatmap's frontier marks against stats."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.image import imread
 
-from harness.analysis import figures, frames, report, stats
+from harness.analysis import frames, heatmaps, report, stats
+from harness.cli import report as report_cli
 from tests import planted
 
 A6 = [2.0**k for k in range(-9, -3)]   # 6 alphas
@@ -91,10 +93,10 @@ def test_undetermined_panel_prints_no_slope(tmp_path: Path) -> None:
 
 def test_cli(study: Path, capsys: pytest.CaptureFixture[str]) -> None:
     results = study.parent
-    assert report.main(["nope", "--results-dir", str(results)]) == 2
+    assert report_cli.main(["nope", "--results-dir", str(results)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown study 'nope'" in err and "fig2_mini" in err
-    assert report.main(["fig2_mini", "--results-dir", str(results)]) == 0
+    assert report_cli.main(["fig2_mini", "--results-dir", str(results)]) == 0
     assert Path(capsys.readouterr().out.strip()) == study / "report" / "report.md"
 
 
@@ -103,7 +105,7 @@ def test_only_bad_files_is_one_line_and_exit_1(tmp_path: Path, capsys) -> None:
     runs.mkdir(parents=True)
     planted.cell_frame(0.1, lr=0.1, lam=0.01).assign(num_classes=0).to_parquet(
         runs / "zero.parquet")
-    assert report.main([str(tmp_path / "bad")]) == 1
+    assert report_cli.main([str(tmp_path / "bad")]) == 1
     err = capsys.readouterr().err
     assert "report: no usable parquet files" in err and "(1 skipped)" in err
 
@@ -142,7 +144,7 @@ def test_heatmap_draws_the_damage_frontier_where_the_report_finds_it(study: Path
     ax = Figure().subplots()
     fit = stats.panel_fits(sub, per_run[per_run["panel"] == "sgd / l2"])
     assert fit.frontier_points == points and fit.margin == stats.MARGIN  # 2 seeds, σ small
-    figures.heatmap_panel(ax, sub, set(), Normalize(10, 30), "λ", "t", fit)
+    heatmaps.heatmap_panel(ax, sub, set(), Normalize(10, 30), "λ", "t", fit)
     [bars] = [c for c in ax.collections if c.get_label().startswith("damage frontier")]
     assert bars.get_label() == "damage frontier (+2.0 pts)"
     centres = [((s[0][0] + s[1][0]) / 2, s[0][1]) for s in bars.get_segments()]
@@ -163,3 +165,18 @@ def test_no_margin_table_when_no_frontier(tmp_path: Path) -> None:
                if line.startswith("| sgd / decoupled "))
     assert "undetermined (the frontier lies inside the λ grid in 0 α columns" in row
     assert "depends on the margin" not in text
+
+
+def test_transfer_figure_for_a_study_over_two_budgets(tmp_path: Path) -> None:
+    """A study at two epoch budgets gets the transfer figure (curves.plot_transfer), linked
+    from report.md."""
+    runs = tmp_path / "budgets" / "runs"
+    for epochs in (2, 4):
+        for lam in [2.0**k for k in range(-10, 1)]:
+            planted.write(runs, planted.cell_frame(
+                planted.surface(0.1, lam, 0.0, -5.0, math.log2(0.1)), lr=0.1, lam=lam,
+                epochs=epochs, normalized=True))
+    text = report.write_report(tmp_path / "budgets").read_text()
+    assert "## Best normalized weight decay per training budget\n\n![transfer](transfer.png)" \
+        in text
+    assert_real_png(tmp_path / "budgets" / "report" / "transfer.png")

@@ -1,8 +1,9 @@
 """Study report: ``<study>/report/`` with report.md, PNG+PDF figures and cells.csv.
 
-    parquet --analysis--> finals (one row per run), cells (seeds averaged)
+    parquet --frames--> finals (one row per run), cells (seeds averaged)
             --stats/claims/units--> separability, damage frontier, verdicts, coordinates
-            --figures--> heatmaps, learning curves, coordinates (, transfer) --> report.md
+            --heatmaps, curves--> heatmaps, coordinates, learning and decay curves
+            (, transfer) --> report.md
 
 Every file is written atomically (``harness.fsutil``). Files or runs that cannot be used are
 skipped with one line each; the report says how many and why, and builds from the rest.
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.analysis import claims, figures, frames, stats, units
+from harness.analysis import claims, curves, figures, frames, heatmaps, stats, units
 from harness.analysis.frames import fmt_value
 from harness.fsutil import atomic_write, atomic_write_text
 
@@ -211,16 +212,16 @@ def write_report(study_dir: str | Path, out_dir: str | Path | None = None) -> Pa
     atomic_write(out / "cells.csv", lambda tmp: table.to_csv(tmp, index=False))
     figs = {}
     if np.isfinite(table["lr"]).any() and len(frames.ranked(table)):
-        figs["heatmaps"] = figures.plot_heatmaps(table, per_run, out)[0].name
-        figs["learning_curves"] = figures.plot_learning_curves(runs, table, out)[0].name
-        curves = figures.plot_decay_curves(per_run, table, out)
-        if curves:
-            figs["decay_curves"] = curves[0].name
-        coords = figures.plot_coordinates(table, out)
+        figs["heatmaps"] = heatmaps.plot_heatmaps(table, per_run, out)[0].name
+        figs["learning_curves"] = curves.plot_learning_curves(runs, table, out)[0].name
+        decay = curves.plot_decay_curves(per_run, table, out)
+        if decay:
+            figs["decay_curves"] = decay[0].name
+        coords = heatmaps.plot_coordinates(table, out)
         if coords:
             figs["coordinates"] = coords[0].name
     if table["epochs"].nunique() > 1:
-        figs["transfer"] = figures.plot_transfer(table, out)[0].name
+        figs["transfer"] = curves.plot_transfer(table, out)[0].name
     path = out / "report.md"
     atomic_write_text(path, markdown(study_dir.name, runs, table, per_run, problems, figs))
     return path

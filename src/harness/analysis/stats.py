@@ -5,6 +5,13 @@ Coordinates: x = log2 alpha, y = log2 lambda (the grid axis ``lam``), z = final 
 alpha: the paper's SGDW/AdamW), -1 means coupled (alpha*lambda constant: SGD+L2, PyTorch's
 lr-scaled AdamW in the paper's units). A slope whose 95% interval is wider than 1 (the
 distance between coupled and separable) is *undetermined*, and no number is reported for it.
+
+One idea, read top to bottom, so one file over the usual 300 lines (docs/DESIGN.md section 4):
+every number the report and the claims print comes with its uncertainty. A slope and its
+interval (``Slope``), from the basin (``basin_slope``) and from the damage frontier
+(``frontier_slope``, its margin set by the seed noise); the seed noise itself (``Noise``);
+differences of final errors with their standard error (``Diff``); and one panel's statistics
+together (``PanelFits``), as the report table, the claims and the heatmap read them.
 """
 
 from __future__ import annotations
@@ -95,8 +102,8 @@ def basin_window(cells: pd.DataFrame) -> pd.DataFrame:
 def basin_slope(cells: pd.DataFrame, runs: pd.DataFrame) -> Slope:
     """Ridge slope of a quadratic surface fitted to the basin, with a bootstrap interval.
 
-    ``cells``: one panel's cells (``analysis.cells``); ``runs``: its per-seed finals
-    (``analysis.finals``). The window is chosen on cell means (``basin_window``); the fit uses
+    ``cells``: one panel's cells (``frames.cells``); ``runs``: its per-seed finals
+    (``frames.finals``). The window is chosen on cell means (``basin_window``); the fit uses
     every seed of those cells; the 95% interval is the percentile interval of BOOTSTRAP
     resamples of the window's cells with their seeds (seeded, so reports are reproducible).
     """
@@ -280,7 +287,7 @@ class Diff:
 
 
 def difference(a: pd.DataFrame, b: pd.DataFrame) -> Diff:
-    """Final test error of runs ``a`` minus runs ``b`` (rows of ``analysis.finals``)."""
+    """Final test error of runs ``a`` minus runs ``b`` (rows of ``frames.finals``)."""
     ea = a.set_index("seed")["test_error"].astype(float)
     eb = b.set_index("seed")["test_error"].astype(float)
     common = ea.index.intersection(eb.index)
@@ -305,7 +312,7 @@ class PanelFits:
 
 
 def panel_fits(cells: pd.DataFrame, runs: pd.DataFrame) -> PanelFits:
-    """``cells``: one panel's cells (``analysis.cells``); ``runs``: its per-seed finals. The
+    """``cells``: one panel's cells (``frames.cells``); ``runs``: its per-seed finals. The
     frontier margin is ``frontier_margin`` of the panel's seed noise near each column's best
     (within MARGIN): the noise against which a column's first damaged cell is told apart."""
     sd = noise(runs, near=MARGIN)
