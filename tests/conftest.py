@@ -27,12 +27,9 @@ TINY = ["dataset=synthetic", "model=small", "dataset.train_subset=512",
 def _own_wandb_per_process(monkeypatch):
     """Each `harness` process a test starts gets its own W&B service: once this process has
     used wandb it exports WANDB_SERVICE, which children would otherwise share (and a child
-    killed mid-init leaves its run id "in use" there). The process-level "W&B is down" flag
-    of harness.sweep.recorder is reset, so one test's failure does not disable W&B in the next."""
-    from harness.sweep import recorder
-
+    killed mid-init leaves its run id "in use" there). Whether W&B is down is no process
+    state to reset: each command has its own harness.sweep.recorder.WandbMirror."""
     monkeypatch.delenv("WANDB_SERVICE", raising=False)
-    recorder._wandb_down.clear()
 
 
 @functools.cache

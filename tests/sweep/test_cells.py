@@ -2,7 +2,7 @@
 
 Checkpoints with other contents, flipped bytes or a state the model rejects retrain from
 scratch with one line; a full disk keeps the last good checkpoint; claim files are never
-followed through symlinks; W&B gets the cell's own config and one run per cell."""
+followed through symlinks; a preempted job keeps its checkpoint. W&B: test_wandb.py."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -24,8 +23,8 @@ from harness.cli.run import main
 from harness.config import compose
 from harness.config.job import Config
 from harness.sweep import checkpoint
-from harness.sweep.cells import load_data
-from harness.sweep.recorder import CellPaths, Recorder
+from harness.sweep.cells import load_data, run_cells
+from harness.sweep.recorder import CellPaths, Recorder, WandbMirror
 from harness.train.loop import train
 from tests.conftest import CLI_ENV, TINY
 
@@ -150,7 +149,7 @@ def test_a_pack_with_one_unloadable_checkpoint_resumes_the_other(tmp_path, monke
 
 def test_a_cell_is_completed_only_if_its_records_hold_every_epoch(tmp_path):
     [cfg] = cells_of(tmp_path)
-    rec = Recorder(cfg, "cpu", n_train=512, num_classes=10)
+    rec = Recorder(cfg, "cpu", WandbMirror(), n_train=512, num_classes=10)
     rec.records = [dict(after_epoch_1(cfg)["records"][0], epoch=e) for e in (1, 3)]
     assert rec.finish() == "failed"
     df = parquet(cfg)
@@ -206,47 +205,6 @@ def test_a_claim_file_symlink_is_not_followed(tmp_path, monkeypatch, capsys):
     assert not CellPaths.of(cfg).parquet.exists()
 
 
-def test_wandb_logs_the_cells_own_config_and_force_leaves_one_run(tmp_path, monkeypatch):
-    from tests.wandb_reader import config, history
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    grid = ["logger=wandb", "optimizer.lr=[0.01,0.003]", "decay.weight_decay=[0,0.001]",
-            "train.epochs=2"]
-    assert run(tmp_path, *grid) == 0
-    assert run(tmp_path, *grid[:2], "decay.weight_decay=0", "train.epochs=2",
-               "run.force=true") == 0
-    files = sorted((tmp_path / "c" / "wandb").glob("offline-run-*/run-*.wandb"))
-    assert len(files) == 4 and not (tmp_path / "c" / "wandb" / "wandb").exists()
-    seen = set()
-    for f in files:
-        logged = config(f)
-        lr, wd = logged["optimizer"]["lr"], logged["decay"]["weight_decay"]
-        seen.add((lr, wd))
-        df = pd.read_parquet(tmp_path / "c" / "runs" / f"{logged['run_id']}.parquet")
-        rows = history(f)
-        assert [r["epoch"] for r in rows] == df.epoch.tolist() == [1, 2]
-        assert [r["train_loss"] for r in rows] == df.train_loss.tolist()
-        assert df.lr.iloc[0] == lr and logged["train"]["epochs"] == 2
-    assert seen == {(0.01, 0.0), (0.01, 0.001), (0.003, 0.0), (0.003, 0.001)}
-
-
-@pytest.mark.slow
-def test_wandb_online_without_network_stalls_once_and_warns_once(tmp_path):
-    env = dict(os.environ, **CLI_ENV, WANDB_BASE_URL="http://127.0.0.1:9",
-               WANDB_API_KEY="0" * 40)
-    args = [sys.executable, "-m", "harness", "run", *TINY, "train.epochs=1", "study=c",
-            "run.results_dir=results", "logger=wandb", "logger.wandb.mode=online",
-            "optimizer.lr=[0.01,0.003,0.001]"]
-    tic = time.perf_counter()
-    proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=240)
-    seconds = time.perf_counter() - tic
-    assert proc.returncode == 0 and "3 cells: 3 completed" in proc.stdout, proc.stderr
-    assert proc.stderr.count("W&B disabled for the rest of this process") == 1, proc.stderr
-    assert seconds < 75, f"{seconds:.0f} s: W&B stalled more than once"
-
-
 def test_a_foreign_parquet_at_a_cells_path_does_not_count_as_done(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     grid = ["optimizer.lr=[0.01,0.003]", "train.epochs=1"]
@@ -263,19 +221,38 @@ def test_a_foreign_parquet_at_a_cells_path_does_not_count_as_done(tmp_path, monk
     assert (parquet(second).run_id == second.run_id).all()
 
 
-def test_cells_done_without_wandb_are_mirrored_by_the_next_run(tmp_path, monkeypatch, capsys):
-    from tests.wandb_reader import history
+@pytest.mark.parametrize("preempted", [True, False])
+def test_a_preempted_job_keeps_its_checkpoint_and_any_other_error_fails_the_cell(
+        tmp_path, monkeypatch, preempted):
+    """submitit's UncompletedJobError (its handler of a preemption signal raises it mid-training)
+    leaves the checkpoint for the requeued job and records nothing; another error is a failed
+    cell, recorded, and the call returns."""
+    utils = pytest.importorskip("submitit.core.utils")
+    from harness.sweep import cells as cells_mod
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    grid = ["optimizer.lr=[0.01,0.003]", "train.epochs=1"]
-    assert run(tmp_path, *grid) == 0                       # logger=none: no W&B
-    assert not (tmp_path / "c" / "wandb").exists()
-    capsys.readouterr()
-    assert run(tmp_path, *grid, "logger=wandb") == 0
-    out = capsys.readouterr().out
-    assert "2 cells: 2 skipped" in out and "] epoch" not in out
-    files = sorted((tmp_path / "c" / "wandb").glob("offline-run-*/run-*.wandb"))
-    assert len(files) == 2 and all([r["epoch"] for r in history(f)] == [1] for f in files)
-    assert run(tmp_path, *grid, "logger=wandb") == 0       # mirrored once, not again
-    assert sorted((tmp_path / "c" / "wandb").glob("offline-run-*/run-*.wandb")) == files
+    [cfg] = cells_of(tmp_path)
+    real = cells_mod.train
+    error = utils.UncompletedJobError("Job not requeued because: timed-out too many times.") \
+        if preempted else RuntimeError("boom")
+
+    def stopped_after_epoch_2(*args, **kwargs):
+        for n, epochs in enumerate(real(*args, **kwargs), 1):
+            yield epochs
+            if n == 2:
+                raise error
+
+    monkeypatch.setattr(cells_mod, "train", stopped_after_epoch_2)
+    paths = CellPaths.of(cfg)
+    if preempted:
+        with pytest.raises(utils.UncompletedJobError):
+            run_cells([cfg])
+        assert not paths.parquet.exists()
+        assert checkpoint.load(paths.checkpoint, cfg.run_id, 3)["epoch"] == 2
+        monkeypatch.setattr(cells_mod, "train", real)
+        assert run_cells([cfg]) == {cfg.run_id: "completed"}     # the requeued job resumes
+        assert parquet(cfg).epoch.tolist() == [1, 2, 3] and not paths.checkpoint.exists()
+    else:
+        assert run_cells([cfg]) == {cfg.run_id: "failed"}
+        df = parquet(cfg)
+        assert df.epoch.tolist() == [1, 2] and (df.error_message == "RuntimeError: boom").all()

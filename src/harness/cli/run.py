@@ -16,6 +16,7 @@ end); `main` prints the summary of exactly those cells and exits 1 only if one f
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -23,7 +24,9 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -32,16 +35,19 @@ from harness.config.job import Config, ConfigError, check_batch_size, expand, pl
 from harness.train import data
 from harness.train.models import MODELS
 
+if TYPE_CHECKING:
+    from harness.sweep.recorder import WandbMirror
+
 LEDGER = "HARNESS_OUTCOMES"  # environment variable: where jobs write their outcomes
 SHOW_ONLY = ("help", "hydra_help", "cfg", "info", "shell_completion")
 
 
-def _task(cfg: DictConfig) -> dict[str, str]:
+def _task(cfg: DictConfig, mirror: WandbMirror | None = None) -> dict[str, str]:
     from harness.sweep.cells import run_cells
 
     raw = OmegaConf.to_container(cfg, resolve=True)
     cells = expand(raw)
-    outcomes = run_cells(cells)
+    outcomes = run_cells(cells, mirror)
     images = sum(planned_images(c) or 0 for c in cells if outcomes[c.run_id] == "planned")
     ledger = os.environ.get(LEDGER)
     if ledger:
@@ -51,12 +57,13 @@ def _task(cfg: DictConfig) -> dict[str, str]:
     return outcomes
 
 
-def _hydra(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+def _hydra(args: argparse.Namespace, parser: argparse.ArgumentParser,
+           task: Callable[[DictConfig], dict[str, str]] = _task) -> None:
     """Hand the parsed command line to Hydra, as `@hydra.main` does with sys.argv."""
     from hydra._internal.utils import _run_hydra
 
     compose.register()
-    _run_hydra(args=args, args_parser=parser, task_function=_task,
+    _run_hydra(args=args, args_parser=parser, task_function=task,
                config_path=compose.config_path(), config_name=compose.CONFIG_NAME)
 
 
@@ -111,13 +118,18 @@ def _collect(ledger: Path) -> tuple[dict[str, str], int]:
 def _launch(args: argparse.Namespace, parser: argparse.ArgumentParser,
             cells: list[Config]) -> tuple[dict[str, str], int]:
     """Run Hydra with a fresh ledger under the results dir; the outcomes of its jobs."""
+    from harness.sweep.recorder import WandbMirror
+
     results = Path(cells[0].run.results_dir).absolute()
     existed = results.exists()
     ledger = results / ".outcomes" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
     ledger.mkdir(parents=True)
     os.environ[LEDGER] = str(ledger)  # launchers pass the environment on to their jobs
+    # one W&B mirror for every job Hydra runs in this process (a launcher's job elsewhere gets
+    # a copy): the first failure to reach W&B holds for the rest of the command
+    task = functools.wraps(_task)(functools.partial(_task, mirror=WandbMirror()))
     try:
-        _hydra(args, parser)
+        _hydra(args, parser, task)
         return _collect(ledger)
     finally:
         del os.environ[LEDGER]

@@ -12,7 +12,9 @@ For each cell (`Config` with scalar lr and weight_decay) `run_cells`:
   3. resumes from its validated checkpoint (harness.sweep.checkpoint); one that fails validation,
      or cannot be loaded into the model, is reported in one line and the cell retrains;
   4. trains (harness.train.loop) and records it; an exception in a cell is recorded as failed with
-     its message and the sweep goes on.
+     its message and the sweep goes on (submitit's preemption is re-raised, checkpoints kept).
+All cells of one call share one `WandbMirror` (the caller's, else a new one): W&B is tried
+until its first failure, then left alone for the rest of the command.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import pandas as pd
 import torch
 
 from harness.config.job import Config, ConfigError, check_batch_size
-from harness.sweep.recorder import DONE, CellPaths, Recorder, label, tidy
+from harness.sweep.recorder import DONE, CellPaths, Recorder, WandbMirror, label, tidy
 from harness.train import data as data_mod
 from harness.train import packed
 from harness.train.loop import ResumeError, autocast_dtype, resolve_device, train
@@ -154,11 +156,29 @@ def _train(recs: list[Recorder], resumes: list[dict | None], ds: data_mod.Datase
         _train(recs, [None], ds, device)
 
 
+def _preempted(err: Exception) -> bool:
+    """submitit's UncompletedJobError: its signal handler raises it in the middle of training
+    when the job is preempted or timed out and will not be requeued. submitit is an optional
+    dependency, not imported here: an error of its type exists only once it is loaded."""
+    utils = sys.modules.get("submitit.core.utils")
+    return utils is not None and isinstance(err, utils.UncompletedJobError)
+
+
+def _fail(recs: list[Recorder], err: Exception, with_traceback: bool) -> None:
+    """Mark the cells of a pack failed with `err`, said in one line (+ the traceback while
+    handling it, unless the error is the data's, already one line)."""
+    error = f"{type(err).__name__}: {err}" if with_traceback else str(err)
+    tb = "\n" + traceback.format_exc() if with_traceback else ""
+    print(f"[{label(recs[0].cfg)}] failed: {error}{tb}", file=sys.stderr)
+    for rec in recs:
+        rec.fail(error)
+
+
 def _run_pack(cfgs: list[Config], ds: data_mod.Dataset | None, data_error: str | None,
-              device: torch.device) -> dict[str, str]:
+              device: torch.device, mirror: WandbMirror) -> dict[str, str]:
     """Train cfgs (claimed) as one pack and record each cell."""
     info = {"n_train": ds.n_train, "num_classes": ds.num_classes} if ds is not None else {}
-    recs = [Recorder(cfg, str(device), **info) for cfg in cfgs]
+    recs = [Recorder(cfg, str(device), mirror, **info) for cfg in cfgs]
     by_epoch: dict[int, list[tuple[Recorder, dict | None]]] = {}
     for rec in recs:
         resume = rec.resume()
@@ -172,19 +192,15 @@ def _run_pack(cfgs: list[Config], ds: data_mod.Dataset | None, data_error: str |
         except ConfigError:
             raise
         except Exception as err:  # noqa: BLE001 - a failing cell must not stop the sweep
-            if type(err).__module__.startswith("submitit"):  # preempted or timed out:
-                raise                                        # keep checkpoints for the requeue
-            error = str(err) if ds is None else f"{type(err).__name__}: {err}"
-            tb = "" if ds is None else "\n" + traceback.format_exc()
-            print(f"[{label(pairs[0][0].cfg)}] failed: {error}{tb}", file=sys.stderr)
-            for rec, _ in pairs:
-                rec.fail(error)
+            if _preempted(err):  # keep the checkpoints for the requeued job
+                raise
+            _fail([r for r, _ in pairs], err, with_traceback=ds is not None)
         # recorded now, not after the pack's other groups: a later preemption loses nothing
         outcomes |= {rec.cfg.run_id: rec.finish() for rec, _ in pairs}
     return outcomes
 
 
-def _precheck(cfg: Config) -> str | None:
+def _precheck(cfg: Config, mirror: WandbMirror) -> str | None:
     """planned | done | skipped for a cell that needs no training now, else None."""
     status = done_status(cfg)
     if cfg.run.plan:
@@ -195,13 +211,13 @@ def _precheck(cfg: Config) -> str | None:
               "run.force=true retrains")
         with claim(paths.claim) as mine:
             if mine:  # a kill between the parquet and the tidying left work behind
-                tidy(cfg, paths)
+                tidy(cfg, paths, mirror)
         return "skipped"
     return None
 
 
 def _claim_pack(group: list[Config], size: int, stack: contextlib.ExitStack,
-                outcomes: dict[str, str]) -> list[Config]:
+                outcomes: dict[str, str], mirror: WandbMirror) -> list[Config]:
     """Claim up to `size` cells of `group` that nobody has trained yet."""
     mine: list[Config] = []
     for cfg in group:
@@ -221,19 +237,21 @@ def _claim_pack(group: list[Config], size: int, stack: contextlib.ExitStack,
             outcomes[cfg.run_id] = "claimed"
         elif done_status(cfg, quiet=True) in DONE and not cfg.run.force:
             outcomes[cfg.run_id] = "skipped"  # finished by another process meanwhile
-            tidy(cfg, paths)
+            tidy(cfg, paths, mirror)
         else:
             mine.append(cfg)
     return mine
 
 
-def run_cells(cells: list[Config]) -> dict[str, str]:
+def run_cells(cells: list[Config], mirror: WandbMirror | None = None) -> dict[str, str]:
     """Run the cells of one job, K at a time; returns {run_id: outcome}, outcome one of
-    completed | diverged | failed | skipped | claimed | planned | done."""
+    completed | diverged | failed | skipped | claimed | planned | done. `mirror`: the command's
+    W&B mirror (default: a new one, so W&B is up again for these cells)."""
+    mirror = WandbMirror() if mirror is None else mirror
     outcomes: dict[str, str] = {}
     for c in cells:
         try:
-            if (o := _precheck(c)) is not None:
+            if (o := _precheck(c, mirror)) is not None:
                 outcomes[c.run_id] = o
         except ClaimError as err:
             print(f"[{label(c)}] error: {err}", file=sys.stderr)
@@ -245,18 +263,24 @@ def run_cells(cells: list[Config]) -> dict[str, str]:
         if cfg.run_id not in outcomes:
             groups.setdefault(pack_key(cfg), []).append(cfg)
     for group in groups.values():
-        device = resolve_device(group[0].train.device)
-        ds, error, size = None, None, 1
-        try:
-            ds = load_data(group[0], device)
-            size = pack_k(group[0], ds, device, len(group))
-        except ConfigError:
-            raise
-        except Exception as err:  # noqa: BLE001 - recorded per cell below
-            error = f"{type(err).__name__}: {err}"
-        while any(c.run_id not in outcomes for c in group):
-            with contextlib.ExitStack() as stack:
-                pack = _claim_pack(group, size, stack, outcomes)
-                if pack:
-                    outcomes |= _run_pack(pack, ds, error, device)
+        _run_group(group, outcomes, mirror)
     return outcomes
+
+
+def _run_group(group: list[Config], outcomes: dict[str, str], mirror: WandbMirror) -> None:
+    """Train the cells of one pack group K at a time, adding their outcomes; data that cannot
+    be loaded fails each cell of the group with its error."""
+    device = resolve_device(group[0].train.device)
+    ds, error, size = None, None, 1
+    try:
+        ds = load_data(group[0], device)
+        size = pack_k(group[0], ds, device, len(group))
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001 - recorded per cell below
+        error = f"{type(err).__name__}: {err}"
+    while any(c.run_id not in outcomes for c in group):
+        with contextlib.ExitStack() as stack:
+            pack = _claim_pack(group, size, stack, outcomes, mirror)
+            if pack:
+                outcomes |= _run_pack(pack, ds, error, device, mirror)

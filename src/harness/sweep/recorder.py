@@ -5,7 +5,7 @@ cells.py schedules (claims, resume, packs); a `Recorder` owns what one cell leav
     epoch -> records (+ UTC timestamp) -> checkpoint every `train.checkpoint_every` epochs
     finish -> status (completed only if the records hold epochs 1..T) -> parquet (atomic)
            -> checkpoint removed (only once a completed/diverged parquet is written)
-           -> W&B mirror: the parquet rows replayed as one run (`mirror`)
+           -> W&B mirror: the parquet rows replayed as one run (`WandbMirror.replay`)
 
 Every OSError (a full disk) is one line naming the path and the errno text; it never removes
 the last good checkpoint. W&B mirrors a cell once its parquet is final (completed or
@@ -15,8 +15,11 @@ whose history equals its rows however often it was killed and resumed: a marker
 does not match (killed mid-mirror, retrained with run.force) is mirrored again. Offline runs
 live in `<study>/wandb/offline-run-*-<run_id>` (an older one of the cell is replaced);
 online, a cell mirrored before gets a new id `<run_id>-<n>`, since W&B drops steps re-logged
-under one id. The first failure to reach W&B disables it for the rest of the process; the
-cells it missed are mirrored by the next run that finds them done (their marker is stale).
+under one id. A `WandbMirror` is W&B for one command: `harness run` makes one for all the
+Hydra jobs it runs in this process (a job a launcher starts elsewhere gets a copy), a direct
+call of `run_cells` one for its cells. Its first failure to reach W&B is one warning line and
+turns W&B off for the rest of that command; the cells it missed are mirrored by the next run
+that finds them done (their marker is stale).
 """
 
 from __future__ import annotations
@@ -43,7 +46,6 @@ DONE = ("completed", "diverged")
 # Online, wandb.init waits this long for the server (W&B's default, 90 s, per cell without a
 # network); offline it keeps W&B's default: only a busy machine's startup of wandb-core counts.
 ONLINE_INIT_TIMEOUT_S = 30.0
-_wandb_down: list[str] = []  # process-level: the first failure to reach W&B, once set
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,9 +78,9 @@ def _oserror(err: OSError) -> str:
 class Recorder:
     """Records of one cell, written when it is done; `status` is its outcome so far."""
 
-    def __init__(self, cfg: Config, device: str, n_train: int | None = None,
-                 num_classes: int | None = None) -> None:
-        self.cfg, self.paths, self.device = cfg, CellPaths.of(cfg), device
+    def __init__(self, cfg: Config, device: str, mirror: WandbMirror,
+                 n_train: int | None = None, num_classes: int | None = None) -> None:
+        self.cfg, self.paths, self.device, self.mirror = cfg, CellPaths.of(cfg), device, mirror
         self.n_train, self.num_classes = n_train, num_classes
         self.records: list[dict[str, Any]] = []
         self.status, self.error, self.final = "completed", None, False
@@ -152,7 +154,7 @@ class Recorder:
             return self.status
         self.say(f"recorded {self.status}: {self.paths.parquet}")
         if self.status in DONE:
-            tidy(self.cfg, self.paths)
+            tidy(self.cfg, self.paths, self.mirror)
         return self.status
 
 
@@ -165,8 +167,8 @@ def _line(cfg: Config, m: dict[str, Any]) -> str:
             f"{shown}{m['images_per_s']:.0f} img/s")
 
 
-def tidy(cfg: Config, paths: CellPaths) -> None:
-    """For a cell whose completed/diverged parquet is written: drop the checkpoint, mirror.
+def tidy(cfg: Config, paths: CellPaths, mirror: WandbMirror) -> None:
+    """For a cell whose completed/diverged parquet is written: drop the checkpoint, mirror it.
     A checkpoint that cannot be removed is one warning line (the cell is done either way)."""
     try:
         paths.checkpoint.unlink(missing_ok=True)
@@ -175,7 +177,28 @@ def tidy(cfg: Config, paths: CellPaths) -> None:
         print(f"[{label(cfg)}] warning: cannot remove {paths.checkpoint}: {err.strerror}",
               file=sys.stderr)
     if cfg.logger.wandb_mode != "disabled":
-        mirror(cfg, paths)
+        mirror.replay(cfg, paths)
+
+
+@dataclasses.dataclass
+class WandbMirror:
+    """W&B for one command: up until its first failure, then `down` holds that failure in one
+    line and every later `replay` is skipped. A W&B failure never fails a run."""
+
+    down: str | None = None
+
+    def replay(self, cfg: Config, paths: CellPaths) -> None:
+        """Replay the cell's parquet rows as one W&B run, unless already mirrored or down."""
+        if self.down is not None:
+            return
+        try:
+            _replay(cfg, paths)
+        except Exception as err:  # noqa: BLE001 - W&B never fails a run
+            text = str(err).strip()
+            self.down = f"{type(err).__name__}: {text.splitlines()[0]}" if text \
+                else type(err).__name__
+            print(f"warning: W&B disabled for the rest of this process ({self.down}); "
+                  "the parquet files are complete", file=sys.stderr, flush=True)
 
 
 def _marker(paths: CellPaths) -> dict[str, Any]:
@@ -186,31 +209,24 @@ def _marker(paths: CellPaths) -> dict[str, Any]:
         return {"ids": []}
 
 
-def mirror(cfg: Config, paths: CellPaths) -> None:
-    """Replay the cell's parquet rows as one W&B run, unless already mirrored."""
-    if _wandb_down:
+def _replay(cfg: Config, paths: CellPaths) -> None:
+    """Log the cell's rows as one W&B run unless its marker holds this parquet's sha256; the
+    marker names the new W&B id before the run is logged and the sha256 only after it."""
+    digest = hashlib.sha256(paths.parquet.read_bytes()).hexdigest()
+    marker = _marker(paths)
+    if marker.get("sha256") == digest:
         return
-    try:
-        digest = hashlib.sha256(paths.parquet.read_bytes()).hexdigest()
-        marker = _marker(paths)
-        if marker.get("sha256") == digest:
-            return
-        if cfg.logger.wandb_mode == "offline":
-            wandb_id = cfg.run_id
-            for old in (paths.wandb / "wandb").glob(f"offline-run-*-{cfg.run_id}"):
-                shutil.rmtree(old, ignore_errors=True)  # partial or superseded mirrors
-        else:
-            n = len(marker["ids"])
-            wandb_id = cfg.run_id if n == 0 else f"{cfg.run_id}-{n}"
-        marker = {"ids": [*marker["ids"], wandb_id], "sha256": None}
-        atomic_write_text(paths.mirrored, json.dumps(marker))
-        _log_run(cfg, pd.read_parquet(paths.parquet), wandb_id, paths.wandb)
-        atomic_write_text(paths.mirrored, json.dumps(marker | {"sha256": digest}))
-    except Exception as err:  # noqa: BLE001 - W&B never fails a run
-        _wandb_down.append(f"{type(err).__name__}: {str(err).strip().splitlines()[0]}"
-                           if str(err).strip() else type(err).__name__)
-        print(f"warning: W&B disabled for the rest of this process ({_wandb_down[0]}); "
-              "the parquet files are complete", file=sys.stderr, flush=True)
+    if cfg.logger.wandb_mode == "offline":
+        wandb_id = cfg.run_id
+        for old in (paths.wandb / "wandb").glob(f"offline-run-*-{cfg.run_id}"):
+            shutil.rmtree(old, ignore_errors=True)  # partial or superseded mirrors
+    else:
+        n = len(marker["ids"])
+        wandb_id = cfg.run_id if n == 0 else f"{cfg.run_id}-{n}"
+    marker = {"ids": [*marker["ids"], wandb_id], "sha256": None}
+    atomic_write_text(paths.mirrored, json.dumps(marker))
+    _log_run(cfg, pd.read_parquet(paths.parquet), wandb_id, paths.wandb)
+    atomic_write_text(paths.mirrored, json.dumps(marker | {"sha256": digest}))
 
 
 def _log_run(cfg: Config, df: pd.DataFrame, wandb_id: str, root: Path) -> None:

@@ -145,11 +145,3 @@ def write_parquet(df: pd.DataFrame, path: Path) -> None:
     pq.write_table(to_table(df), buf)
     data = buf.getvalue()
     atomic_write(path, lambda tmp: tmp.write_bytes(data))
-
-
-def read_status(path: Path) -> str | None:
-    """The status recorded in a cell's parquet file; None if absent or unreadable."""
-    try:
-        return str(pd.read_parquet(path, columns=["status"])["status"].iloc[0])
-    except Exception:  # noqa: BLE001 - a corrupt file means "not done"
-        return None
