@@ -1,4 +1,4 @@
-"""harness.config.job: the typed layer between Hydra's dict and the rest of the harness."""
+"""harness.config: Hydra's dict -> checked cells (validate.py), identified by run_id (job.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from hydra._internal.utils import get_args_parser
 
 from harness.config import compose
 from harness.config import job as config
-from harness.config.job import Config, ConfigError, expand
+from harness.config.job import Config
+from harness.config.validate import ConfigError, expand
 from tests.conftest import ROOT
 
 
@@ -168,8 +169,13 @@ def test_each_spec_names_what_the_torch_side_builds():
 
     assert [spec["name"] for spec in configs.group("model")] == sorted(models.MODELS)
     assert set(optimizer.OPTIMIZERS) == set(DIRECTIONS) == {"adam", "rmsprop", "sgd"}
-    assert dataset.SIZES["synthetic"] == (synthetic.DEFAULT_TRAIN, synthetic.DEFAULT_TEST)
-    assert len(synthetic.generate().x_train) == dataset.SIZES["synthetic"][0]
+    from harness.train.data import READERS
+
+    assert list(READERS) == list(dataset.DATASETS)
+    assert {n for n, r in READERS.items() if r.fetch} == {
+        n for n, d in dataset.DATASETS.items() if d.fetchable}
+    assert dataset.DATASETS["synthetic"].sizes == (synthetic.DEFAULT_TRAIN, synthetic.DEFAULT_TEST)
+    assert len(synthetic.generate().x_train) == dataset.DATASETS["synthetic"].sizes[0]
 
 
 COMMITTED = sorted(p.name for p in (ROOT / "results").iterdir()

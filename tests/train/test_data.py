@@ -316,18 +316,28 @@ def test_augment_flip_rate_identity_and_determinism():
         augment(x.float(), torch.Generator())
 
 
-def test_errors_name_valid_choices():
-    with pytest.raises(ValueError, match="valid: cifar10, fashion_mnist, imagenet32"):
+def test_errors_name_valid_choices(tmp_path):
+    with pytest.raises(ValueError, match="^dataset='mnist' is not valid; choose one of: cifar10, "
+                                         "fashion_mnist, imagenet32, synthetic, npz$"):
         load_dataset("mnist")
-    with pytest.raises(ValueError, match=r"train_subset=10\b.*valid: 1\.\.5"):
-        data._subset(np.zeros(5), np.zeros(5), 10, None, "train_subset")
+    x = np.zeros((5, 2, 2), np.uint8)
+    path = _save_npz(tmp_path / "five.npz", x_train=x, y_train=np.arange(5) % 2, x_test=x,
+                     y_test=np.arange(5) % 2)
+    with pytest.raises(ValueError, match=r"^dataset.train_subset=10 is out of range; "
+                                         r"valid: 1\.\.5$"):
+        load_dataset("npz", path=path, train_subset=10)
 
 
 def test_cli_info_and_fetch(capsys):
-    assert data.main(["info", "synthetic"]) == 0
+    from harness.cli.data import main
+
+    assert main(["info", "synthetic"]) == 0
     assert "(5000, 3, 32, 32)" in capsys.readouterr().out
-    assert data.main(["fetch", "imagenet32"]) == 2
+    assert main(["fetch", "imagenet32"]) == 2
     assert "registration" in capsys.readouterr().err
+    assert main(["fetch", "synthetic"]) == 2
+    assert capsys.readouterr().err == ("harness data: error: dataset 'synthetic' has nothing to "
+                                       "fetch; valid: cifar10, fashion_mnist\n")
 
 
 def test_check_says_once_how_to_get_missing_corrupt_or_undownloadable_data(tmp_path,

@@ -14,7 +14,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from harness.config import compose
-from harness.config import job as cf
+from harness.config import validate as cf
 from harness.train import data as data_mod
 from harness.train import loop as train_mod
 from harness.train.models import build_model

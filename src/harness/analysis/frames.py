@@ -21,6 +21,8 @@ import pandas as pd
 
 from harness.spec.decay import DECAY_MODES
 from harness.spec.optimizer import OPTIMIZERS
+from harness.spec.records import STATUSES
+from harness.spec.schedule import SCHEDULES
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +35,11 @@ NUMERIC = ("lr", "weight_decay", "weight_decay_norm", "epochs", "batch_size", "s
 NOT_NULL = ("run_id", "status", "optimizer", "decay", "lr", "epoch", "seed", "epochs",
             "batch_size")
 INTEGER = ("epochs", "batch_size", "seed", "epoch")
-STATUSES = ("completed", "diverged", "failed")
 CONFIG = ("study", "dataset", "model", "optimizer", "decay", "schedule", "epochs", "batch_size",
           "n_train", "normalized", "num_classes")
 UNKNOWN_WHEN_FAILED = ("n_train", "num_classes")  # null on a cell that failed before data
 PANEL_EXTRA = ("schedule", "epochs", "model", "dataset")  # in panel keys when they vary
-ORDER = {"optimizer": OPTIMIZERS, "decay": DECAY_MODES,
-         "schedule": ("constant", "step", "cosine", "warm_restarts")}
+ORDER = {"optimizer": OPTIMIZERS, "decay": DECAY_MODES, "schedule": SCHEDULES}
 USABLE = 0.9  # a cell enters a fit if its error < USABLE * chance
 
 

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 import torch
 
+from harness.spec.dataset import DATASETS
 from harness.train.data import (
-    DATASETS,
     DataError,
     Dataset,
     check,
@@ -37,14 +37,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness data",
                                      description="Fetch or inspect datasets.")
     parser.add_argument("command", choices=("fetch", "info"))
-    parser.add_argument("name", choices=DATASETS)
+    parser.add_argument("name", choices=list(DATASETS))
     parser.add_argument("--root", default=None, help="data dir (default $HARNESS_DATA or ./data)")
     parser.add_argument("--path", default=None, help=".npz file for the npz dataset")
     parser.add_argument("--download", action="store_true", help="info: fetch when missing")
     args = parser.parse_args(argv)
     try:
         if args.command == "fetch":
-            if args.name not in ("cifar10", "fashion_mnist"):
+            if not DATASETS[args.name].fetchable:
                 fetch(args.name, args.root)  # raises ValueError: nothing to fetch
             print(download(args.name, args.root))
         else:

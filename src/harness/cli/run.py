@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING
 from omegaconf import DictConfig, OmegaConf
 
 from harness.config import compose
-from harness.config.job import Config, ConfigError, check_batch_size, expand, planned_images
+from harness.config.job import Config
+from harness.config.validate import ConfigError, check_batch_size, expand, planned_images
 from harness.train import data
 from harness.train.models import MODELS
 

@@ -33,7 +33,8 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict, read_write
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
-from harness.config.job import Config, ConfigError, expand
+from harness.config.job import Config
+from harness.config.validate import ConfigError, expand
 
 CONFIG_NAME = "config"
 LIST_KEYS = ("optimizer.lr", "decay.weight_decay", "decay.exclude", "optimizer.betas",
@@ -199,7 +200,7 @@ def _study_sweeps(params: dict, given: list[str]) -> list[str]:
 
 
 def raw(overrides: list[str], config_dir: str | None = None) -> dict[str, Any]:
-    """One job's composed config as a plain dict, before `harness.config.job.expand` checks it."""
+    """One job's composed config as a plain dict, before `validate.expand` checks it."""
     return _compose(_loader(config_dir), CONFIG_NAME, overrides)[0]
 
 

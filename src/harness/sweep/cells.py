@@ -32,7 +32,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from harness.config.job import Config, ConfigError, check_batch_size
+from harness.config.job import Config
+from harness.config.validate import ConfigError, check_batch_size
 from harness.sweep.recorder import DONE, CellPaths, Recorder, WandbMirror, label, tidy
 from harness.train import data as data_mod
 from harness.train import packed

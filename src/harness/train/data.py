@@ -10,7 +10,8 @@ round trip:
     normalize:  x <- (x / 255 - mean_c) / std_c           mean, std of the training images in [0,1]
 
 Data is looked for in `root`, else $HARNESS_DATA, else ./data (each as is and with the dataset's
-folder name), plus /usr/share/datasets for Fashion-MNIST (Debian's dataset-fashion-mnist).
+folder name), then in its spec's system_dirs (harness.spec.dataset: e.g. Debian's
+dataset-fashion-mnist). `READERS` is the one table per dataset here: name -> its reader.
 `check` answers, once per command and before any cell starts, whether a dataset can be had:
 found and readable, or downloaded now; otherwise a `DataError` of one line says how to get it.
 """
@@ -20,7 +21,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,12 +29,24 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.spec.dataset import DATASETS
-from harness.train.datasets import RawData, cifar, idx, npz, synthetic
+from harness.spec import dataset as spec
+from harness.train.datasets import RawData, Reader, Source, cifar, idx, npz, synthetic
 
-HOW_TO_GET = {"cifar10": cifar.HOW_TO_GET, "fashion_mnist": idx.HOW_TO_GET,
-              "imagenet32": npz.IMAGENET_HOW_TO_GET}
-SYSTEM_DIRS = {"fashion_mnist": [Path("/usr/share/datasets/fashion-mnist")]}
+READERS: dict[str, Reader] = {
+    "cifar10": Reader(cifar.read, fetch=cifar.fetch),
+    "fashion_mnist": Reader(idx.read, fetch=idx.fetch),
+    "imagenet32": Reader(npz.read_imagenet),
+    "synthetic": Reader(synthetic.read),
+    "npz": Reader(npz.read),
+}
+
+
+def register(name: str, reader: Reader) -> Reader:
+    """Make `reader` the reader of dataset `name` (its spec: harness.spec.dataset.register)."""
+    if READERS.get(name, reader) != reader:
+        raise ValueError(f"dataset {name!r} has a reader already; choose another name")
+    READERS[name] = reader
+    return reader
 
 
 @dataclass(frozen=True, eq=False)
@@ -86,7 +99,7 @@ def search_dirs(name: str, root: str | os.PathLike | None = None) -> list[Path]:
     dirs = [Path(root)] if root is not None else []
     if "HARNESS_DATA" in os.environ:
         dirs.append(Path(os.environ["HARNESS_DATA"]))
-    dirs += [Path("data"), *SYSTEM_DIRS.get(name, [])]
+    dirs += [Path("data"), *map(Path, spec.get(name).system_dirs)]
     return list(dict.fromkeys(dirs))
 
 
@@ -110,110 +123,69 @@ def download(name: str, root: str | None, timeout_s: float = 20.0) -> Path:
     except Exception as err:  # noqa: BLE001 - urllib, torchvision and md5 errors alike
         for folder in created[-1:]:
             shutil.rmtree(folder, ignore_errors=True)
-        apt = " or `apt install dataset-fashion-mnist`" if name == "fashion_mnist" else ""
+        apt = spec.get(name).apt
         raise DataError(f"{name} is not in {', '.join(map(str, search_dirs(name, root)))} and "
                         f"cannot be downloaded ({one_line(err)}); where there is internet run "
                         f"`python -m harness data fetch {name} --root DIR`, copy DIR here and "
-                        f"set dataset.root=DIR (or HARNESS_DATA=DIR){apt}") from None
+                        f"set dataset.root=DIR (or HARNESS_DATA=DIR)"
+                        f"{f' or `apt install {apt}`' if apt else ''}") from None
     finally:
         socket.setdefaulttimeout(old)
 
 
-def _sizes(name: str, root: str | None, path: str | None, download: bool) -> tuple[int, int]:
-    """(train, test) images of a dataset that can be loaded; DataError (one line) if not."""
-    if name == "synthetic":
-        return synthetic.DEFAULT_TRAIN, synthetic.DEFAULT_TEST
-    if name == "npz":
-        if path is None or not Path(path).is_file():
-            raise DataError(f"dataset.path={path} is not a file; give the .npz holding x_train, "
-                            "y_train, x_test, y_test (an absolute path, no ~)")
-        raw = npz.load_npz(path)
-        return len(raw.x_train), len(raw.x_test)
-    if root is not None and not Path(root).is_dir() and not download:
-        raise DataError(f"dataset.root={root} is not a directory; give the folder that holds "
-                        f"{name}, or {HOW_TO_GET[name]}")
-    reader = {"cifar10": cifar.load, "fashion_mnist": idx.load,
-              "imagenet32": npz.load_imagenet}[name]
+def fetch(name: str, root: str | os.PathLike | None = None) -> Path:
+    """Download dataset `name` into `root` (see `data_root`), verify its md5, return its folder."""
+    ds = spec.get(name)
+    if ds.fetchable:
+        return READERS[name].fetch(data_root(root))
+    if ds.source == "dirs":
+        raise ValueError(f"{name} cannot be fetched automatically: {ds.how_to_get}")
+    fetchable = ", ".join(n for n, d in spec.DATASETS.items() if d.fetchable)
+    raise ValueError(f"dataset {name!r} has nothing to fetch; valid: {fetchable}")
+
+
+def _read(name: str, root: str | None, path: str | None, download: bool,
+          sizes: tuple[int | None, int | None], get: Callable[[str, str | None], Path]
+          ) -> RawData:
+    """The dataset as its reader reads it; files not found are first downloaded by `get`
+    (`fetch`, or `download` for one DataError line) when `download` and it can be fetched."""
+    source = Source(search_dirs(name, root), path, sizes)
     try:
-        raw = reader(search_dirs(name, root))
-    except FileNotFoundError as err:
-        if not download or name == "imagenet32":
-            raise DataError(one_line(err)) from None
-        download(name, root)
-        raw = reader(search_dirs(name, root))
-    return len(raw.x_train), len(raw.x_test)
+        return READERS[name].read(source)
+    except FileNotFoundError:
+        if not (download and spec.get(name).fetchable):
+            raise
+    get(name, root)
+    return READERS[name].read(source)
 
 
 def check(name: str, *, root: str | None = None, path: str | None = None,
           download: bool = False, train_subset: int | None = None,
           test_subset: int | None = None, val_split: float = 0.0) -> int:
     """The number of training images a cell of dataset `name` trains on (less the val_split
-    held out), once the dataset is
-    known to be loadable (found and readable, or downloaded now when `download`); a missing,
-    corrupt or undownloadable dataset, or a subset larger than it, raises `DataError` with one
-    line saying what to do."""
-    if name not in DATASETS:
-        raise DataError(f"dataset={name!r} is not valid; choose one of: {', '.join(DATASETS)}")
+    held out), once the dataset is known to be loadable (found and readable, or downloaded
+    now when `download`); a missing, corrupt or undownloadable dataset, or a subset or
+    val_split it cannot give (harness.spec.dataset.split), raises `DataError` with one line
+    saying what to do."""
     try:
-        sizes = _sizes(name, root, path, download)
-    except (ValueError, FileNotFoundError) as err:  # the readers' one-line messages
+        ds = spec.get(name)
+        if ds.source == "path" and (path is None or not Path(path).is_file()):
+            raise DataError(f"dataset.path={path} is not a file; {ds.how_to_get}")
+        if ds.source == "dirs" and root is not None and not Path(root).is_dir() \
+                and not download:
+            raise DataError(f"dataset.root={root} is not a directory; give the folder that "
+                            f"holds {name}, or {ds.how_to_get}")
+        sizes = ds.sizes if ds.source == "generated" else None  # its subsets: the sizes made
+        if sizes is None:
+            raw = _read(name, root, path, download, (None, None), _download)
+            sizes = len(raw.x_train), len(raw.x_test)
+        spec.split(name, train_subset, test_subset, val_split, sizes)
+    except (ValueError, FileNotFoundError) as err:  # the readers' and the spec's one line
         raise DataError(one_line(err)) from None
-    if name != "synthetic":  # for synthetic the subsets are the generated sizes
-        for key, n, size in (("train_subset", train_subset, sizes[0]),
-                             ("test_subset", test_subset, sizes[1])):
-            if n is not None and not 1 <= n <= size:
-                raise DataError(f"dataset.{key}={n} is out of range; valid: 1..{size}")
-    n = train_subset or sizes[0]
-    n_val = round(val_split * n)
-    if val_split and not 1 <= n_val < n:
-        raise DataError(f"dataset.val_split={val_split} holds out {n_val} of {n} training "
-                        "images; valid: a fraction that leaves at least one image on each side")
-    return n - n_val
+    return spec.train_images(name, train_subset, val_split, sizes)
 
 
-def fetch(name: str, root: str | os.PathLike | None = None) -> Path:
-    """Download dataset `name` into `root` (see `data_root`), verify its md5, return its folder."""
-    target = data_root(root)
-    if name == "cifar10":
-        return cifar.fetch(target)
-    if name == "fashion_mnist":
-        return idx.fetch(target)
-    if name == "imagenet32":
-        raise ValueError(f"imagenet32 cannot be fetched automatically: {npz.IMAGENET_HOW_TO_GET}")
-    if name in DATASETS:
-        raise ValueError(f"dataset {name!r} has nothing to fetch; valid: cifar10, fashion_mnist")
-    raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
-
-
-def _read(name: str, root: str | None, path: str | None, download: bool,
-          sizes: tuple[int | None, int | None]) -> RawData:
-    if name == "synthetic":
-        n_train, n_test = sizes
-        return synthetic.generate(n_train or synthetic.DEFAULT_TRAIN,
-                                  n_test or synthetic.DEFAULT_TEST)
-    if name == "npz":
-        return npz.load_npz(path)
-    if name == "imagenet32":
-        return npz.load_imagenet(search_dirs(name, root))
-    reader = {"cifar10": cifar.load, "fashion_mnist": idx.load}[name]
-    try:
-        return reader(search_dirs(name, root))
-    except FileNotFoundError:
-        if not download:
-            raise
-    fetch(name, root)
-    return reader(search_dirs(name, root))
-
-
-def _subset(x: np.ndarray, y: np.ndarray, n: int | None, rng: np.random.Generator | None,
-            what: str) -> tuple[np.ndarray, np.ndarray]:
-    """n examples: a seeded random choice (kept in order) if rng, else the first n."""
-    if n is None or n == len(x):
-        return x, y
-    if not 1 <= n <= len(x):
-        raise ValueError(f"{what}={n} is out of range; valid: 1..{len(x)}")
-    keep = np.sort(rng.choice(len(x), n, replace=False)) if rng is not None else np.arange(n)
-    return x[keep], y[keep]
+_download = download  # check's `download` flag shadows the function
 
 
 def channel_stats(x: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
@@ -244,13 +216,15 @@ def load_dataset(name: str, *, root: str | None = None, path: str | None = None,
     val_split: the fraction of those training examples held out as a validation set (a seeded
     choice, the same for every seed of a study), so hyperparameters can be chosen on it and
     scored on the test set; training, mean/std and B = n_train use only the rest.
+    Subsets and val_split the data cannot give raise harness.spec's SpecError (a ValueError).
     """
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
-    raw = _read(name, root, path, download, (train_subset, test_subset))
+    spec.get(name)
+    raw = _read(name, root, path, download, (train_subset, test_subset), fetch)
+    train_subset, test_subset, val_split = spec.split(
+        name, train_subset, test_subset, val_split, (len(raw.x_train), len(raw.x_test)))
     x_train, y_train = _subset(raw.x_train, raw.y_train, train_subset,
-                               np.random.default_rng(seed), "train_subset")
-    x_test, y_test = _subset(raw.x_test, raw.y_test, test_subset, None, "test_subset")
+                               np.random.default_rng(seed))
+    x_test, y_test = _subset(raw.x_test, raw.y_test, test_subset, None)
     (x_train, y_train), val = _hold_out(x_train, y_train, val_split, seed)
     mean, std = channel_stats(x_train)
 
@@ -262,17 +236,25 @@ def load_dataset(name: str, *, root: str | None = None, path: str | None = None,
                    *(on_device(a) for a in val))
 
 
+def _subset(x: np.ndarray, y: np.ndarray, n: int | None, rng: np.random.Generator | None
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """n examples (checked: spec.split): a seeded random choice (kept in order) if rng, else
+    the first n."""
+    if n is None or n == len(x):
+        return x, y
+    keep = np.sort(rng.choice(len(x), n, replace=False)) if rng is not None else np.arange(n)
+    return x[keep], y[keep]
+
+
 def _hold_out(x: np.ndarray, y: np.ndarray, fraction: float, seed: int
               ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, ...]]:
-    """(train, val): round(fraction * n) examples, a seeded choice kept in order, held out."""
-    n_val = round(fraction * len(x))
+    """(train, val): spec.held_out(fraction, n) examples, a seeded choice kept in order, held
+    out (checked: spec.split)."""
     if fraction == 0:
         return (x, y), ()
-    if not 1 <= n_val < len(x):
-        raise ValueError(f"val_split={fraction} holds out {n_val} of {len(x)} training images; "
-                         "valid: a fraction that leaves at least one image on each side")
     held = np.zeros(len(x), dtype=bool)
-    held[np.random.default_rng([seed, 1]).choice(len(x), n_val, replace=False)] = True
+    held[np.random.default_rng([seed, 1]).choice(len(x), spec.held_out(fraction, len(x)),
+                                                 replace=False)] = True
     return (x[~held], y[~held]), (x[held], y[held])
 
 

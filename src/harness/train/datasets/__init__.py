@@ -1,6 +1,10 @@
 """Format readers behind `harness.train.data.load_dataset`: each returns a `RawData` of numpy
 arrays.
 
+A reader is `read(source) -> RawData` (`Source`: the directories to search, dataset.path, the
+sizes asked for), and `fetch(root) -> folder` where the dataset can be downloaded; the table
+from dataset name to its `Reader` is `harness.train.data.READERS`, what each dataset is
+(sizes, how to get it) its `harness.spec.dataset.DatasetSpec`.
 Contract of every reader: images uint8 in N x C x H x W (channel-major, C-contiguous), labels
 int64 in 0..num_classes-1. Readers never touch torch or a device; `harness.train.data` does
 that once.
@@ -9,7 +13,7 @@ Bad or missing files raise `ValueError` / `FileNotFoundError` with one line sayi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +54,25 @@ class RawData:
                 f"{self.name}: train images are {self.x_train.shape[1:]} but test images are "
                 f"{self.x_test.shape[1:]} (C, H, W must match)"
             )
+
+
+@dataclass(frozen=True)
+class Source:
+    """What a reader is given: the directories to search, in order (spec source "dirs"), the
+    file dataset.path (source "path"), and the (train, test) sizes asked for: train_subset,
+    test_subset, the sizes a generated dataset makes (None: its default)."""
+
+    dirs: list[Path]
+    path: str | None
+    sizes: tuple[int | None, int | None]
+
+
+@dataclass(frozen=True)
+class Reader:
+    """A dataset's reader, and its download into a root (returns the folder) when it has one."""
+
+    read: Callable[[Source], RawData]
+    fetch: Callable[[Path], Path] | None = None
 
 
 def find_dir(dirs: Iterable[Path], required: Sequence[str]) -> Path | None:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.train.datasets import RawData, find_dir, labels_int64
+from harness.spec.dataset import DATASETS
+from harness.train.datasets import RawData, Source, find_dir, labels_int64
 
 FOLDER = "cifar-10-batches-py"
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -29,10 +30,7 @@ TRAIN = {
     "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
 }
 TEST = {"test_batch": "40351d587109b95175f43aff81a1287e"}
-HOW_TO_GET = (
-    "get it with `python -m harness data fetch cifar10 --root DIR` (then dataset.root=DIR) "
-    "or set dataset.download=true"
-)
+HOW_TO_GET = DATASETS["cifar10"].how_to_get
 
 
 def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
@@ -99,6 +97,10 @@ def load(dirs: Iterable[Path]) -> RawData:
         y_test=y_test,
         num_classes=10,
     )
+
+
+def read(source: Source) -> RawData:
+    return load(source.dirs)
 
 
 def fetch(root: Path) -> Path:

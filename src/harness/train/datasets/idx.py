@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.train.datasets import RawData
+from harness.spec.dataset import DATASETS
+from harness.train.datasets import RawData, Source
 
 FOLDER = "fashion-mnist"
 URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
@@ -25,10 +26,7 @@ FILES = {  # name -> md5 of the .gz as Zalando serves it (Debian's recompressed 
     "t10k-labels-idx1-ubyte": "bb300cfdad3c16e7a12a480ee83cd310",
 }
 MAGIC = {3: 0x00000803, 1: 0x00000801}  # number of dims -> magic for uint8 data
-HOW_TO_GET = (
-    "get it with `python -m harness data fetch fashion_mnist --root DIR` (then dataset.root=DIR), "
-    "set dataset.download=true, or `apt install dataset-fashion-mnist`"
-)
+HOW_TO_GET = DATASETS["fashion_mnist"].how_to_get
 
 
 def read_idx(path: Path, ndim: int) -> np.ndarray:
@@ -83,6 +81,10 @@ def load(dirs: Iterable[Path]) -> RawData:
     x_train, y_train = _split(paths, "train")
     x_test, y_test = _split(paths, "t10k")
     return RawData("fashion_mnist", x_train, y_train, x_test, y_test, num_classes=10)
+
+
+def read(source: Source) -> RawData:
+    return load(source.dirs)
 
 
 def fetch(root: Path) -> Path:

@@ -19,17 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.train.datasets import RawData, find_dir, labels_int64
+from harness.spec.dataset import DATASETS
+from harness.train.datasets import RawData, Source, find_dir, labels_int64
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 IMAGENET_FOLDER = "imagenet32"
 IMAGENET_TRAIN = tuple(f"train_data_batch_{i}.npz" for i in range(1, 11))
 IMAGENET_VAL = "val_data.npz"
-IMAGENET_HOW_TO_GET = (
-    "download Imagenet32_train_npz.zip and Imagenet32_val_npz.zip from "
-    "https://image-net.org/download-images (registration required), unzip into DIR "
-    "and set dataset.root=DIR"
-)
+IMAGENET_HOW_TO_GET = DATASETS["imagenet32"].how_to_get
 
 
 def _open(path: Path, keys: Iterable[str]) -> dict[str, np.ndarray]:
@@ -111,3 +108,12 @@ def load_imagenet(dirs: Iterable[Path]) -> RawData:
         y_test=y_test,
         num_classes=1000,
     )
+
+
+def read(source: Source) -> RawData:
+    """A user's .npz: dataset.path."""
+    return load_npz(source.path)
+
+
+def read_imagenet(source: Source) -> RawData:
+    return load_imagenet(source.dirs)

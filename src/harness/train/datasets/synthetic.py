@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.spec.dataset import SIZES
-from harness.train.datasets import RawData
+from harness.spec.dataset import DATASETS
+from harness.train.datasets import RawData, Source
 
 NUM_CLASSES = 10
 SIDE = 32
 AMPLITUDE = 16.0  # pixel units (0..255)
 NOISE = 64.0  # pixel units
-DEFAULT_TRAIN, DEFAULT_TEST = SIZES["synthetic"]
+DEFAULT_TRAIN, DEFAULT_TEST = DATASETS["synthetic"].sizes  # the generated default
 
 
 def _upsample_matrix(n_in: int, n_out: int) -> np.ndarray:
@@ -74,3 +74,9 @@ def generate(n_train: int = DEFAULT_TRAIN, n_test: int = DEFAULT_TEST, seed: int
     x_train, y_train = _sample(tmpl, n_train, np.random.default_rng([seed, 1]))
     x_test, y_test = _sample(tmpl, n_test, np.random.default_rng([seed, 2]))
     return RawData("synthetic", x_train, y_train, x_test, y_test, NUM_CLASSES)
+
+
+def read(source: Source) -> RawData:
+    """The sizes asked for (train_subset, test_subset), else the defaults."""
+    n_train, n_test = source.sizes
+    return generate(n_train or DEFAULT_TRAIN, n_test or DEFAULT_TEST)
