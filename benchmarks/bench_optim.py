@@ -6,6 +6,7 @@ one set of fixed random gradients; steps are timed one at a time, interleaved ac
 contenders (round r times every contender once, starting one further along), after warmup.
 The table gives the median wall-clock and CPU (process) time per step and their ratios to the
 torch reference of the same family; on a loaded machine the CPU-time ratio is the steadier.
+Harness optimizers get eta_t = 1 as the train loop passes it: a 0-dim tensor on the device.
 
     .venv/bin/python benchmarks/bench_optim.py              # CPU, 1 thread: about 10-20 s
     .venv/bin/python benchmarks/bench_optim.py --threads 0  # torch's default thread count
@@ -15,6 +16,7 @@ torch reference of the same family; on a loaded machine the CPU-time ratio is th
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 from collections.abc import Callable
@@ -26,6 +28,7 @@ from harness.config import compose
 from harness.train.optim import build_optimizer
 
 LR_ADAM, LR_SGD, WEIGHT_DECAY = 1e-3, 0.1, 5e-4
+Step = Callable[[], object]  # one optimizer step
 
 
 def resnet18_shapes(num_classes: int = 10) -> list[tuple[int, ...]]:
@@ -43,33 +46,36 @@ def resnet18_shapes(num_classes: int = 10) -> list[tuple[int, ...]]:
 
 
 def _ours(params: list[Tensor], optimizer: str, decay: str, lr: float,
-          weight_decay: float) -> torch.optim.Optimizer:
-    """harness.train.optim with the hyperparameters of configs/optimizer/<optimizer>.yaml (equal to
-    the torch references' defaults: sgd momentum 0.9 as given to torch.optim.SGD below)."""
+          weight_decay: float) -> Step:
+    """The step of harness.train.optim with the hyperparameters of
+    configs/optimizer/<optimizer>.yaml (equal to the torch references' defaults: sgd momentum
+    0.9 as given to torch.optim.SGD below), at eta_t = 1 on the params' device."""
     (cfg,) = compose.cells([f"optimizer={optimizer}"])
-    return build_optimizer(params, optimizer, decay, lr, weight_decay, **dict(cfg.optimizer.hyper))
+    opt = build_optimizer(params, optimizer, decay, lr, weight_decay, **dict(cfg.optimizer.hyper))
+    return functools.partial(opt.step, eta=torch.ones((), dtype=torch.float64,
+                                                      device=params[0].device))
 
 
-CONTENDERS: dict[str, tuple[str, Callable[[list[Tensor]], torch.optim.Optimizer]]] = {
-    # name: (reference row for the ratio, factory)
+CONTENDERS: dict[str, tuple[str, Callable[[list[Tensor]], Step]]] = {
+    # name: (reference row for the ratio, factory of the step)
     "torch AdamW foreach": ("torch AdamW foreach", lambda p: torch.optim.AdamW(
-        p, LR_ADAM, weight_decay=WEIGHT_DECAY, foreach=True)),
+        p, LR_ADAM, weight_decay=WEIGHT_DECAY, foreach=True).step),
     "harness adam/decoupled_lr": ("torch AdamW foreach", lambda p: _ours(
         p, "adam", "decoupled_lr", LR_ADAM, WEIGHT_DECAY)),
     "harness adam/decoupled": ("torch AdamW foreach", lambda p: _ours(
         p, "adam", "decoupled", LR_ADAM, WEIGHT_DECAY * LR_ADAM)),
     "torch Adam(wd) foreach": ("torch Adam(wd) foreach", lambda p: torch.optim.Adam(
-        p, LR_ADAM, weight_decay=WEIGHT_DECAY, foreach=True)),
+        p, LR_ADAM, weight_decay=WEIGHT_DECAY, foreach=True).step),
     "harness adam/l2": ("torch Adam(wd) foreach", lambda p: _ours(
         p, "adam", "l2", LR_ADAM, WEIGHT_DECAY)),
     "torch SGD foreach": ("torch SGD foreach", lambda p: torch.optim.SGD(
-        p, LR_SGD, momentum=0.9, weight_decay=WEIGHT_DECAY, foreach=True)),
+        p, LR_SGD, momentum=0.9, weight_decay=WEIGHT_DECAY, foreach=True).step),
     "harness sgd/decoupled": ("torch SGD foreach", lambda p: _ours(
         p, "sgd", "decoupled", LR_SGD, WEIGHT_DECAY * LR_SGD)),
     "harness sgd/l2": ("torch SGD foreach", lambda p: _ours(
         p, "sgd", "l2", LR_SGD, WEIGHT_DECAY)),
     "torch RMSprop(wd) foreach": ("torch RMSprop(wd) foreach", lambda p: torch.optim.RMSprop(
-        p, LR_ADAM, weight_decay=WEIGHT_DECAY, foreach=True)),
+        p, LR_ADAM, weight_decay=WEIGHT_DECAY, foreach=True).step),
     "harness rmsprop/l2": ("torch RMSprop(wd) foreach", lambda p: _ours(
         p, "rmsprop", "l2", LR_ADAM, WEIGHT_DECAY)),
 }
@@ -81,21 +87,21 @@ def bench(steps: int, warmup: int, device: str) -> dict[str, tuple[float, float]
     shapes = resnet18_shapes()
     init = [torch.randn(s, generator=gen).to(device) * 0.05 for s in shapes]
     grads = [torch.randn(s, generator=gen).to(device) * 0.01 for s in shapes]
-    opts = {}
+    steppers = {}
     for name, (_, factory) in CONTENDERS.items():
         params = [t.clone().requires_grad_() for t in init]
         for p, g in zip(params, grads, strict=True):
             p.grad = g
-        opts[name] = factory(params)
-    times: dict[str, list[tuple[float, float]]] = {name: [] for name in opts}
-    names = list(opts)
+        steppers[name] = factory(params)
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in steppers}
+    names = list(steppers)
     for r in range(warmup + steps):
         for name in names[r % len(names):] + names[: r % len(names)]:  # rotate the order
-            opt = opts[name]
+            step = steppers[name]
             if device == "cuda":
                 torch.cuda.synchronize()
             start, cpu = time.perf_counter(), time.process_time()
-            opt.step()
+            step()
             if device == "cuda":
                 torch.cuda.synchronize()
             if r >= warmup:

@@ -90,14 +90,14 @@ export -f install_wheels study
   > "$OUT/logs/device.txt" 2>&1
 if [ $DRY -eq 1 ]; then
   stage install 60 install_wheels
-  stage tests 300 "$PY" -m pytest -q -m gpu tests/test_gpu.py tests/train/test_packed.py
+  stage tests 300 "$PY" -m pytest -q -m gpu tests/test_gpu.py tests/train/test_memory.py
   stage audit 120 "$PY" benchmarks/gpu_check.py audit --device cpu
   stage bench 300 "$PY" -m harness bench --dry-run --device cpu --out "$OUT/bench"
   stage study 600 study
 else
   # about 7.5 minutes of limits in all; the bench writes its JSON after every model
   stage install 30 install_wheels
-  stage tests 60 "$PY" -m pytest -q -m gpu tests/test_gpu.py tests/train/test_packed.py
+  stage tests 60 "$PY" -m pytest -q -m gpu tests/test_gpu.py tests/train/test_memory.py
   stage audit 30 "$PY" benchmarks/gpu_check.py audit --device cuda
   stage bench 200 "$PY" -m harness bench --out "$OUT/bench" --steps 20 --warmup 5
   stage study 120 study

@@ -1,5 +1,9 @@
 """harness.train.optim: equivalence with torch and with the paper's Algorithms 1-2, the identities
-between decay modes, Proposition 2 in miniature, packed models, validation."""
+between decay modes, Proposition 2 in miniature, packed models, validation.
+
+Our optimizers get eta_t as the train loop gives it (`step(eta=...)`, from the device table
+of harness.train.schedules.eta_table); the torch references get the same schedule on their lr
+through a LambdaLR."""
 
 from __future__ import annotations
 
@@ -11,11 +15,8 @@ import torch
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from harness.train.optim import (
-    group_lr_multiplier,
-    normalized_weight_decay,
-    param_groups,
-)
+from harness.train.optim import ChainOptimizer, normalized_weight_decay, param_groups
+from harness.train.schedules import eta_table
 from tests.conftest import make_optimizer
 
 F64 = torch.float64
@@ -24,6 +25,7 @@ SHAPES = ((6, 4), (6,), (3, 6))  # a two-layer tanh net: w1, b1, w2
 _data = torch.Generator().manual_seed(123)
 X = torch.randn(16, 4, generator=_data, dtype=F64)
 Y = torch.randn(16, 3, generator=_data, dtype=F64)
+ONE = torch.ones((), dtype=F64)  # eta_t of a constant schedule
 
 
 def cosine(t: int) -> float:
@@ -49,8 +51,21 @@ def flat(params: list[Tensor]) -> Tensor:
 
 
 def train(make_opt: Callable, multiplier: Callable = cosine, seed: int = 0) -> Tensor:
-    """Final weights after STEPS full-batch steps, eta_t from a LambdaLR on `multiplier`."""
+    """Final weights after STEPS full-batch steps of our optimizer, eta_t = multiplier(t)
+    read from the schedule's table and passed to every step."""
     params = make_params(seed)
+    opt = make_opt(params)
+    etas = eta_table(multiplier, STEPS)
+    for t in range(STEPS):
+        opt.zero_grad()
+        loss_fn(params).backward()
+        opt.step(eta=etas[t])
+    return flat(params)
+
+
+def train_torch(make_opt: Callable, multiplier: Callable = cosine) -> Tensor:
+    """The same with a torch.optim optimizer, lr_t = lr * multiplier(t) from a LambdaLR."""
+    params = make_params()
     opt = make_opt(params)
     sched = LambdaLR(opt, multiplier)
     for _ in range(STEPS):
@@ -59,6 +74,14 @@ def train(make_opt: Callable, multiplier: Callable = cosine, seed: int = 0) -> T
         opt.step()
         sched.step()
     return flat(params)
+
+
+def step(opt: torch.optim.Optimizer) -> None:
+    """One step at eta_t = 1: ours takes eta_t, torch's has its lr."""
+    if isinstance(opt, ChainOptimizer):
+        opt.step(eta=ONE)
+    else:
+        opt.step()
 
 
 def paper_sgdw(alpha, lam, mu, multiplier, lr_in_buffer: bool) -> Tensor:
@@ -110,9 +133,9 @@ TORCH_EQUIVALENTS = [
 @pytest.mark.parametrize(("name", "decay", "hyper", "lr", "reference"), TORCH_EQUIVALENTS)
 def test_trajectory_equals_torch(name, decay, hyper, lr, reference):
     ours = train(lambda p: make_optimizer(p, name, decay, lr, 0.1, **hyper))
-    theirs = train(lambda p: reference(p, 0.1))
+    theirs = train_torch(lambda p: reference(p, 0.1))
     assert (ours - theirs).abs().max() < 1e-12
-    undecayed = train(lambda p: reference(p, 0.0))
+    undecayed = train_torch(lambda p: reference(p, 0.0))
     assert (ours - undecayed).abs().max() > 1e-3  # the decay matters on this problem
 
 
@@ -161,7 +184,7 @@ def pure_decay(name: str, decay: str, lr: float, wd: float, steps: int = 20) -> 
     opt = make_optimizer([p], name, decay, lr, wd)
     for _ in range(steps):
         p.grad = torch.zeros_like(p)
-        opt.step()
+        opt.step(eta=ONE)
     return 1.0 - p[0].item()
 
 
@@ -203,7 +226,7 @@ def test_proposition_2_large_gradients_are_decayed_less_by_adam_l2():
         opt = make_optimizer([p], "adam", decay, 0.01, wd)
         for t in range(50):
             p.grad = torch.tensor([10.0, 0.01], dtype=F64) * (-1) ** t
-            opt.step()
+            opt.step(eta=ONE)
         return p.detach()
 
     none = run("none", 0.0)
@@ -227,15 +250,14 @@ def test_packed_equals_separate(name, lrs, decay):
     packed = packed_params(k)
     lr, wd = torch.tensor(lrs, dtype=F64), torch.tensor(lams, dtype=F64)
     opt = make_optimizer(packed, name, decay, lr, wd)
-    sched = LambdaLR(opt, cosine)
-    for _ in range(STEPS):
+    etas = eta_table(cosine, STEPS)
+    for t in range(STEPS):
         opt.zero_grad()
         views = [p.view(k, *s) for p, s in zip(packed, SHAPES, strict=True)]
         sum(loss_fn([v[i] for v in views]) for i in range(k)).backward()
-        opt.step()
-        sched.step()
-    assert torch.equal(opt.param_groups[0]["cell_lr"], lr) and opt.param_groups[0]["lr"] != 1.0
-    assert group_lr_multiplier(opt.param_groups[0]) == pytest.approx(cosine(STEPS))
+        opt.step(eta=etas[t])
+    group = opt.param_groups[0]  # alpha and lambda stay as bound: the schedule is eta_t only
+    assert torch.equal(group["lr"], lr) and torch.equal(group["weight_decay"], wd)
     for i in range(k):
         alone = train(lambda p, i=i: make_optimizer(p, name, decay, lrs[i], lams[i]), seed=i)
         part = torch.cat([p.detach().view(k, -1)[i] for p in packed])
@@ -251,7 +273,7 @@ def test_step_leaves_gradients_untouched(name, decay):
         opt.zero_grad()
         loss_fn(params).backward()
         grads = [p.grad.clone() for p in params]
-        opt.step()
+        opt.step(eta=ONE)
         assert all(torch.equal(p.grad, g) for p, g in zip(params, grads, strict=True))
 
 
@@ -265,7 +287,7 @@ def test_params_without_grad_keep_their_own_step_count():
             loss_fn(params).backward()
             if t < 5:
                 params[2].grad = None
-            opt.step()
+            step(opt)
         return flat(params)
 
     ours = run(lambda p: make_optimizer(p, "adam", "l2", 0.01, 0.1))
@@ -273,24 +295,25 @@ def test_params_without_grad_keep_their_own_step_count():
 
 
 def test_state_dict_resume_continues_the_same_trajectory():
-    """Save at step 10, rebuild optimizer and scheduler, load both, finish: same weights."""
+    """Save at step 10, rebuild the optimizer, load its state, finish with eta_t from the same
+    table: the same weights. The state holds alpha and lambda, no schedule."""
     def make(p):
         return make_optimizer(p, "adam", "decoupled", 0.01, 0.05)
 
     params = make_params()
     opt = make(params)
-    sched = LambdaLR(opt, cosine)
-    for step in range(STEPS):
-        if step == 10:
-            saved = opt.state_dict(), sched.state_dict()
+    etas = eta_table(cosine, STEPS)
+    for t in range(STEPS):
+        if t == 10:
+            saved = opt.state_dict()
+            assert {k: saved["param_groups"][0][k] for k in ("lr", "weight_decay")} == {
+                "lr": 0.01, "weight_decay": 0.05}
+            assert "initial_lr" not in saved["param_groups"][0]
             opt = make(params)
-            sched = LambdaLR(opt, cosine)  # writes lr = alpha * cosine(0) ...
-            opt.load_state_dict(saved[0])  # ... which the loaded group lr replaces
-            sched.load_state_dict(saved[1])
+            opt.load_state_dict(saved)
         opt.zero_grad()
         loss_fn(params).backward()
-        opt.step()
-        sched.step()
+        opt.step(eta=etas[t])
     assert (flat(params) - train(make)).abs().max() < 1e-12
 
 
@@ -311,7 +334,7 @@ def test_param_groups_exclusion_and_excluded_params_are_not_decayed():
     opt = make_optimizer(groups, "sgd", "decoupled", 0.1, 0.1)
     for p in model.parameters():
         p.grad = torch.zeros_like(p)
-    opt.step()
+    opt.step(eta=ONE)
     for (name, p), old in zip(model.named_parameters(), before, strict=True):
         excluded = name.startswith("bn.") or name.endswith(".bias")
         torch.testing.assert_close(p.detach(), old if excluded else old * 0.9)
@@ -356,6 +379,35 @@ def test_hyperparameters_have_no_defaults_here():
         build_optimizer(make_params(), "sgd", "l2", 0.1, 0.0, momentum=0.9)
 
 
+def test_a_step_needs_eta_t_as_a_tensor_on_the_params_device():
+    """One eta path: eta_t is given to every step, as a 0-dim tensor on the params' device (a
+    host value would be copied at every step); a refused step moves nothing and counts no
+    step."""
+    def first_step(opt, params):
+        opt.zero_grad()
+        loss_fn(params).backward()
+        opt.step(eta=ONE)
+        return flat(params)
+
+    params = make_params()
+    opt = make_optimizer(params, "adam", "decoupled", 0.01, 0.05)
+    loss_fn(params).backward()
+    before = flat(params)
+    for eta, match in [(None, "got None$"), (0.5, "got 0.5$"),
+                       (torch.ones(1, dtype=F64), r"got a tensor of shape \(1,\)$"),
+                       (torch.ones((), device="meta"), "^eta is on meta, the params on cpu; "
+                                                       "valid: eta on the params' device$")]:
+        with pytest.raises(ValueError, match=match) as err:
+            opt.step(eta=eta)
+        assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="^a step needs eta=eta_t, the schedule multiplier"):
+        opt.step()
+    assert torch.equal(flat(params), before)
+    fresh = make_params()
+    assert torch.equal(first_step(opt, params),
+                       first_step(make_optimizer(fresh, "adam", "decoupled", 0.01, 0.05), fresh))
+
+
 def test_a_param_without_grad_for_some_steps_keeps_its_own_adam_step_count():
     """torch counts a parameter's steps only when it has a grad; so must the shared counter
     of a bucket (before the fix: 4.7e-3 off torch.optim.Adam)."""
@@ -367,7 +419,7 @@ def test_a_param_without_grad_for_some_steps_keeps_its_own_adam_step_count():
             opt.zero_grad(set_to_none=True)
             loss = (a**2).sum() + ((b**3).sum() if t not in (1, 2) else 0)
             loss.backward()
-            opt.step()
+            step(opt)
         return torch.cat([a.detach(), b.detach()])
 
     ours = run(lambda ps: make_optimizer(ps, "adam", "l2", 0.01, 0.1))

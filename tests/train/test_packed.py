@@ -23,26 +23,20 @@ import torch.nn.functional as F
 
 from harness.train.models import build_model
 from harness.train.packed import (
-    CPU_MAX_PACK,
-    MemoryProbe,
-    StepShape,
     build_packed_model,
     error_counts,
     evaluate_packed,
     mask_diverged,
-    max_pack,
     pack_optimizer_states,
-    pack_size,
     pack_states,
     packed_logits,
     packed_loss,
     param_norms,
-    resolve_pack,
-    step_peak_bytes,
     unpack_optimizer_state,
     unpack_state,
 )
-from tests.conftest import hyper, make_optimizer
+from harness.train.schedules import eta_table, lr_multiplier
+from tests.conftest import make_optimizer
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -57,6 +51,7 @@ def one_thread():
 
 LRS = {"sgd": [0.1, 0.03, 0.01], "adam": [1e-2, 3e-3, 1e-3], "rmsprop": [1e-3, 3e-4, 1e-4]}
 DECAYS = [5e-3, 1e-3, 0.0]
+ONE = torch.ones((), dtype=torch.float64)  # eta_t of a constant schedule, on the CPU
 
 
 def assert_scaled(actual: torch.Tensor, expected: torch.Tensor, rel: float) -> None:
@@ -85,19 +80,19 @@ def batches(steps: int, size: int, dtype: torch.dtype, n: int = 8):
              torch.randint(0, 10, (n,), generator=g)) for _ in range(steps)]
 
 
-def solo_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x, y) -> float:
+def solo_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x, y, eta=ONE) -> float:
     loss = F.cross_entropy(model(x), y)
     opt.zero_grad()
     loss.backward()
-    opt.step()
+    opt.step(eta=eta)
     return loss.item()
 
 
-def packed_step(model, opt, x, y, active) -> torch.Tensor:
+def packed_step(model, opt, x, y, active, eta=ONE) -> torch.Tensor:
     total, per_model = packed_loss(packed_logits(model, x), y, active)
     opt.zero_grad()
     total.backward()
-    opt.step()
+    opt.step(eta=eta)
     return per_model.detach()
 
 
@@ -224,7 +219,7 @@ def test_diverged_cell_is_detected_masked_and_others_match_solo(optimizer: str,
             total, _ = packed_loss(logits, y, active)
         opt.zero_grad()
         total.backward()
-        opt.step()
+        opt.step(eta=ONE)
         if frozen is not None:
             for p, before in zip(packed.parameters(), frozen, strict=True):
                 after = p.detach().view(3, -1)[1]  # inert: not one bit moves
@@ -237,7 +232,7 @@ def test_diverged_cell_is_detected_masked_and_others_match_solo(optimizer: str,
         for key, value in solos[k].state_dict().items():
             assert_scaled(unpacked[key], value, 1e-9)
     assert opt.cell_mask.tolist() == [True, False, True]
-    assert opt.param_groups[0]["cell_lr"].tolist() == lrs  # the cells' own values are kept
+    assert opt.param_groups[0]["lr"].tolist() == lrs  # the cells' own values are kept
     assert all(torch.isfinite(v).all() for s in opt.state.values() for v in s.values()
                if isinstance(v, torch.Tensor))  # no NaN left in any moment
 
@@ -279,29 +274,32 @@ def test_pack_unpack_state_round_trip_with_bn_buffers() -> None:
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_optimizer_state_round_trip_continues_like_solo(optimizer: str) -> None:
-    """Solo runs -> pack model and optimizer -> packed steps == solo steps -> unpack == solo."""
+    """Solo runs -> pack model and optimizer -> packed steps == solo steps -> unpack == solo,
+    under a cosine eta_t: the state holds alpha and lambda, the step count, no schedule."""
     f64 = torch.float64
     solos = solo_models("small", 2, f64, 8)
     lrs = LRS[optimizer][:2]
     opts = [make_optimizer(m.parameters(), optimizer, "decoupled", lrs[i], DECAYS[i])
             for i, m in enumerate(solos)]
     data = batches(4, 8, f64)
-    for x, y in data[:2]:
+    etas = eta_table(lr_multiplier("cosine", 1, 4), 4)
+    for t, (x, y) in enumerate(data[:2]):
         for m, o in zip(solos, opts, strict=True):
-            solo_step(m, o, x, y)
+            solo_step(m, o, x, y, etas[t])
     packed = packed_from(solos, "small", 8)
     popt = make_optimizer(packed.parameters(), optimizer, "decoupled",
                            torch.tensor([1.0, 1.0], dtype=f64), torch.tensor([0.0, 0.0]))
     popt.load_state_dict(pack_optimizer_states([o.state_dict() for o in opts]))
+    assert popt.param_groups[0]["lr"].tolist() == lrs
     active = torch.ones(2, dtype=torch.bool)
-    for x, y in data[2:]:
-        solo = [solo_step(m, o, x, y) for m, o in zip(solos, opts, strict=True)]
-        assert_scaled(packed_step(packed, popt, x, y, active), torch.tensor(solo, dtype=f64), 1e-9)
+    for t, (x, y) in enumerate(data[2:], start=2):
+        solo = [solo_step(m, o, x, y, etas[t]) for m, o in zip(solos, opts, strict=True)]
+        assert_scaled(packed_step(packed, popt, x, y, active, etas[t]),
+                      torch.tensor(solo, dtype=f64), 1e-9)
     assert_states_match(solos, packed, 1e-9)
     for k, o in enumerate(opts):
         unpacked, solo = unpack_optimizer_state(popt.state_dict(), k, 2), o.state_dict()
-        assert unpacked["param_groups"][0]["lr"] == pytest.approx(lrs[k], rel=1e-12)
-        assert unpacked["param_groups"][0]["weight_decay"] == pytest.approx(DECAYS[k])
+        assert unpacked["param_groups"] == solo["param_groups"]  # alpha, lambda, hyper: exact
         for index, entry in solo["state"].items():
             for name, value in entry.items():
                 if isinstance(value, torch.Tensor):
@@ -340,30 +338,3 @@ def test_evaluate_packed_and_param_norms_match_solo_models() -> None:
                 (top5 != y[:, None]).all(1).float().mean())
             norm = torch.linalg.vector_norm(torch.cat([p.flatten() for p in m.parameters()]))
             assert param_norms(packed, 3)[k].item() == pytest.approx(norm.item(), rel=1e-5)
-
-
-# --- memory -----------------------------------------------------------------------------------
-
-
-def test_pack_size_formula() -> None:
-    probe = MemoryProbe(fixed_bytes=2_000, per_model_bytes=1_000)
-    assert pack_size(10_000, probe, safety=0.8) == 6  # (8000 - 2000) / 1000
-    assert pack_size(1_000, probe, safety=0.8) == 1  # never below one
-    shape = StepShape("resnet20", 10, 3, 32, 128, "adam", tuple(hyper("adam").items()), None)
-    assert max_pack(shape, "cpu") == CPU_MAX_PACK
-    assert resolve_pack("auto", shape, "cpu", cells=64) == CPU_MAX_PACK
-    assert resolve_pack("16", shape, "cpu", cells=4) == 4 and resolve_pack(8, shape, "cpu") == 8
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_max_pack_fits_on_the_gpu() -> None:
-    """A pack of the estimated size really trains within the free memory."""
-    device = torch.device("cuda")
-    torch.cuda.empty_cache()
-    free = torch.cuda.mem_get_info(device)[0]
-    shape = StepShape("resnet20", 10, 3, 32, 128, "adam", tuple(hyper("adam").items()),
-                      torch.bfloat16)
-    k = max_pack(shape, device)
-    assert k >= 4
-    assert step_peak_bytes(shape, device, k) <= free

@@ -1,4 +1,5 @@
-"""harness.train.schedules: eta_t values at chosen steps, SGDR restart points, LambdaLR wiring."""
+"""harness.train.schedules: eta_t values at chosen steps, SGDR restart points, the device table
+that drives the optimizer."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import pytest
 import torch
 
 from harness.train.schedules import (
-    build_scheduler,
     current_period_epochs,
     eta_table,
     lr_multiplier,
@@ -75,18 +75,21 @@ def test_restart_helpers_use_the_papers_values():
         100, 100, 200, 200, 400, 800]
 
 
-def test_build_scheduler_drives_lr_per_batch_and_is_picklable():
-    p = torch.zeros(3, requires_grad=True)
-    opt = make_optimizer([p], "sgd", "decoupled", 0.2, 0.01)
-    sched = build_scheduler(opt, "cosine", steps_per_epoch=4, epochs=2)
+def test_the_eta_table_drives_lr_per_batch_and_schedules_are_picklable():
+    """Plain SGD on a gradient of ones moves p by lr_t = alpha * eta_t at step t, eta_t read
+    from the table as the train step reads it; alpha, the group lr, stays as bound."""
+    p = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    opt = make_optimizer([p], "sgd", "none", 0.2, 0.0, momentum=0.0)
+    etas = eta_table(lr_multiplier("cosine", steps_per_epoch=4, epochs=2), 8)
     lrs = []
-    for _ in range(8):
-        lrs.append(opt.param_groups[0]["lr"])
-        p.grad = torch.zeros_like(p)
-        opt.step()
-        sched.step()
+    for t in range(8):
+        before = p.detach().clone()
+        p.grad = torch.ones_like(p)
+        opt.step(eta=etas[t])
+        lrs.append((before - p.detach())[0].item())
+        assert opt.param_groups[0]["lr"] == 0.2
     expected = [0.2 * 0.5 * (1 + math.cos(math.pi * t / 8)) for t in range(8)]
-    assert lrs == pytest.approx(expected)
+    assert lrs == pytest.approx(expected, rel=1e-12)
     eta = lr_multiplier("warm_restarts", 4, 2, t_0=1, t_mult=2)
     assert pickle.loads(pickle.dumps(eta))(4) == 1.0
 

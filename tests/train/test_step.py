@@ -1,5 +1,5 @@
-"""The training step is device-clean: a packed optimizer step costs about what a solo one does
-(aten ops), reads no host data after the first step, and the whole train step compiles into
+"""The training step is device-clean: a packed optimizer step dispatches no more aten ops than a
+solo one, reads no host data after the first step, and the whole train step compiles into
 one graph (no recompile across eta_t changes, partial batches, epochs)."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from harness.config import validate as cf
 from harness.train import data as data_mod
 from harness.train import loop as train_mod
 from harness.train.models import build_model
+from harness.train.step import train_step
 from tests.conftest import make_optimizer
 
 DECAYS = ["none", "l2", "decoupled", "decoupled_lr"]
@@ -39,19 +40,21 @@ def resnets() -> dict[int, torch.nn.Module]:
     return {k: build_model("resnet20", packs=k) for k in (1, 16)}
 
 
-def top_level_aten_ops(opt: torch.optim.Optimizer) -> Counter:
+def top_level_aten_ops(opt: torch.optim.Optimizer, eta: torch.Tensor) -> Counter:
     """aten ops the Python step dispatches (not the CPU slow path's per-tensor children), of
     one step after a warm-up step."""
-    opt.step()
+    opt.step(eta=eta)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        opt.step()
+        opt.step(eta=eta)
     return Counter(e.name for e in prof.events() if e.name.startswith("aten::") and not (
         e.cpu_parent is not None and e.cpu_parent.name.startswith("aten::")))
 
 
 @pytest.mark.parametrize("decay", DECAYS)
 @pytest.mark.parametrize("name", ["sgd", "adam"])
-def test_packed_step_costs_at_most_twice_a_solo_step(resnets, name: str, decay: str) -> None:
+def test_packed_step_costs_what_a_solo_step_does(resnets, name: str, decay: str) -> None:
+    """Both take eta_t as a device scalar; the per-cell alphas and lambdas are laid out once,
+    so a pack of 16 dispatches the ops of a solo step (measured: equal counts, 7 to 26)."""
     counts = {}
     for k, model in resnets.items():
         for p in model.parameters():
@@ -59,11 +62,10 @@ def test_packed_step_costs_at_most_twice_a_solo_step(resnets, name: str, decay: 
         rates = torch.linspace(0.01, 0.1, k, dtype=torch.float64)
         lr, wd = (0.1, 1e-3) if k == 1 else (rates, rates / 10)
         opt = make_optimizer(model.parameters(), name, decay, lr, wd)
-        if k > 1:  # the train loop's eta_t: a device scalar
-            opt.eta = torch.tensor(0.5, dtype=torch.float64)
-        counts[k] = top_level_aten_ops(opt)
+        eta = torch.tensor(0.5, dtype=torch.float64)  # the train loop's eta_t: a device scalar
+        counts[k] = top_level_aten_ops(opt, eta)
     solo, pack = sum(counts[1].values()), sum(counts[16].values())
-    assert pack <= 2 * solo + 8, (solo, pack, counts[16])
+    assert pack <= solo, (solo, pack, counts[16])
     params = len(list(resnets[16].parameters()))
     assert pack < params  # not one op per parameter (the issue measured 600 at K = 16)
 
@@ -93,16 +95,16 @@ def test_optimizer_step_reads_no_host_data_after_the_first(name: str, decay: str
         p.grad = torch.empty_like(p)
     rates = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64)
     opt = make_optimizer(params, name, decay, rates, rates / 10)
-    opt.eta = torch.ones((), dtype=torch.float64, device="meta")
-    opt.step()  # lays out the per-cell values: copies from the host once
+    eta = torch.ones((), dtype=torch.float64, device="meta")
+    opt.step(eta=eta)  # lays out the per-cell values: copies from the host once
     with DeviceAudit() as audit:
-        opt.step()
-        opt.step()
+        opt.step(eta=eta)
+        opt.step(eta=eta)
     assert audit.host == []
     opt.mask_cell(2)  # a masked cell: laid out again once, then clean again
-    opt.step()
+    opt.step(eta=eta)
     with DeviceAudit() as audit:
-        opt.step()
+        opt.step(eta=eta)
     assert audit.host == []
 
 
@@ -134,11 +136,11 @@ def test_train_step_reads_nothing_from_the_host_after_the_first() -> None:
             return func(*args, **(kwargs or {}))
 
     run.optimizer.zero_grad()
-    train_mod.train_step(run, *batches[0])
+    train_step(run, *batches[0])
     for x, y in batches[1:]:
         run.optimizer.zero_grad(set_to_none=True)
         with Reads():
-            train_mod.train_step(run, x, y)
+            train_step(run, x, y)
     assert reads == []
     assert run.count.tolist() == [3]
 

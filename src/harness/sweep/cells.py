@@ -36,7 +36,7 @@ from harness.config.job import Config
 from harness.config.validate import ConfigError, check_batch_size
 from harness.sweep.recorder import DONE, CellPaths, Recorder, WandbMirror, label, tidy
 from harness.train import data as data_mod
-from harness.train import packed
+from harness.train import memory
 from harness.train.loop import ResumeError, autocast_dtype, resolve_device, train
 
 
@@ -109,11 +109,11 @@ def pack_key(cfg: Config) -> Config:
 
 def pack_k(cfg: Config, ds: data_mod.Dataset, device: torch.device, cells: int) -> int:
     """train.pack as a number for a group of `cells`: `auto` is 1 on a CPU and what fits in
-    free device memory on a GPU (packed.resolve_pack), never more than the group."""
-    shape = packed.StepShape(cfg.model.name, ds.num_classes, ds.in_channels, ds.image_size,
+    free device memory on a GPU (memory.resolve_pack), never more than the group."""
+    shape = memory.StepShape(cfg.model.name, ds.num_classes, ds.in_channels, ds.image_size,
                              cfg.train.batch_size, cfg.optimizer.name, cfg.optimizer.hyper,
                              autocast_dtype(cfg.train.precision, device))
-    return packed.resolve_pack(cfg.train.pack, shape, device, cells)
+    return memory.resolve_pack(cfg.train.pack, shape, device, cells)
 
 
 def _show_plan(cells: list[Config], outcomes: dict[str, str]) -> None:

@@ -27,7 +27,7 @@ import torch
 from harness.fsutil import atomic_write
 
 MAGIC = b"HARNESS-CHECKPOINT\n"
-SCHEMA = 2  # 2: no "scheduler" state (eta_t is a function of the step, harness.train.schedules)
+SCHEMA = 3  # 3: optimizer groups hold lr = alpha, no initial_lr; 2: no "scheduler" state
 KEY_TYPES: dict[str, type | tuple[type, ...]] = {
     "model": dict, "optimizer": dict, "scaler": dict, "rng": dict,
     "epoch": int, "step": int, "elapsed_s": (int, float), "records": list,

@@ -1,7 +1,8 @@
 """Stage 3 of 6: data on the device (`data`, format readers in `datasets`), networks (`models`),
-the optimizer chain and its steps (`optim`, `optim_steps`), eta_t (`schedules`), packs of K
-cells as one network (`packed`) and the training loop (`loop`), which yields records and
-writes no file.
+the optimizer chain, its steps and its per-cell layout (`optim`, `optim_steps`, `buckets`),
+eta_t (`schedules`), packs of K cells as one network (`packed`) and how many fit (`memory`),
+one train step on the device (`step`) and the training loop (`loop`), which yields records
+and writes no file.
 
     spec -> config -> train -> sweep -> analysis -> cli      (docs/DESIGN.md)
 """

@@ -6,10 +6,10 @@ initial weights and every batch, so they are trained as one packed network
 Three pieces, read one at a time:
 
     setup(cells, ds, device, resume) -> Run     model, optimizer, eta_t table, RNG, resume
-    train_step(run, x, y)                       one batch, all on the device:
+    train_step(run, x, y)                       one batch, all on the device (harness.train.step):
         eta_t = etas[t]                            (harness.train.schedules, a device table)
         loss = sum_k active_k * mean_n CE(model(x)[n, k], y[n])   (autocast bf16 on GPU)
-        loss.backward(); optimizer.step(); t += 1  (harness.train.optim: decay mode inside)
+        loss.backward(); optimizer.step(eta=eta_t); t += 1   (harness.train.optim: decay inside)
     run_epoch(run, epoch) -> [Epoch | None]     the epoch's batches, a divergence check every
                                                DIVERGENCE_CHECK_EVERY steps (the only host
                                                reads), evaluation every `train.eval_every`
@@ -21,10 +21,10 @@ with static shapes: the first step (it creates the optimizer state) and the epoc
 partial batch run eagerly (padding it would change BatchNorm's batch statistics), evaluation
 is eager, so no other graph is built; the compile time is logged, not counted in images/s.
 
-The caller (cells.py) writes records and checkpoints: `Epoch.state()` is the cell's own
-checkpoint in the solo format (its model and optimizer state, every RNG state, epoch, step),
-and `train(..., resume=states)` continues from them so that the records equal those of an
-uninterrupted run.
+The caller writes the records (harness.sweep.recorder: parquet, checkpoints, W&B, from the
+Epochs this loop yields): `Epoch.state()` is the cell's own checkpoint in the solo format
+(its model and optimizer state, every RNG state, epoch, step), and `train(..., resume=states)`
+continues from them so that the records equal those of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -41,16 +41,17 @@ from harness.config.job import Config
 from harness.spec.records import EpochMetrics
 from harness.train import data as data_mod
 from harness.train import packed
+from harness.train.buckets import is_zero
 from harness.train.models import build_model
 from harness.train.optim import (
     ChainOptimizer,
     build_optimizer,
-    is_zero,
     normalized_weight_decay,
     param_groups,
 )
 from harness.train.rng import rng_state, seed_everything, set_rng_state
 from harness.train.schedules import current_period_epochs, eta_table, lr_multiplier
+from harness.train.step import Run, train_step
 
 DIVERGENCE_CHECK_EVERY = 20  # steps between host reads of the per-cell loss sums
 
@@ -92,37 +93,6 @@ def effective_weight_decay(cfg: Config, n_train: int, epoch: int) -> float:
     return normalized_weight_decay(cfg.decay.weight_decay, cfg.train.batch_size, n_train, epochs)
 
 
-@dataclass
-class Run:
-    """Everything a training run of K cells holds between steps."""
-
-    cells: Sequence[Config]
-    ds: data_mod.Dataset
-    device: torch.device
-    model: torch.nn.Module
-    optimizer: ChainOptimizer
-    scaler: torch.amp.GradScaler
-    generator: torch.Generator
-    amp: torch.dtype | None
-    multiplier: Callable[[int], float]  # eta_t of the host (records)
-    etas: torch.Tensor                  # the same eta_t, a float64 table on the device
-    count: torch.Tensor                 # (1,) int64 step count t on the device
-    active: torch.Tensor                # (K,) bool on the device: cells still training
-    step: int                           # the host's step count (equal to count)
-    start_epoch: int
-    started: float                      # perf_counter of the cell's start (resume included)
-    compiled: Callable | None = None    # the compiled train step, when train.compile
-    compile_s: float = 0.0
-
-    @property
-    def cfg(self) -> Config:
-        return self.cells[0]
-
-    @property
-    def packs(self) -> int:
-        return len(self.cells)
-
-
 def setup(cells: Sequence[Config], ds: data_mod.Dataset, device: torch.device,
           resume: Sequence[dict] | None = None) -> Run:
     """Model, optimizer and eta_t table of `cells` on `device`, continued from `resume`."""
@@ -139,7 +109,6 @@ def setup(cells: Sequence[Config], ds: data_mod.Dataset, device: torch.device,
     optimizer = build_optimizer(groups, cfg.optimizer.name, cfg.decay.mode,
                                 _per_cell([c.optimizer.lr for c in cells]), _per_cell(decays),
                                 **dict(cfg.optimizer.hyper))
-    optimizer.eta = torch.ones((), dtype=torch.float64, device=device)
     multiplier = lr_multiplier(cfg.schedule.name, steps_per_epoch, cfg.train.epochs,
                                **dict(cfg.schedule.options))
     etas = eta_table(multiplier, steps_per_epoch * cfg.train.epochs)
@@ -152,7 +121,6 @@ def setup(cells: Sequence[Config], ds: data_mod.Dataset, device: torch.device,
             model.load_state_dict(packed.pack_states([r["model"] for r in resume]))
             optimizer.load_state_dict(
                 packed.pack_optimizer_states([r["optimizer"] for r in resume]))
-            optimizer.eta = torch.ones((), dtype=torch.float64, device=device)
             scaler.load_state_dict(resume[0]["scaler"])
             set_rng_state(resume[0]["rng"], generator)
         except Exception as err:  # noqa: BLE001 - any mismatch of a checkpoint with this model
@@ -164,29 +132,6 @@ def setup(cells: Sequence[Config], ds: data_mod.Dataset, device: torch.device,
                etas.to(device), torch.tensor([step], device=device),
                torch.ones(packs, dtype=torch.bool, device=device), step, start_epoch,
                time.perf_counter() - elapsed_before)
-
-
-def train_step(run: Run, x: torch.Tensor, y: torch.Tensor,
-               apply: Callable[[], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One batch: eta_t from the device table, forward, backward, optimizer step, t += 1.
-    Returns the (K,) per-cell mean loss and (K,) error counts, on the device. `apply`: the
-    optimizer half to call instead of step() (a compiled step: `apply_prepared`)."""
-    run.optimizer.eta.copy_(run.etas.index_select(0, run.count).view(()))
-    with torch.autocast(run.device.type, dtype=run.amp, enabled=run.amp is not None):
-        logits = packed.packed_logits(run.model, x)
-    total, per_cell = packed.packed_loss(logits, y, run.active)
-    if apply is not None:
-        total.backward()
-        apply()
-    elif run.scaler.is_enabled():
-        run.scaler.scale(total).backward()
-        run.scaler.step(run.optimizer)
-        run.scaler.update()
-    else:
-        total.backward()
-        run.optimizer.step()
-    run.count.add_(1)
-    return per_cell.detach(), packed.error_counts(logits.detach(), y)
 
 
 def _step(run: Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

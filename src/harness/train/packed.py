@@ -15,14 +15,11 @@ weight_decay as 0 (`ChainOptimizer.mask_cell`), its grads and moments are zeroed
 grads at every later backward (one hook per parameter reading a device mask of dead cells), so
 its update is exactly 0 and nothing of it reaches the other slices.
 
-`max_pack` picks K from free device memory:
-    peak(K) = fixed + K * per_model        (measured at K = 1 and K = 2 by a probe step)
-    K_max   = floor((safety * free - fixed) / per_model)
+How many cells fit on a device (`train.pack=auto`): harness.train.memory.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,11 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.train.models import build_model
-from harness.train.optim import ChainOptimizer, build_optimizer, group_lr_multiplier
-
-CPU_MAX_PACK = 1  # on a CPU packing loses: resnet20, K=4, 2 threads: 1.45x the time of 4 solo
-MEMORY_SAFETY = 0.85  # fraction of free memory a pack may plan to use (allocator slack, cuDNN)
-
+from harness.train.optim import ChainOptimizer
 
 # --- state dicts ------------------------------------------------------------------------------
 
@@ -97,20 +90,16 @@ def _check_index(k: int, packs: int) -> None:
 def pack_optimizer_states(states: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """K solo `ChainOptimizer.state_dict()`s (same param groups) -> the packed optimizer's.
 
-    Moments are concatenated like parameters; cell_lr holds each cell's alpha (its initial
-    lr), lr / initial_lr the schedule multiplier the cells share; weight_decay becomes a
-    K-vector where cells differ."""
+    Moments are concatenated like parameters; lr becomes the K-vector of the cells' alphas
+    (always a vector: a pack runs the per-cell arithmetic, whatever K), weight_decay the
+    K-vector of their lambdas where cells differ."""
     groups = []
     for i, group in enumerate(states[0]["param_groups"]):
         solo = [s["param_groups"][i] for s in states]
-        packed = dict(group)
-        packed["cell_lr"] = torch.tensor([g["initial_lr"] for g in solo], dtype=torch.float64)
-        packed["initial_lr"] = 1.0
-        packed["lr"] = _eta([(g["lr"], g["initial_lr"]) for g in solo])
         decays = [float(g["weight_decay"]) for g in solo]
-        packed["weight_decay"] = (decays[0] if len(set(decays)) == 1
-                                  else torch.tensor(decays, dtype=torch.float64))
-        groups.append(packed)
+        groups.append({**group, "lr": torch.tensor([g["lr"] for g in solo], dtype=torch.float64),
+                       "weight_decay": (decays[0] if len(set(decays)) == 1
+                                        else torch.tensor(decays, dtype=torch.float64))})
     state = {}
     for index, first in states[0]["state"].items():
         state[index] = {name: torch.cat([s["state"][index][name] for s in states], dim=0)
@@ -120,26 +109,13 @@ def pack_optimizer_states(states: Sequence[Mapping[str, Any]]) -> dict[str, Any]
     return {"state": state, "param_groups": groups}
 
 
-def _eta(pairs: list[tuple[float, float]]) -> float:
-    """The schedule multiplier lr / initial_lr the cells share (to 1e-9)."""
-    etas = [lr / initial for lr, initial in pairs if initial] or [1.0]
-    if max(etas) - min(etas) > 1e-9 * max(map(abs, etas)):
-        raise ValueError(f"cells are at different schedule multipliers {etas}; valid: equal")
-    return etas[0]
-
-
 def unpack_optimizer_state(packed: Mapping[str, Any], k: int, packs: int) -> dict[str, Any]:
-    """Cell k's solo optimizer state_dict (float lr / weight_decay, copies of its moments)."""
+    """Cell k's solo optimizer state_dict: entry k of the per-cell lr and weight_decay as
+    floats, copies of its slice of every moment."""
     _check_index(k, packs)
-    groups = []
-    for group in packed["param_groups"]:
-        solo = {name: v for name, v in group.items() if name != "cell_lr"}
-        if "cell_lr" in group:
-            alpha = float(group["cell_lr"][k])
-            solo["initial_lr"], solo["lr"] = alpha, alpha * group_lr_multiplier(group)
-        decay = group["weight_decay"]
-        solo["weight_decay"] = float(decay[k]) if isinstance(decay, Tensor) else decay
-        groups.append(solo)
+    groups = [{**group, **{name: float(group[name][k]) if isinstance(group[name], Tensor)
+                           else group[name] for name in ("lr", "weight_decay")}}
+              for group in packed["param_groups"]]
     state = {index: {name: (_slice(v, k, packs) if v.dim() > 0 else v.clone())
                      if isinstance(v, Tensor) else v for name, v in entry.items()}
              for index, entry in packed["state"].items()}
@@ -163,17 +139,11 @@ def per_model_cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
                            reduction="none")
 
 
-def packed_loss(logits: Tensor, y: Tensor, active: Tensor,
-                weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def packed_loss(logits: Tensor, y: Tensor, active: Tensor) -> tuple[Tensor, Tensor]:
     """(total, per_model): per_model[k] = mean_n CE(logits[n, k], y[n]) (K,), total = the sum
     over active k (`active`: (K,) bool on the logits' device). Inactive models add exactly 0
-    even when their loss is NaN (torch.where). `weight` (N,): per-image weights, 0 for the
-    padding of a partial batch: per_model[k] = sum_n w_n CE_nk / sum_n w_n."""
-    ce = per_model_cross_entropy(logits, y)
-    if weight is None:
-        per_model = ce.mean(dim=0)
-    else:
-        per_model = (ce * weight[:, None]).sum(dim=0) / weight.sum()
+    even when their loss is NaN (torch.where)."""
+    per_model = per_model_cross_entropy(logits, y).mean(dim=0)
     return torch.where(active, per_model, torch.zeros_like(per_model)).sum(), per_model
 
 
@@ -258,91 +228,3 @@ def param_norms(model: nn.Module, packs: int) -> Tensor:
     squares = [p.detach().float().reshape(packs, -1).square().sum(dim=1)
                for p in model.parameters()]
     return torch.stack(squares).sum(dim=0).sqrt()
-
-
-# --- how many models fit ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StepShape:
-    """What one training step of a cell looks like, for the memory probe."""
-
-    model: str  # a registry key of harness.train.models
-    num_classes: int
-    in_channels: int
-    image_size: int
-    batch_size: int
-    optimizer: str           # and its hyperparameters: the state it keeps
-    hyper: tuple[tuple[str, Any], ...]
-    amp: torch.dtype | None  # autocast dtype of the forward pass (None: fp32)
-
-
-@dataclass(frozen=True)
-class MemoryProbe:
-    """Peak device memory of one training step: fixed_bytes + K * per_model_bytes."""
-
-    fixed_bytes: int      # shared: the input batch, cuDNN workspace, allocator rounding
-    per_model_bytes: int  # params + grads + optimizer state + activations of one model
-
-
-def pack_size(free_bytes: int, probe: MemoryProbe, safety: float = MEMORY_SAFETY) -> int:
-    """K_max = floor((safety * free - fixed) / per_model), at least 1."""
-    budget = safety * free_bytes - probe.fixed_bytes
-    return max(1, math.floor(budget / max(probe.per_model_bytes, 1)))
-
-
-def probe_memory(shape: StepShape, device: torch.device) -> MemoryProbe:
-    """Peak CUDA memory of training steps at K = 2 and K = 4 (grouped convs in both, as in
-    any real pack): per_model = (peak(4) - peak(2)) / 2, fixed = peak(2) - 2 * per_model."""
-    peak2, peak4 = (step_peak_bytes(shape, device, packs) for packs in (2, 4))
-    per_model = max((peak4 - peak2) // 2, 1)
-    return MemoryProbe(fixed_bytes=max(peak2 - 2 * per_model, 0), per_model_bytes=per_model)
-
-
-def step_peak_bytes(shape: StepShape, device: torch.device, packs: int) -> int:
-    """Peak CUDA bytes allocated by building a pack of `packs` models and taking two training
-    steps (channels_last, autocast `shape.amp`), above what was allocated before."""
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats(device)
-    base = torch.cuda.memory_allocated(device)
-    model = build_model(shape.model, shape.num_classes, shape.in_channels, shape.image_size,
-                        packs=packs).to(device, memory_format=torch.channels_last)
-    rates = torch.full((packs,), 1e-3)
-    opt = build_optimizer(model.parameters(), shape.optimizer, "decoupled", rates, rates,
-                          **dict(shape.hyper))
-    size = (shape.batch_size, shape.in_channels, shape.image_size, shape.image_size)
-    x = torch.randn(size, device=device).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, shape.num_classes, (shape.batch_size,), device=device)
-    active = torch.ones(packs, dtype=torch.bool, device=device)
-    for _ in range(2):  # the second step holds the optimizer state too
-        with torch.autocast(device.type, dtype=shape.amp, enabled=shape.amp is not None):
-            total, _ = packed_loss(packed_logits(model, x), y, active)
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
-    peak = torch.cuda.max_memory_allocated(device) - base
-    del model, opt, x, y, total
-    torch.cuda.empty_cache()
-    return peak
-
-
-def max_pack(shape: StepShape, device: torch.device | str, free_bytes: int | None = None) -> int:
-    """How many cells to pack (train.pack=auto): CPU_MAX_PACK on a CPU; on CUDA
-    pack_size(free, probe_memory(shape)), free = torch.cuda.mem_get_info() unless given.
-    The caller caps it by the number of cells."""
-    device = torch.device(device)
-    if device.type != "cuda":
-        return CPU_MAX_PACK
-    if free_bytes is None:
-        torch.cuda.empty_cache()
-        free_bytes = torch.cuda.mem_get_info(device)[0]
-    return pack_size(free_bytes, probe_memory(shape, device))
-
-
-def resolve_pack(pack: str | int, shape: StepShape, device: torch.device | str,
-                 cells: int | None = None) -> int:
-    """K for `train.pack`: the int itself, or for "auto" `max_pack` (1 on a CPU, the
-    memory-probed K on CUDA); capped by the number of `cells` when given. What the scheduler
-    (cells.py) trains with and what the plan (`run.plan=true`) should print."""
-    k = max_pack(shape, device) if str(pack) == "auto" else int(pack)
-    return max(1, min(k, cells)) if cells else k

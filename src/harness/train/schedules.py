@@ -1,11 +1,10 @@
 """Schedule multipliers eta_t (lr_t = alpha * eta_t) as functions of the step t (batch index).
 
-Each schedule is a frozen, picklable callable `step -> eta_t`. harness.train.loop passes it to the
-optimizer as optax's scale_by_schedule reads its count: `eta_table` lays eta_0..eta_T out on
-the device once and the train step reads eta_t = table[t] there (no host value per step).
-It also plugs into `torch.optim.lr_scheduler.LambdaLR` (stepped once per batch), from which
-the optimizers of `harness.train.optim` read eta_t back as current lr / initial lr. Either way the
-same eta_t scales the decoupled weight decay.
+Each schedule is a frozen, picklable callable `step -> eta_t` (the host's value, written to the
+records). The optimizer gets it as optax's scale_by_schedule reads its count: `eta_table` lays
+eta_0..eta_T out on the device once, the train step reads eta_t = table[t] there and passes it
+to `ChainOptimizer.step(eta=...)` (harness.train.step: no host value per step). The same eta_t
+scales the learning rate (lr_t = alpha * eta_t) and the decoupled weight decay.
 
     constant       eta_t = 1
     step           eta_t = factor ** (number of milestones m with t >= m * steps_per_epoch);
@@ -24,8 +23,6 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LambdaLR
 
 from harness.spec.schedule import OPTIONS, SCHEDULES
 
@@ -102,13 +99,6 @@ def eta_table(multiplier: Callable[[int], float], total_steps: int) -> Tensor:
     values of `multiplier` (move it to the device once; index it with a device step count)."""
     _check_int("total_steps", total_steps)
     return torch.tensor([multiplier(t) for t in range(total_steps + 1)], dtype=torch.float64)
-
-
-def build_scheduler(
-    optimizer: Optimizer, name: str, steps_per_epoch: int, epochs: int, **kw: Any
-) -> LambdaLR:
-    """A LambdaLR driven by `lr_multiplier(name, ...)`; call its step() after every batch."""
-    return LambdaLR(optimizer, lr_multiplier(name, steps_per_epoch, epochs, **kw))
 
 
 def restart_epochs(t_0: float, t_mult: float, epochs: float) -> tuple[float, ...]:
