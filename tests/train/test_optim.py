@@ -342,25 +342,34 @@ def test_param_groups_exclusion_and_excluded_params_are_not_decayed():
 
 def test_normalized_weight_decay():
     assert normalized_weight_decay(0.05, 128, 50_000, 100) == pytest.approx(2.5298221e-4)
-    with pytest.raises(ValueError, match="epochs must be a finite number > 0"):
+    with pytest.raises(ValueError, match="^epochs=0 is not valid; it must be a number > 0$"):
         normalized_weight_decay(0.05, 128, 50_000, 0)
-    with pytest.raises(ValueError, match="lambda_norm must be a finite number >= 0"):
+    with pytest.raises(ValueError, match="^lambda_norm=-1.0 is not valid; it must be a number "
+                                         ">= 0$"):
         normalized_weight_decay(-1.0, 128, 50_000, 100)
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
-    ({"optimizer": "adamw"}, "unknown optimizer 'adamw'; valid: adam, rmsprop, sgd"),
-    ({"decay": "weight"}, "unknown decay 'weight'; valid: none, l2, decoupled, decoupled_lr"),
-    ({"lr": -0.1}, "lr must be a finite number >= 0, got -0.1"),
-    ({"weight_decay": math.nan}, "weight_decay must be a finite number >= 0, got nan"),
+    ({"optimizer": "adamw"}, "^optimizer='adamw' is not valid; choose one of: adam, rmsprop, "
+                             "sgd$"),
+    ({"decay": "weight"}, "^decay='weight' is not valid; choose one of: none, l2, decoupled, "
+                          "decoupled_lr$"),
+    ({"lr": -0.1}, "^lr=-0.1 is not valid; it must be a number >= 0$"),
+    ({"weight_decay": math.nan}, "^weight_decay=nan is not valid; it must be a number >= 0$"),
     ({"weight_decay": torch.tensor([0.1, -1.0])}, r"1-D tensor of finite values >= 0"),
     ({"lr": torch.tensor([0.1, 0.2])}, "no leading dim divisible by 2"),
-    ({"optimizer": "adam", "betas": (0.9, 1.0)}, r"betas must be a pair of numbers in \[0, 1\)"),
-    ({"optimizer": "adam", "eps": -1e-8}, "eps must be a finite number >= 0"),
-    ({"momentum": -0.1}, "momentum must be a finite number >= 0, got -0.1"),
-    ({"optimizer": "rmsprop", "alpha": 1.5}, r"rmsprop alpha must be in \[0, 1\)"),
-    ({"nesterov": True, "momentum": 0.0}, "nesterov needs momentum > 0"),
-    ({"betas": (0.9, 0.99)}, "unknown sgd hyperparameter 'betas'; valid: momentum, dampening"),
+    ({"optimizer": "adam", "betas": (0.9, 1.0)},
+     r"^optimizer.betas=\[0.9, 1.0\] is not valid; give two numbers in \[0, 1\)$"),
+    ({"optimizer": "adam", "eps": -1e-8},
+     "^optimizer.eps=-1e-08 is not valid; it must be a number > 0$"),
+    ({"momentum": -0.1}, "^optimizer.momentum=-0.1 is not valid; it must be a number >= 0$"),
+    ({"momentum": 1.0}, r"^optimizer.momentum=1.0 is not valid; it must be in \[0, 1\)$"),
+    ({"optimizer": "rmsprop", "alpha": 1.5},
+     r"^optimizer.alpha=1.5 is not valid; it must be in \[0, 1\)$"),
+    ({"nesterov": True, "momentum": 0.0}, "^optimizer.nesterov=true needs optimizer.momentum > "
+                                          "0 and optimizer.dampening=0"),
+    ({"betas": (0.9, 0.99)}, "^optimizer.betas is not an option of optimizer=sgd; it takes: "
+                             "momentum, dampening, nesterov$"),
 ])
 def test_validation(kwargs, match):
     args = {"optimizer": "sgd", "decay": "l2", "lr": 0.1, "weight_decay": 0.0, **kwargs}
@@ -369,13 +378,16 @@ def test_validation(kwargs, match):
 
 
 def test_hyperparameters_have_no_defaults_here():
-    """configs/optimizer/<name>.yaml holds the values; build_optimizer names what is missing."""
+    """configs/optimizer/<name>.yaml holds the values; build_optimizer names what is missing
+    (the one check of harness.spec.optimizer, as config validation words it)."""
     from harness.train.optim import build_optimizer
 
-    with pytest.raises(ValueError, match=r"^adam needs betas, eps: give every one of betas, eps "
-                                         r"\(configs/optimizer/adam.yaml has them\)$"):
+    with pytest.raises(ValueError, match=r"^optimizer.betas is missing; optimizer=adam takes "
+                                         r"betas, eps \(each file in configs/optimizer/ gives "
+                                         r"them\)$"):
         build_optimizer(make_params(), "adam", "l2", 0.1, 0.0)
-    with pytest.raises(ValueError, match="^sgd needs dampening, nesterov"):
+    with pytest.raises(ValueError, match="^optimizer.dampening is missing; optimizer=sgd takes "
+                                         "momentum, dampening, nesterov"):
         build_optimizer(make_params(), "sgd", "l2", 0.1, 0.0, momentum=0.9)
 
 

@@ -51,8 +51,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from harness.spec import optimizer as optimizer_spec
 from harness.spec.decay import DECAY_MODES
 from harness.spec.optimizer import HYPERPARAMETERS, OPTIMIZERS
+from harness.spec.values import Number, one_of
 from harness.train.buckets import Bucket, build_buckets, is_zero
 from harness.train.optim_steps import (
     DIRECTIONS,
@@ -66,11 +68,14 @@ from harness.train.optim_steps import (
     scale_by_schedule,
 )
 
+_NONNEG = Number()               # alpha and lambda of a group (0: a cell that is off)
+_POSITIVE = Number(strict=True)   # b, B and T of normalized weight decay
+
 
 def make_chain(optimizer: str, decay: str) -> tuple[Step, ...]:
     """The steps of one optimizer update; the decay mode only moves `wd` along the chain."""
-    _check_choice("optimizer", optimizer, OPTIMIZERS)
-    _check_choice("decay", decay, DECAY_MODES)
+    one_of("optimizer", optimizer, OPTIMIZERS)
+    one_of("decay", decay, DECAY_MODES)
     d, wd = DIRECTIONS[optimizer], add_decayed_weights
     lr, sched = scale_by_lr, scale_by_schedule
     chains = {
@@ -102,17 +107,8 @@ class ChainOptimizer(torch.optim.Optimizer):
     ) -> None:
         self.chain = make_chain(optimizer, decay)
         self.optimizer_name, self.decay = optimizer, decay
-        names = HYPERPARAMETERS[optimizer]
-        unknown = sorted(set(hyper) - set(names))
-        if unknown:
-            raise ValueError(f"unknown {optimizer} hyperparameter {unknown[0]!r}; "
-                             f"valid: {', '.join(names)}")
-        missing = [n for n in names if n not in hyper]
-        if missing:
-            raise ValueError(f"{optimizer} needs {', '.join(missing)}: give every one of "
-                             f"{', '.join(names)} (configs/optimizer/{optimizer}.yaml has them)")
+        hyper = optimizer_spec.check(optimizer, hyper)  # every one given, each in range
         defaults = {"lr": lr, "weight_decay": _as_value("weight_decay", weight_decay), **hyper}
-        _check_hyper(optimizer, defaults)
         self.cell_mask: Tensor | None = None  # (K,) bool on the CPU; False: a masked cell
         self._plans: dict[int, tuple[tuple, list[Bucket]]] = {}
         self._prepared: list[tuple[Bucket, dict[str, Any]]] = []
@@ -132,7 +128,8 @@ class ChainOptimizer(torch.optim.Optimizer):
         super().add_param_group({**param_group, "lr": lr})
         group = self.param_groups[-1]
         group["weight_decay"] = _as_value("weight_decay", group["weight_decay"])
-        _check_hyper(self.optimizer_name, group)
+        names = HYPERPARAMETERS[self.optimizer_name]  # a group may set its own
+        group.update(optimizer_spec.check(self.optimizer_name, {k: group[k] for k in names}))
         for name in ("lr", "weight_decay"):
             _check_packed(name, group[name], group["params"])
 
@@ -251,10 +248,9 @@ def normalized_weight_decay(
 ) -> float:
     """lambda = lambda_norm * sqrt(b / (B * T)) (paper App. B.1): b = batch size, B = training
     points, T = epochs (of the current restart with warm restarts)."""
-    _check_nonneg("lambda_norm", lambda_norm)
+    lambda_norm = _NONNEG.check("lambda_norm", lambda_norm)
     for name, value in (("batch_size", batch_size), ("n_train", n_train), ("epochs", epochs)):
-        if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-            raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        _POSITIVE.check(name, value)
     return lambda_norm * math.sqrt(batch_size / (n_train * epochs))
 
 
@@ -276,11 +272,6 @@ def param_groups(
     return [g for g in groups if g["params"]]
 
 
-def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
-
-
 def _check_eta(eta: Any, devices: set[torch.device]) -> None:
     """eta_t must be a 0-dim tensor on the params' `devices` (a host value would be copied to
     the device at every step)."""
@@ -294,43 +285,17 @@ def _check_eta(eta: Any, devices: set[torch.device]) -> None:
                          "params' device")
 
 
-def _check_nonneg(name: str, value: Any) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if not (ok and math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-
-
 def _as_value(name: str, value: Any) -> float | Tensor:
     """A validated float, or a finite >= 0 1-D tensor (one value per packed model)."""
     if isinstance(value, Tensor) and value.dim() == 0:
         value = value.item()
     if not isinstance(value, Tensor):
-        _check_nonneg(name, value)
-        return float(value)
+        return float(_NONNEG.check(name, value))
     bad = value.dim() != 1 or value.numel() == 0 or value.is_complex()
     if bad or not bool(torch.isfinite(value).all() and (value >= 0).all()):
         raise ValueError(f"{name} must be a float or a 1-D tensor of finite values >= 0, "
                          f"got {value.tolist()!r}")
     return value.detach().clone()
-
-
-def _check_hyper(optimizer: str, group: dict[str, Any]) -> None:
-    for name in ("momentum", "dampening", "eps"):
-        if name in HYPERPARAMETERS[optimizer]:
-            _check_nonneg(name, group[name])
-    if optimizer == "sgd" and group["nesterov"]:
-        if group["momentum"] <= 0 or group["dampening"] != 0:
-            raise ValueError("nesterov needs momentum > 0 and dampening 0; valid: nesterov=False")
-    if optimizer == "adam":
-        betas = group["betas"]
-        if not (isinstance(betas, tuple | list) and len(betas) == 2 and all(map(_unit, betas))):
-            raise ValueError(f"betas must be a pair of numbers in [0, 1), got {betas!r}")
-    if optimizer == "rmsprop" and not _unit(group["alpha"]):
-        raise ValueError(f"rmsprop alpha must be in [0, 1), got {group['alpha']!r}")
-
-
-def _unit(value: Any) -> bool:
-    return isinstance(value, int | float) and 0 <= value < 1
 
 
 def _check_packed(name: str, value: Any, params: list[Tensor]) -> None:

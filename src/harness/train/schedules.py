@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from harness.spec.schedule import OPTIONS, SCHEDULES
+from harness.spec import schedule as schedule_spec
 
 
 @dataclass(frozen=True)
@@ -70,27 +70,19 @@ class WarmRestarts:
 def lr_multiplier(
     name: str, steps_per_epoch: int, epochs: int, **kw: Any
 ) -> Callable[[int], float]:
-    """The eta_t function `name` (one of SCHEDULES) of the batch index; kw: every one of
-    OPTIONS[name], with no defaults (step: milestones in epochs, factor; warm_restarts: t_0 in
-    epochs, t_mult)."""
-    if name not in SCHEDULES:
-        raise ValueError(f"unknown schedule {name!r}; valid: {', '.join(SCHEDULES)}")
-    valid = ", ".join(OPTIONS[name]) or "none"
-    unknown = sorted(set(kw) - set(OPTIONS[name]))
-    if unknown:
-        raise ValueError(f"unknown {name} schedule option {unknown[0]!r}; valid: {valid}")
-    missing = [k for k in OPTIONS[name] if k not in kw]
-    if missing:
-        raise ValueError(f"the {name} schedule needs {', '.join(missing)}; give {valid}")
+    """The eta_t function `name` of the batch index; kw: the options harness.spec.schedule
+    names for it, with no defaults (step: milestones in epochs, factor; warm_restarts: t_0 in
+    epochs, t_mult), each checked there."""
     _check_int("steps_per_epoch", steps_per_epoch)
     _check_int("epochs", epochs)
+    kw = schedule_spec.check(name, kw, epochs=epochs)  # the options of `name`, each in range
     if name == "constant":
         return Constant()
     if name == "cosine":
         return Cosine(steps_per_epoch * epochs)
     if name == "step":
-        return _step_decay(steps_per_epoch, epochs, **kw)
-    _check_restarts(kw["t_0"], kw["t_mult"])
+        return StepDecay(tuple(round(m * steps_per_epoch) for m in kw["milestones"]),
+                         float(kw["factor"]))
     return WarmRestarts(steps_per_epoch, kw["t_0"], kw["t_mult"])
 
 
@@ -130,25 +122,10 @@ def _period(t: float, t_0: float, t_mult: float) -> tuple[float, float]:
     return start, length
 
 
-def _step_decay(
-    steps_per_epoch: int, epochs: int, milestones: Any, factor: float
-) -> StepDecay:
-    ms = tuple(milestones)
-    ok = all(isinstance(m, int | float) and 0 < m < epochs for m in ms)
-    if not (ok and list(ms) == sorted(set(ms))):
-        raise ValueError(f"milestones must increase strictly within (0, {epochs}) epochs, got {ms}")
-    if not (isinstance(factor, int | float) and 0 < factor <= 1):
-        raise ValueError(f"step factor must be in (0, 1], got {factor!r}")
-    return StepDecay(tuple(round(m * steps_per_epoch) for m in ms), float(factor))
-
-
 def _check_int(name: str, value: Any) -> None:
     if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 def _check_restarts(t_0: Any, t_mult: Any) -> None:
-    if not (isinstance(t_0, int | float) and math.isfinite(t_0) and t_0 > 0):
-        raise ValueError(f"t_0 must be a number of epochs > 0, got {t_0!r}")
-    if not (isinstance(t_mult, int | float) and math.isfinite(t_mult) and t_mult >= 1):
-        raise ValueError(f"t_mult must be a number >= 1, got {t_mult!r}")
+    schedule_spec.check("warm_restarts", {"t_0": t_0, "t_mult": t_mult})
