@@ -33,7 +33,7 @@ from harness.config.job import (
     TrainConfig,
 )
 from harness.spec import dataset, decay, optimizer, schedule
-from harness.spec.values import Number, SpecError, as_list, flag, one_of
+from harness.spec.values import Number, SpecError, as_list, check_keys, flag, one_of
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 COMPILE_MODES = ("false", "default", "reduce-overhead", "max-autotune")  # train.compile
@@ -77,14 +77,11 @@ def _sub(raw: dict[str, Any], section: str, cls: type) -> dict[str, Any]:
     def shown(key: str) -> str:  # logger.wandb.mode is flattened to logger.wandb_mode here
         return f"{section}.{key}".replace("logger.wandb_", "logger.wandb.")
 
-    for key in given:
-        if key not in names:
-            raise ConfigError(f"{shown(key)} is not a valid key; valid keys: "
-                              f"{', '.join(sorted(shown(n).split('.', 1)[1] for n in names))}")
-    for key in names:
-        if key not in given:
-            raise ConfigError(f"{shown(key)} is missing; set {shown(key)}=... (configs/ gives "
-                              "every key)")
+    valid = ", ".join(sorted(shown(n).split(".", 1)[1] for n in names))
+    check_keys(given, names,
+               unknown=lambda key: f"{shown(key)} is not a valid key; valid keys: {valid}",
+               missing=lambda key: f"{shown(key)} is missing; set {shown(key)}=... (configs/ "
+                                   "gives every key)")
     return given
 
 

@@ -9,7 +9,8 @@ the bad value and what is valid:
     Numbers    a list of Numbers: `length` of them, or strictly increasing
     flag       true or false, nothing else
     one_of     one of the names of a table
-    own_options  the options of one optimizer or schedule: none unknown, none missing, each
+    check_keys the keys of a section: none unknown, none missing (configs/ gives every value)
+    own_options  the options of one optimizer or schedule: check_keys, then each value
                checked by its kind
 
 `harness.config` turns a SpecError into its ConfigError (same line); `harness.train` lets it
@@ -19,7 +20,7 @@ through (it is a ValueError).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,18 +117,29 @@ class Flag:
 Kind = Number | Numbers | Flag
 
 
+def check_keys(given: Iterable[str], valid: Iterable[str], *, unknown: Callable[[str], str],
+               missing: Callable[[str], str]) -> None:
+    """Every key given is valid and every valid key is given (configs/ gives every value: a
+    missing one is an error, never a default); else SpecError with the line `unknown(key)` or
+    `missing(key)` of the first offending key."""
+    given, valid = list(given), list(valid)
+    for key in given:
+        if key not in valid:
+            raise SpecError(unknown(key))
+    for key in valid:
+        if key not in given:
+            raise SpecError(missing(key))
+
+
 def own_options(group: str, name: str, given: Mapping[str, Any],
                 kinds: Mapping[str, Kind]) -> dict[str, Any]:
     """The options of `group`=`name` (e.g. optimizer=adam: betas, eps), in the order of
     `kinds`, each given and checked by its kind; a key `name` does not take, or one it takes
     that is not given, is a SpecError naming those it takes."""
     takes = ", ".join(kinds) or "no options"
-    for key in given:
-        if key not in kinds:
-            raise SpecError(f"{group}.{key} is not an option of {group}={name}; it takes: "
-                            f"{takes}")
-    for key in kinds:
-        if key not in given:
-            raise SpecError(f"{group}.{key} is missing; {group}={name} takes {takes} "
-                            f"(each file in configs/{group}/ gives them)")
+    check_keys(given, kinds,
+               unknown=lambda key: f"{group}.{key} is not an option of {group}={name}; it "
+                                   f"takes: {takes}",
+               missing=lambda key: f"{group}.{key} is missing; {group}={name} takes {takes} "
+                                   f"(each file in configs/{group}/ gives them)")
     return {key: kind.check(f"{group}.{key}", given[key]) for key, kind in kinds.items()}

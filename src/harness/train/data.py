@@ -49,6 +49,8 @@ def register(name: str, reader: Reader) -> Reader:
     return reader
 
 
+DATA_SEED = 0  # the subset and validation split of every cell: data is not a seed's
+
 @dataclass(frozen=True, eq=False)
 class Dataset:
     """A loaded dataset; every tensor lives on the same device."""
@@ -205,17 +207,18 @@ def channel_stats(x: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, np.ndar
 def load_dataset(name: str, *, root: str | None = None, path: str | None = None,
                  download: bool = False, train_subset: int | None = None,
                  test_subset: int | None = None, device: str | torch.device = "cpu",
-                 seed: int = 0, val_split: float = 0.0) -> Dataset:
+                 val_split: float = 0.0) -> Dataset:
     """Load dataset `name` onto `device` once.
 
-    train_subset: a random subset of that many training examples, chosen by `seed` (kept in
-    file order); test_subset: the first that many test examples. For `synthetic` both are the
-    generated sizes instead, and the data itself never depends on `seed`. mean/std are computed on
-    the (subset) training images. `path` is the .npz for `npz`; `root` is explained in the module
-    docstring; `download` fetches cifar10/fashion_mnist when they are not found.
-    val_split: the fraction of those training examples held out as a validation set (a seeded
-    choice, the same for every seed of a study), so hyperparameters can be chosen on it and
-    scored on the test set; training, mean/std and B = n_train use only the rest.
+    train_subset: a random subset of that many training examples (kept in file order);
+    test_subset: the first that many test examples. For `synthetic` both are the generated
+    sizes instead. mean/std are computed on the (subset) training images. `path` is the .npz
+    for `npz`; `root` is explained in the module docstring; `download` fetches cifar10 and
+    fashion_mnist when they are not found.
+    val_split: the fraction of those training examples held out as a validation set, so
+    hyperparameters can be chosen on it and scored on the test set; training, mean/std and
+    B = n_train use only the rest. The subset and the held-out images are drawn from DATA_SEED:
+    the same for every cell and every seed of a study (seeds vary the init and batch order).
     Subsets and val_split the data cannot give raise harness.spec's SpecError (a ValueError).
     """
     spec.get(name)
@@ -223,9 +226,9 @@ def load_dataset(name: str, *, root: str | None = None, path: str | None = None,
     train_subset, test_subset, val_split = spec.split(
         name, train_subset, test_subset, val_split, (len(raw.x_train), len(raw.x_test)))
     x_train, y_train = _subset(raw.x_train, raw.y_train, train_subset,
-                               np.random.default_rng(seed))
+                               np.random.default_rng(DATA_SEED))
     x_test, y_test = _subset(raw.x_test, raw.y_test, test_subset, None)
-    (x_train, y_train), val = _hold_out(x_train, y_train, val_split, seed)
+    (x_train, y_train), val = _hold_out(x_train, y_train, val_split)
     mean, std = channel_stats(x_train)
 
     def on_device(a: np.ndarray) -> torch.Tensor:
@@ -246,14 +249,14 @@ def _subset(x: np.ndarray, y: np.ndarray, n: int | None, rng: np.random.Generato
     return x[keep], y[keep]
 
 
-def _hold_out(x: np.ndarray, y: np.ndarray, fraction: float, seed: int
+def _hold_out(x: np.ndarray, y: np.ndarray, fraction: float
               ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, ...]]:
     """(train, val): spec.held_out(fraction, n) examples, a seeded choice kept in order, held
     out (checked: spec.split)."""
     if fraction == 0:
         return (x, y), ()
     held = np.zeros(len(x), dtype=bool)
-    held[np.random.default_rng([seed, 1]).choice(len(x), spec.held_out(fraction, len(x)),
+    held[np.random.default_rng([DATA_SEED, 1]).choice(len(x), spec.held_out(fraction, len(x)),
                                                  replace=False)] = True
     return (x[~held], y[~held]), (x[held], y[held])
 
