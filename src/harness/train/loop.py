@@ -11,11 +11,13 @@ Three pieces, read one at a time:
         loss = sum_k active_k * mean_n CE(model(x)[n, k], y[n])   (autocast bf16 on GPU)
         loss.backward(); optimizer.step(eta=eta_t); t += 1   (harness.train.optim: decay inside)
     run_epoch(run, epoch) -> [Epoch | None]     the epoch's batches, a divergence check every
-                                               DIVERGENCE_CHECK_EVERY steps (the only host
-                                               reads), evaluation every `train.eval_every`
+                                               DIVERGENCE_CHECK_EVERY steps and at the epoch's
+                                               last step (the only host reads), evaluation
+                                               every `train.eval_every`
 
-K = 1 is the single-cell path. A cell whose loss turns non-finite is masked out of the pack
-(`diverged=True`, a result, not a crash) and the others go on. `train.compile` (default |
+K = 1 is the single-cell path. A cell whose training loss, parameters or evaluation loss turn
+non-finite is masked out of the pack (`diverged=True`, a result, not a crash; the rule:
+harness.train.diverge) and the others go on. `train.compile` (default |
 reduce-overhead | max-autotune) compiles the whole train step (forward, backward, optimizer)
 with static shapes: the first step (it creates the optimizer state) and the epoch's last,
 partial batch run eagerly (padding it would change BatchNorm's batch statistics), evaluation
@@ -40,8 +42,9 @@ import torch
 from harness.config.job import Config
 from harness.spec.records import EpochMetrics
 from harness.train import data as data_mod
-from harness.train import packed
+from harness.train import diverge, packed
 from harness.train.buckets import is_zero
+from harness.train.diverge import DIVERGENCE_CHECK_EVERY
 from harness.train.models import build_model
 from harness.train.optim import (
     ChainOptimizer,
@@ -52,8 +55,6 @@ from harness.train.optim import (
 from harness.train.rng import rng_state, seed_everything, set_rng_state
 from harness.train.schedules import current_period_epochs, eta_table, lr_multiplier
 from harness.train.step import Run, train_step
-
-DIVERGENCE_CHECK_EVERY = 20  # steps between host reads of the per-cell loss sums
 
 
 class ResumeError(RuntimeError):
@@ -183,7 +184,7 @@ def run_epoch(run: Run, epoch: int, progress: bool = False) -> list[Epoch | None
         loss_sum += per_cell * len(y)
         wrong += errors
         if (i + 1) % DIVERGENCE_CHECK_EVERY == 0 or i == steps - 1:
-            if _mask_diverged(run, loss_sum) and not run.active.any():
+            if diverge.check_training(run, loss_sum) and not run.active.any():
                 break
             if bar is not None:
                 bar.set_postfix(loss=f"{(loss_sum / seen).nanmean().item():.3f}")
@@ -201,14 +202,15 @@ def _epoch_records(run: Run, epoch: int, alive: list[bool], decays: list[float],
                    images_per_s: float) -> list[Epoch | None]:
     cfg, packs = run.cfg, run.packs
     last = epoch + 1 == cfg.train.epochs
-    active = run.active.tolist()
     test = val = None
-    if any(active) and (last or (epoch + 1) % cfg.train.eval_every == 0):
+    if any(run.active.tolist()) and (last or (epoch + 1) % cfg.train.eval_every == 0):
         test = packed.evaluate_packed(run.model, data_mod.test_batches(
             run.ds, cfg.train.eval_batch_size), run.amp)
         if run.ds.n_val:
             val = packed.evaluate_packed(run.model, data_mod.val_batches(
                 run.ds, cfg.train.eval_batch_size), run.amp)
+        diverge.check_evaluation(run, test.loss, None if val is None else val.loss)
+    active = run.active.tolist()  # after the evaluation: a NaN test or val loss is diverged
     norms = packed.param_norms(run.model, packs).tolist()
     losses, errors = losses.tolist(), errors.tolist()
     out: list[Epoch | None] = []
@@ -279,18 +281,6 @@ def _set_weight_decay(optimizer: ChainOptimizer, cells: Sequence[Config], n_trai
         if torch.as_tensor(current, dtype=torch.float64).expand(len(values)).tolist() != values:
             group["weight_decay"] = _per_cell(values)
     return values
-
-
-def _mask_diverged(run: Run, loss_sum: torch.Tensor) -> bool:
-    """Mask every active cell whose summed loss is no longer finite (one host read); True if
-    any was."""
-    newly = ((~torch.isfinite(loss_sum)) & run.active).tolist()
-    for k, dead in enumerate(newly):
-        if dead:
-            run.active[k] = False
-            if run.packs > 1:
-                packed.mask_diverged(run.optimizer, run.model, k)
-    return any(newly)
 
 
 def _state_fn(run: Run, k: int, epoch: int, elapsed_s: float) -> Callable[[], dict]:
