@@ -1,20 +1,25 @@
-"""harness.sweep.records: one schema, unknown values null, typed columns, provenance, modes."""
+"""harness.sweep.records: one schema, unknown values null, typed columns, provenance (the
+harness's own commit, whatever the working directory), modes."""
 
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import stat
 import subprocess
+from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
 
+import harness
 from harness.config import compose
 from harness.spec.records import COLUMNS
 from harness.sweep.records import frame, git_sha, write_parquet
+from tests.conftest import ROOT, TINY, harness_cli
 
 CELL = ["study=r", "dataset=synthetic", "model=small", "optimizer=adam", "optimizer.lr=0.01",
         "decay=decoupled", "decay.weight_decay=0.001", "decay.exclude=['*.bias','bn*']",
@@ -67,19 +72,73 @@ def test_a_completed_cell_has_typed_columns_and_provenance(tmp_path, cfg):
     assert df["epoch"].tolist() == [1, 2] and df["train_loss"].tolist() == [2.0, 1.0]
 
 
-def test_git_sha_is_the_working_directory_checkout_or_null(tmp_path, monkeypatch, cfg):
-    monkeypatch.chdir(tmp_path)
-    assert git_sha() is None and frame(cfg, [epoch(1)], "diverged")["git_sha"].isna().all()
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
-               GIT_COMMITTER_EMAIL="t@t")
+GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+
+
+def unrelated_repo(path: Path) -> str:
+    """A fresh git repository at `path` with one commit; its HEAD."""
+    path.mkdir(parents=True, exist_ok=True)
     for args in (["init", "-q"], ["commit", "-q", "--allow-empty", "-m", "x"]):
-        subprocess.run(["git", *args], cwd=repo, env=env, check=True)
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
+        subprocess.run(["git", *args], cwd=path, env=dict(os.environ, **GIT_ENV), check=True)
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True,
                           text=True, check=True).stdout.strip()
-    monkeypatch.chdir(repo)
-    assert frame(cfg, [epoch(1)], "diverged")["git_sha"].iloc[0] == head
+
+
+def harness_head() -> str:
+    """HEAD of this checkout (the code under test); skip when the tests run outside one."""
+    out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
+                         text=True)
+    if out.returncode:
+        pytest.skip("the harness sources are not a git checkout")
+    return out.stdout.strip()
+
+
+@pytest.fixture
+def fresh_git_sha():
+    git_sha.cache_clear()
+    yield git_sha
+    git_sha.cache_clear()
+
+
+def test_git_sha_is_the_harness_checkout_whatever_the_working_directory(
+        tmp_path, monkeypatch, cfg, fresh_git_sha):
+    head = harness_head()
+    other = unrelated_repo(tmp_path / "repo")
+    for where in (tmp_path, tmp_path / "repo"):      # outside any repo; inside another one
+        monkeypatch.chdir(where)
+        fresh_git_sha.cache_clear()
+        sha = frame(cfg, [epoch(1)], "diverged")["git_sha"].iloc[0]
+        assert sha in (head, f"{head}-dirty") and other not in sha, (where, sha)
+
+
+def test_a_package_outside_its_checkout_reports_the_commit_its_wheel_was_built_from(
+        tmp_path, monkeypatch, fresh_git_sha):
+    """site-packages inside an unrelated repository (a venv in a project): not that repo's
+    HEAD but harness/_build.json, which setup.py writes into the wheel; null without it."""
+    other = unrelated_repo(tmp_path)
+    package = tmp_path / "venv/lib/site-packages/harness"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    monkeypatch.setattr(harness, "__file__", str(package / "__init__.py"))
+    assert fresh_git_sha() is None
+    (package / "_build.json").write_text(json.dumps({"git_sha": "abc123-dirty"}))
+    fresh_git_sha.cache_clear()
+    assert fresh_git_sha() == "abc123-dirty" != other
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["unrelated-repo", "scratch"])
+def test_harness_run_records_the_harness_commit_not_the_working_directorys(tmp_path, where):
+    head = harness_head()
+    work = tmp_path / where
+    other = unrelated_repo(work) if where == "unrelated-repo" else None
+    work.mkdir(exist_ok=True)
+    out = harness_cli(["run", *TINY, "study=prov"], cwd=work)
+    assert out.returncode == 0, out.stderr[-2000:]
+    [path] = (work / "results/prov/runs").glob("*.parquet")
+    shas = set(pd.read_parquet(path)["git_sha"])
+    assert shas <= {head, f"{head}-dirty"} and len(shas) == 1, (shas, head, other)
 
 
 def test_parquet_gets_umask_permissions_and_stale_temp_files_go(tmp_path, cfg):

@@ -5,8 +5,9 @@ epoch and the columns `COLUMNS`: the cell's identity and hyperparameters (repeat
 row), its final `status` (completed | diverged | failed) and `error_message`, the epoch's
 `EpochMetrics` and the UTC `timestamp` it was recorded at, and provenance. Unknown values are
 null, never 0 or "" (`n_train` and `num_classes` of a cell whose data never loaded,
-`error_message` when there is no error, `git_sha` outside a git checkout). `decay_exclude` is a
-list of strings and `precision` the one actually used (bf16 | fp16 | fp32, never auto).
+`error_message` when there is no error, `git_sha` when neither the harness's checkout nor its
+wheel knows its commit). `decay_exclude` is a list of strings and `precision` the one actually
+used (bf16 | fp16 | fp32, never auto).
 `harness.sweep.records.frame` builds the rows; `harness.analysis` reads them without torch.
 """
 

@@ -2,9 +2,10 @@
 
 `frame` is the one builder of rows: the cell's identity and hyperparameters (repeated on each
 row), its final `status` and `error_message`, one row per `EpochMetrics` with the UTC
-`timestamp` it was recorded at, and provenance (git_sha, versions, device, CPU). A failed cell
-with no epoch has one row with epoch = 0 and null metrics. `write_parquet` writes it with
-`harness.fsutil.atomic_write`, so a reader never sees a partial file.
+`timestamp` it was recorded at, and provenance (git_sha: the commit of the harness code itself,
+versions, device, CPU). A failed cell with no epoch has one row with epoch = 0 and null
+metrics. `write_parquet` writes it with `harness.fsutil.atomic_write`, so a reader never sees
+a partial file.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import datetime as dt
 import functools
 import importlib.metadata
 import io
+import json
 import math
 import os
 import platform
@@ -25,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+import harness
 from harness.config.job import Config
 from harness.fsutil import atomic_write
 from harness.spec.records import (
@@ -36,23 +39,45 @@ from harness.spec.records import (
 )
 from harness.train.loop import autocast_dtype
 
-
-def git_sha(cwd: str | None = None) -> str | None:
-    """HEAD of the git checkout at `cwd` (default: the working directory), with '-dirty' when
-    tracked files differ from it; None when it is not a git checkout."""
-    return _git_sha(os.path.realpath(cwd or os.getcwd()))
+# The variables that would point git at another repository than the one asked for.
+_GIT_LOCATORS = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR",
+                 "GIT_OBJECT_DIRECTORY", "GIT_CEILING_DIRECTORIES",
+                 "GIT_DISCOVERY_ACROSS_FILESYSTEM")
 
 
 @functools.cache
-def _git_sha(where: str) -> str | None:
+def git_sha() -> str | None:
+    """The commit of the harness code that runs, whatever the working directory: HEAD of the
+    git checkout that holds the imported package (its top level has src/harness/__init__.py,
+    this very file), with '-dirty' when tracked files differ from it; else the commit an
+    installed wheel was built from (harness/_build.json, written by setup.py); else None."""
+    package = Path(harness.__file__).resolve().parent
+    return _checkout_sha(package) or _built_sha(package)
+
+
+def _checkout_sha(package: Path) -> str | None:
+    env = {k: v for k, v in os.environ.items() if k not in _GIT_LOCATORS}
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(package), *args], capture_output=True,
+                              text=True, timeout=10, check=True, env=env).stdout.strip()
+
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True,
-                             text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=where, capture_output=True, text=True, timeout=10).stdout
-        return sha + ("-dirty" if dirty.strip() else "")
+        init = Path(git("rev-parse", "--show-toplevel")) / "src" / "harness" / "__init__.py"
+        if not (init.is_file() and init.samefile(package / "__init__.py")):
+            return None                     # an unrelated repository around site-packages
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+        return git("rev-parse", "HEAD") + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def _built_sha(package: Path) -> str | None:
+    try:
+        sha = json.loads((package / "_build.json").read_text())["git_sha"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return sha if isinstance(sha, str) and sha else None
 
 
 @functools.cache
