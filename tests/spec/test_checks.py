@@ -239,3 +239,17 @@ def test_datasets_are_one_table_of_specs():
 def test_number_kinds(kind, value, message):
     assert fails(kind.check, "k", value) == message
     assert Number(integer=True).check("k", "3") == 3 and Number(high=2, closed=True).check("k", 2)
+
+
+def test_decay_exclude_is_kinds_or_patterns_and_a_bare_word_must_be_a_kind():
+    assert decay.check_exclude(["norm", "bias", "*.bias", "fc.*", "[ab]"]) == (
+        "norm", "bias", "*.bias", "fc.*", "[ab]")
+    assert decay.check_exclude([]) == () and decay.check_exclude(None) == ()
+    assert decay.check_exclude("norm") == ("norm",)
+    assert set(decay.EXCLUDE_KINDS) == {"norm", "bias"}
+    assert fails(decay.check_exclude, ["norm", "nrom"]) == (
+        "decay.exclude: 'nrom' is not a kind; kinds: norm, bias (a pattern of parameter names "
+        "has '.', '*', '?' or '[', e.g. '*.bias')")
+    assert fails(decay.check_exclude, ["BN"]).startswith("decay.exclude: 'BN' is not a kind")
+    assert fails(decay.check_exclude, [""]).startswith("decay.exclude: '' is not valid")
+    assert fails(decay.check_exclude, [1]).startswith("decay.exclude: 1 is not valid")

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from harness.spec.values import SpecError
 from harness.train.optim import ChainOptimizer, normalized_weight_decay, param_groups
 from harness.train.schedules import eta_table
 from tests.conftest import make_optimizer
@@ -323,21 +324,44 @@ class Tiny(nn.Module):
         self.conv, self.bn, self.fc = nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.Linear(3, 2)
 
 
-def test_param_groups_exclusion_and_excluded_params_are_not_decayed():
+@pytest.mark.parametrize("exclude,excluded", [
+    (("bn.*", "*.bias"), ("bn.weight", "bn.bias", "conv.bias", "fc.bias")),  # patterns
+    (("norm", "bias"), ("bn.weight", "bn.bias", "conv.bias", "fc.bias")),     # kinds
+    (("norm",), ("bn.weight", "bn.bias")),
+    (("bias",), ("bn.bias", "conv.bias", "fc.bias")),
+    (("norm", "fc.*"), ("bn.weight", "bn.bias", "fc.weight", "fc.bias")),     # both
+])
+def test_param_groups_exclusion_and_excluded_params_are_not_decayed(exclude, excluded):
     model = Tiny()
-    assert [len(g["params"]) for g in param_groups(model.named_parameters(), 0.1)] == [6]
-    groups = param_groups(model.named_parameters(), 0.1, exclude=("bn.*", "*.bias"))
+    assert [len(g["params"]) for g in param_groups(model, 0.1)] == [6]
+    groups = param_groups(model, 0.1, exclude=exclude)
     assert [g["weight_decay"] for g in groups] == [0.1, 0.0]
-    assert {id(p) for p in groups[1]["params"]} == {
-        id(p) for p in (model.bn.weight, model.bn.bias, model.conv.bias, model.fc.bias)}
+    params = dict(model.named_parameters())
+    assert {id(p) for p in groups[1]["params"]} == {id(params[n]) for n in excluded}
     before = [p.detach().clone() for p in model.parameters()]
     opt = make_optimizer(groups, "sgd", "decoupled", 0.1, 0.1)
     for p in model.parameters():
         p.grad = torch.zeros_like(p)
     opt.step(eta=ONE)
     for (name, p), old in zip(model.named_parameters(), before, strict=True):
-        excluded = name.startswith("bn.") or name.endswith(".bias")
-        torch.testing.assert_close(p.detach(), old if excluded else old * 0.9)
+        torch.testing.assert_close(p.detach(), old if name in excluded else old * 0.9)
+
+
+def test_an_exclude_entry_that_matches_no_parameter_is_one_line_naming_what_could():
+    with pytest.raises(SpecError) as err:
+        param_groups(Tiny(), 0.1, exclude=("norm", "*norm*"), model_name="model=tiny")
+    assert str(err.value) == (
+        "decay.exclude: '*norm*' matches no parameter of model=tiny; kinds: norm, bias; "
+        "parameter names: conv.weight, conv.bias, bn.weight, bn.bias, fc.weight, fc.bias")
+    with pytest.raises(SpecError, match="^decay.exclude: 'bias' matches no parameter of the "
+                                        "model; kinds: norm, bias; parameter names: 0.weight$"):
+        param_groups(nn.Sequential(nn.Linear(2, 2, bias=False)), 0.1, exclude=("bias",))
+    with pytest.raises(SpecError, match=r"^decay.exclude: 'nrom' is not a kind; kinds: norm"):
+        param_groups(Tiny(), 0.1, exclude=("nrom",))
+    many = nn.Sequential(*[nn.Linear(2, 2) for _ in range(6)])
+    with pytest.raises(SpecError, match=r"names: 0.weight, 0.bias, 1.weight, .*, 3.bias, "
+                                        r"\.\.\. \(12 in all\)$"):
+        param_groups(many, 0.1, exclude=("norm",))
 
 
 def test_normalized_weight_decay():

@@ -106,6 +106,29 @@ def _check_models(cells: list[Config]) -> None:
                               f"{', '.join(sorted(MODELS))}")
 
 
+def _check_exclude(cells: list[Config]) -> None:
+    """Each decay.exclude entry matches a parameter of its cells' model (each model built once,
+    on the meta device, only to read its parameters): a kind or pattern that matches nothing
+    ends the command in one line naming what it could match."""
+    import torch
+
+    from harness.spec.values import SpecError
+    from harness.train.models import build_model
+    from harness.train.optim import excluded_names
+
+    for name, exclude in sorted({(c.model.name, c.decay.exclude) for c in cells
+                                 if c.decay.exclude}):
+        try:
+            with torch.device("meta"):
+                model = build_model(name)
+        except Exception:  # noqa: BLE001 - a model that cannot be built fails its cells
+            continue
+        try:
+            excluded_names(model, exclude, f"model={name}")
+        except SpecError as err:
+            raise ConfigError(str(err)) from None
+
+
 def _collect(ledger: Path) -> tuple[dict[str, str], int]:
     outcomes: dict[str, str] = {}
     images = 0
@@ -156,6 +179,7 @@ def main(argv: list[str]) -> int:
     try:
         cells = compose.validate(args)
         _check_models(cells)
+        _check_exclude(cells)
         _check_data(cells)
     except (ConfigError, data.DataError) as err:
         print(f"harness run: error: {err}", file=sys.stderr)

@@ -57,7 +57,7 @@ class DecayConfig:
     mode: str
     weight_decay: float        # lambda (lambda_norm when normalized)
     normalized: bool           # paper App. B.1: lambda = lambda_norm*sqrt(b/(B*T))
-    exclude: tuple[str, ...]   # fnmatch patterns of parameter names not decayed
+    exclude: tuple[str, ...]   # not decayed: kinds (norm, bias) or fnmatch name patterns
 
 
 @dataclass(frozen=True)

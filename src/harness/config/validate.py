@@ -160,7 +160,7 @@ def _optimizer(section: dict[str, Any], lr: float) -> OptimizerConfig:
 
 def _decay(d: DecayConfig) -> DecayConfig:
     return dataclasses.replace(d, normalized=flag("decay.normalized", d.normalized),
-                               exclude=tuple(str(p) for p in as_list(d.exclude or ())))
+                               exclude=decay.check_exclude(d.exclude))
 
 
 def _schedule(section: dict[str, Any]) -> ScheduleConfig:

@@ -106,7 +106,7 @@ def setup(cells: Sequence[Config], ds: data_mod.Dataset, device: torch.device,
         model = model.to(memory_format=torch.channels_last)
     steps_per_epoch = math.ceil(ds.n_train / cfg.train.batch_size)
     decays = [effective_weight_decay(c, ds.n_train, 0) for c in cells]
-    groups = param_groups(model.named_parameters(), _per_cell(decays), cfg.decay.exclude)
+    groups = param_groups(model, _per_cell(decays), cfg.decay.exclude, f"model={cfg.model.name}")
     optimizer = build_optimizer(groups, cfg.optimizer.name, cfg.decay.mode,
                                 _per_cell([c.optimizer.lr for c in cells]), _per_cell(decays),
                                 **dict(cfg.optimizer.hyper))

@@ -49,12 +49,13 @@ from fnmatch import fnmatch
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from harness.spec import decay as decay_spec
 from harness.spec import optimizer as optimizer_spec
-from harness.spec.decay import DECAY_MODES
+from harness.spec.decay import DECAY_MODES, EXCLUDE_KINDS
 from harness.spec.optimizer import HYPERPARAMETERS, OPTIMIZERS
-from harness.spec.values import Number, one_of
+from harness.spec.values import Number, SpecError, one_of
 from harness.train.buckets import Bucket, build_buckets, is_zero
 from harness.train.optim_steps import (
     DIRECTIONS,
@@ -254,18 +255,67 @@ def normalized_weight_decay(
     return lambda_norm * math.sqrt(batch_size / (n_train * epochs))
 
 
+NORM_MODULES: tuple[type[nn.Module], ...] = (  # decay.exclude kind "norm": their parameters
+    nn.modules.batchnorm._NormBase,  # BatchNorm1d/2d/3d, SyncBatchNorm, InstanceNorm*
+    nn.GroupNorm, nn.LayerNorm, *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()))
+_SHOWN = 8  # parameter names an error message lists before "..."
+
+
+def parameter_kinds(model: nn.Module) -> dict[str, list[str]]:
+    """The names (as model.named_parameters() gives them) of each kind of EXCLUDE_KINDS, found
+    by module type and attribute, whatever the names: "norm" every parameter of a module of
+    NORM_MODULES, "bias" every module's `bias` parameter."""
+    owners: dict[int, tuple[nn.Module, str]] = {}  # id(param) -> (module holding it, attribute)
+    for _, module in model.named_modules(remove_duplicate=False):
+        for attr, p in module.named_parameters(recurse=False):
+            owners.setdefault(id(p), (module, attr))
+    kinds: dict[str, list[str]] = {kind: [] for kind in EXCLUDE_KINDS}
+    for name, p in model.named_parameters():
+        module, attr = owners[id(p)]
+        if isinstance(module, NORM_MODULES):
+            kinds["norm"].append(name)
+        if attr == "bias":
+            kinds["bias"].append(name)
+    return kinds
+
+
+def excluded_names(model: nn.Module, exclude: Iterable[str],
+                   model_name: str = "the model") -> set[str]:
+    """The names of the parameters `exclude` takes out of weight decay: each entry a kind of
+    EXCLUDE_KINDS or an fnmatch pattern of parameter names (harness.spec.decay.check_exclude).
+    An entry that matches no parameter is a SpecError of one line naming what could match."""
+    entries = decay_spec.check_exclude(tuple(exclude))
+    names = [name for name, _ in model.named_parameters()]
+    kinds = parameter_kinds(model) if entries else {}
+    excluded: set[str] = set()
+    for entry in entries:
+        matched = kinds[entry] if decay_spec.is_kind(entry) else \
+            [name for name in names if fnmatch(name, entry)]
+        if not matched:
+            shown = ", ".join(names[:_SHOWN]) + (f", ... ({len(names)} in all)"
+                                                 if len(names) > _SHOWN else "")
+            raise SpecError(f"decay.exclude: {entry!r} matches no parameter of {model_name}; "
+                            f"kinds: {', '.join(EXCLUDE_KINDS)}; parameter names: "
+                            f"{shown or 'none'}")
+        excluded.update(matched)
+    return excluded
+
+
 def param_groups(
-    named_params: Iterable[tuple[str, Tensor]],
+    model: nn.Module,
     weight_decay: float | Tensor,
     exclude: Iterable[str] = (),
+    model_name: str = "the model",
 ) -> list[dict[str, Any]]:
-    """Param groups: names matching any fnmatch pattern in `exclude` (e.g. "*bn*", "*.bias")
-    get weight_decay 0, the rest `weight_decay`. Default: no exclusion (the paper decays all)."""
-    patterns = tuple(exclude)
+    """Param groups of `model`: the parameters `exclude` names (kinds such as "norm" and
+    "bias", or fnmatch patterns of parameter names: `excluded_names`, whose SpecError an entry
+    that matches nothing raises) get weight_decay 0, the rest `weight_decay`. Default: no
+    exclusion (the paper decays all)."""
+    excluded_set = excluded_names(model, exclude, model_name)
     decayed: list[Tensor] = []
     excluded: list[Tensor] = []
-    for name, p in named_params:
-        (excluded if any(fnmatch(name, pat) for pat in patterns) else decayed).append(p)
+    for name, p in model.named_parameters():
+        (excluded if name in excluded_set else decayed).append(p)
     groups = [{"params": decayed, "weight_decay": weight_decay}]
     if excluded:
         groups.append({"params": excluded, "weight_decay": 0.0})
