@@ -207,6 +207,23 @@ def test_summary_and_exit_code_come_from_the_cells_run_whatever_hydra_dirs(
     assert not (tmp_path / "results" / ".outcomes").exists()
 
 
+def test_chdir_job_writes_under_the_launch_dir_and_finds_its_cells_again(tmp_path, monkeypatch,
+                                                                         capsys):
+    """hydra.job.chdir=true on the basic launcher (in this process): the relative results dir
+    is the launch directory's, the run_id is the one without chdir, and the cwd comes back."""
+    monkeypatch.chdir(tmp_path)
+    chdir = ["run.results_dir=results", "hydra.job.chdir=true", "train.epochs=1"]
+    assert run(tmp_path, *chdir) == 0
+    [path] = parquet_files(tmp_path)
+    assert not [p for p in tmp_path.rglob("*.parquet") if p != path]
+    assert os.getcwd() == str(tmp_path)
+    capsys.readouterr()
+    assert run(tmp_path, *chdir[:1], "train.epochs=1") == 0  # the same cell, without chdir
+    out = capsys.readouterr().out
+    assert "skipped: already completed" in out and "1 cells: 1 skipped" in out
+    assert parquet_files(tmp_path) == [path]
+
+
 @pytest.mark.parametrize("override,message", [
     ("optimizer=adamw", "optimizer=adamw is not valid; choose one of: adam, rmsprop, sgd"),
     ("train.epochs=0", "train.epochs=0 is not valid"),

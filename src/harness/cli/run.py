@@ -11,11 +11,20 @@ checked once, so bad input or missing data ends the command with one line (exit 
 nothing is written. Each Hydra job, on whichever launcher, writes its cells' outcomes into
 this command's ledger directory (`$HARNESS_OUTCOMES`, under the results dir, removed at the
 end); `main` prints the summary of exactly those cells and exits 1 only if one failed.
+
+Relative paths (run.results_dir, dataset.root, dataset.path, logger.wandb.dir, the ./data
+searched for datasets) mean the directory the command was started in, whatever
+`hydra.job.chdir`, `hydra.run.dir` or `hydra.sweep.dir` say: each job trains its cells in
+Hydra's original working directory (`hydra.runtime.cwd`, which every launcher's job carries:
+submitit composes a job's config from the launching one's), not in its job folder. Nothing is
+rewritten, so a cell's run_id (which hashes dataset.path as typed) is the same with or
+without chdir, and a second command finds the cells of the first.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -24,7 +33,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,12 +52,36 @@ LEDGER = "HARNESS_OUTCOMES"  # environment variable: where jobs write their outc
 SHOW_ONLY = ("help", "hydra_help", "cfg", "info", "shell_completion")
 
 
+@contextlib.contextmanager
+def _in_launch_dir() -> Iterator[None]:
+    """Work in the directory `harness run` was started in (Hydra's original cwd) while inside,
+    back in the job's own folder (hydra.job.chdir) after; outside a Hydra job, stay here."""
+    from hydra.core.hydra_config import HydraConfig
+
+    here = os.getcwd()
+    launch = HydraConfig.get().runtime.cwd if HydraConfig.initialized() else here
+    if launch == here:
+        yield
+        return
+    try:
+        os.chdir(launch)
+    except OSError as err:  # e.g. a cluster node that does not mount the launch directory
+        raise ConfigError(f"this job runs in {here} and cannot enter {launch}, the directory "
+                          "harness run was started in, where its relative paths (results, "
+                          f"data) are: {err.strerror}; start it from a shared directory") from None
+    try:
+        yield
+    finally:
+        os.chdir(here)
+
+
 def _task(cfg: DictConfig, mirror: WandbMirror | None = None) -> dict[str, str]:
     from harness.sweep.cells import run_cells
 
     raw = OmegaConf.to_container(cfg, resolve=True)
     cells = expand(raw)
-    outcomes = run_cells(cells, mirror)
+    with _in_launch_dir():
+        outcomes = run_cells(cells, mirror)
     images = sum(planned_images(c) or 0 for c in cells if outcomes[c.run_id] == "planned")
     ledger = os.environ.get(LEDGER)
     if ledger:
