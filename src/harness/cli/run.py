@@ -7,10 +7,14 @@
 Hydra's command line works as Hydra documents it (`--help`, `--cfg job|hydra`, `--info`, `-m`,
 `--config-name`, `--config-dir`, `-sc install=bash`); those that only show something go straight
 to Hydra. Before a run, every configuration is composed and validated and every dataset is
-checked once, so bad input or missing data ends the command with one line (exit 2) and
-nothing is written. Each Hydra job, on whichever launcher, writes its cells' outcomes into
+checked once, and (unless it is a plan) each study's folder is found writable, so bad input,
+missing data or a results dir that cannot be written ends the command with one line (exit 2)
+and nothing is written. Each Hydra job, on whichever launcher, writes its cells' outcomes into
 this command's ledger directory (`$HARNESS_OUTCOMES`, under the results dir, removed at the
-end); `main` prints the summary of exactly those cells and exits 1 only if one failed.
+end; cli/outcomes.py); `main` prints the summary of exactly those cells, each the strongest
+outcome any job saw, and exits 1 if one failed or went unrecorded. SIGINT or SIGTERM in this
+process (its jobs on the basic launcher included) ends it with one line, exit 130 / 143: the
+cells' checkpoints stay for the rerun, the ledger goes.
 
 Relative paths (run.results_dir, dataset.root, dataset.path, logger.wandb.dir, the ./data
 searched for datasets) mean the directory the command was started in, whatever
@@ -25,20 +29,22 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import functools
-import json
 import os
 import shutil
+import signal
 import sys
+import tempfile
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
+from harness.cli import outcomes as ledger
 from harness.config import compose
 from harness.config.job import Config
 from harness.config.validate import ConfigError, check_batch_size, expand, planned_images
@@ -48,7 +54,6 @@ from harness.train.models import MODELS
 if TYPE_CHECKING:
     from harness.sweep.recorder import WandbMirror
 
-LEDGER = "HARNESS_OUTCOMES"  # environment variable: where jobs write their outcomes
 SHOW_ONLY = ("help", "hydra_help", "cfg", "info", "shell_completion")
 
 
@@ -83,11 +88,7 @@ def _task(cfg: DictConfig, mirror: WandbMirror | None = None) -> dict[str, str]:
     with _in_launch_dir():
         outcomes = run_cells(cells, mirror)
     images = sum(planned_images(c) or 0 for c in cells if outcomes[c.run_id] == "planned")
-    ledger = os.environ.get(LEDGER)
-    if ledger:
-        job = Path(ledger) / uuid.uuid4().hex
-        job.with_suffix(".tmp").write_text(json.dumps({"outcomes": outcomes, "images": images}))
-        os.replace(job.with_suffix(".tmp"), job.with_suffix(".json"))
+    ledger.write(outcomes, images)
     return outcomes
 
 
@@ -99,13 +100,6 @@ def _hydra(args: argparse.Namespace, parser: argparse.ArgumentParser,
     compose.register()
     _run_hydra(args=args, args_parser=parser, task_function=task,
                config_path=compose.config_path(), config_name=compose.CONFIG_NAME)
-
-
-def summarize(outcomes: dict[str, str]) -> str:
-    counts = Counter(outcomes.values())
-    order = ("completed", "diverged", "failed", "skipped", "claimed", "planned", "done")
-    parts = [f"{counts[k]} {k}" for k in order if counts[k]]
-    return f"{len(outcomes)} cells: " + (", ".join(parts) or "none")
 
 
 def _output_dirs(overrides: list[str], plan: bool) -> list[str]:
@@ -162,44 +156,104 @@ def _check_exclude(cells: list[Config]) -> None:
             raise ConfigError(str(err)) from None
 
 
-def _collect(ledger: Path) -> tuple[dict[str, str], int]:
-    outcomes: dict[str, str] = {}
-    images = 0
-    for path in sorted(ledger.glob("*.json")):
-        job = json.loads(path.read_text())
-        outcomes |= job["outcomes"]
-        images += job["images"]
-    return outcomes, images
+def _check_writable(cells: list[Config]) -> None:
+    """Each study's runs/ folder can be created and written (a results dir that is a file,
+    on a read-only file system, or a study name too long for it: one line, before any job).
+    What this creates to find out is removed again."""
+    for study in sorted({Path(c.run.results_dir).absolute() / c.study for c in cells}):
+        runs, made = study / "runs", []
+        try:
+            for folder in (*reversed(runs.parents), runs):
+                try:
+                    folder.mkdir()
+                    made.append(folder)
+                except FileExistsError:
+                    if not folder.is_dir():
+                        raise ConfigError(f"{folder} is a file, not a folder: remove it or "
+                                          "choose another run.results_dir") from None
+            fd, probe = tempfile.mkstemp(prefix=".write-check-", dir=runs)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as err:
+            hint = ("choose a shorter study name" if err.errno == errno.ENAMETOOLONG else
+                    "choose a writable run.results_dir")
+            raise ConfigError(f"cannot write {err.filename or runs}: "
+                              f"{err.strerror or err}; {hint}") from None
+        finally:
+            for folder in reversed(made):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+
+
+class Terminated(BaseException):
+    """SIGTERM in the `harness run` process: like KeyboardInterrupt, no cell catches it."""
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """While inside, SIGTERM raises Terminated in this (main) process; the previous handler
+    after. Jobs in other processes (submitit) keep their own handlers."""
+    def raise_terminated(signum: int, frame: object) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _launch(args: argparse.Namespace, parser: argparse.ArgumentParser,
-            cells: list[Config]) -> tuple[dict[str, str], int]:
-    """Run Hydra with a fresh ledger under the results dir; the outcomes of its jobs."""
+            cells: list[Config], plan: bool) -> tuple[dict[str, str], int, bool]:
+    """Run Hydra with a fresh ledger under the results dir (a plan's, which writes nothing
+    there, in a temporary folder); the outcomes of its jobs (outcomes.collect). Whatever ends
+    it (a signal too), the ledger goes, and the results dir if this made it and it is empty."""
     from harness.sweep.recorder import WandbMirror
 
     results = Path(cells[0].run.results_dir).absolute()
     existed = results.exists()
-    ledger = results / ".outcomes" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
-    ledger.mkdir(parents=True)
-    os.environ[LEDGER] = str(ledger)  # launchers pass the environment on to their jobs
+    if plan:
+        ledger_dir = Path(tempfile.mkdtemp(prefix="harness-outcomes-"))
+    else:
+        stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        ledger_dir = results / ".outcomes" / stamp
+        try:
+            ledger_dir.mkdir(parents=True)
+        except OSError as err:
+            raise ConfigError(f"cannot create {ledger_dir}: {err.strerror or err}") from None
+    os.environ[ledger.LEDGER] = str(ledger_dir)  # launchers pass the environment to their jobs
+    ledger.unwritten.clear()
     # one W&B mirror for every job Hydra runs in this process (a launcher's job elsewhere gets
     # a copy): the first failure to reach W&B holds for the rest of the command
     task = functools.wraps(_task)(functools.partial(_task, mirror=WandbMirror()))
     try:
-        _hydra(args, parser, task)
-        return _collect(ledger)
+        with _sigterm_raises():
+            _hydra(args, parser, task)
+        return ledger.collect(ledger_dir, [c.run_id for c in cells])
     finally:
-        del os.environ[LEDGER]
-        shutil.rmtree(ledger, ignore_errors=True)
-        for empty in (ledger.parent, results) if not existed else (ledger.parent,):
-            try:
-                empty.rmdir()
-            except OSError:
-                pass
+        del os.environ[ledger.LEDGER]
+        shutil.rmtree(ledger_dir, ignore_errors=True)
+        empty = [] if plan else [ledger_dir.parent] + ([] if existed else [results])
+        for folder in empty:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def main(argv: list[str]) -> int:
-    """`harness run [Hydra flags] [overrides]`; returns the exit code."""
+    """`harness run [Hydra flags] [overrides]`; returns the exit code: 0, 1 (a cell failed or
+    went unrecorded), 2 (bad input, nothing run), 130 / 143 (SIGINT / SIGTERM: one line; the
+    checkpoints stay, the same command resumes)."""
+    try:
+        return _main(argv)
+    except (KeyboardInterrupt, Terminated) as err:
+        name, code = (("SIGINT", 130) if isinstance(err, KeyboardInterrupt) else
+                      ("SIGTERM", 128 + signal.SIGTERM))
+        print(f"harness run: interrupted ({name}); run the same command to resume",
+              file=sys.stderr)
+        return code
+
+
+def _main(argv: list[str]) -> int:
     from hydra._internal.utils import get_args_parser
 
     parser = get_args_parser()
@@ -214,17 +268,20 @@ def main(argv: list[str]) -> int:
         _check_models(cells)
         _check_exclude(cells)
         _check_data(cells)
+        plan = plan or any(c.run.plan for c in cells)
+        if not plan:
+            _check_writable(cells)
     except (ConfigError, data.DataError) as err:
         print(f"harness run: error: {err}", file=sys.stderr)
         return 2
     args.overrides = [*args.overrides, *_output_dirs(args.overrides, plan)]
     try:
-        outcomes, images = _launch(args, parser, cells)
+        outcomes, images, lost = _launch(args, parser, cells, plan)
     except ConfigError as err:  # e.g. a batch larger than an npz training set
         print(f"harness run: error: {err}", file=sys.stderr)
         return 2
-    print(f"harness run: {summarize(outcomes)}")
+    print(f"harness run: {ledger.summarize(outcomes)}")
     if plan:
         print(f"harness run: plan: {len(outcomes)} cells, "
               f"{sum(o == 'done' for o in outcomes.values())} done, {images:,} images to train")
-    return 1 if "failed" in outcomes.values() else 0
+    return 1 if lost or ledger.failed(outcomes) else 0

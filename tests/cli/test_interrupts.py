@@ -1,0 +1,42 @@
+"""SIGINT / SIGTERM to a real `harness run` mid-cell (issue 22): one line on stderr, exit
+130 / 143, no ledger left, the checkpoint kept, and the same command resumes and completes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import CLI_ENV, TINY, harness_cli
+
+pytestmark = pytest.mark.slow
+CELL = [*TINY, "study=s", "run.results_dir=results", "train.epochs=3",
+        "dataset.train_subset=1024"]
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_mid_cell_is_one_line_and_the_rerun_resumes(tmp_path, sig, code):
+    env = dict(os.environ, **CLI_ENV)
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", *CELL], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ckpts = tmp_path / "results/s/checkpoints"
+    deadline = time.time() + 300
+    while not list(ckpts.glob("*.pt")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert list(ckpts.glob("*.pt")), "no checkpoint appeared"
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, out + err
+    assert "Traceback" not in err
+    assert err.strip().splitlines() == [
+        f"harness run: interrupted ({sig.name}); run the same command to resume"], err
+    assert not (tmp_path / "results" / ".outcomes").exists()
+    assert list(ckpts.glob("*.pt")), "the checkpoint is how the rerun resumes"
+    again = harness_cli(["run", *CELL], tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "resuming after epoch" in again.stdout
+    assert "harness run: 1 cells: 1 completed" in again.stdout
