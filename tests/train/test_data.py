@@ -221,7 +221,7 @@ def test_subsets_seeded_and_stats_on_subset(tmp_path):
 
 
 def test_val_split_holds_out_a_seeded_disjoint_part_of_the_training_subset(tmp_path):
-    x = np.arange(50, dtype=np.uint8)[:, None, None].repeat(4, 1).repeat(4, 2)  # pixel = index
+    x = np.arange(50, dtype=np.uint8)[:, None, None].repeat(8, 1).repeat(8, 2)  # pixel = index
     path = _save_npz(tmp_path / "v.npz", x_train=x, y_train=np.arange(50) % 3, x_test=x[:5],
                      y_test=np.arange(5) % 3)
     full = load_dataset("npz", path=path, train_subset=40)

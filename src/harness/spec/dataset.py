@@ -10,7 +10,9 @@ Adding a dataset is its spec (a line in DATASETS, or `register(DatasetSpec(...))
 its reader (`harness.train.data.register(name, read)`, a module of `harness.train.datasets`)
 and its YAML, `configs/dataset/<name>.yaml` (or a --config-dir's `dataset/<name>.yaml`).
 `split` checks dataset.train_subset, test_subset and val_split, once for a config and again
-against the sizes read from the files.
+against the sizes read from the files; `images` checks the image shape read from the files
+against what every model takes (MIN_IMAGE_SIZE, MIN_CHANNELS: their one home;
+harness.train.models.build_model enforces the same).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from typing import Any
 from harness.spec.values import Number, SpecError, one_of
 
 SOURCES = ("dirs", "path", "generated")
+MIN_IMAGE_SIZE = 8  # pixels a side: three stride-2 reductions (PreAct ResNet-18) leave >= 1
+MIN_CHANNELS = 1
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,17 @@ def split(name: str, train_subset: Any, test_subset: Any, val_split: Any,
                             "images; valid: a fraction that leaves at least one image on each "
                             "side")
     return subsets[0], subsets[1], fraction
+
+
+def images(name: str, shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """The (C, H, W) of dataset `name`'s images, checked to be what every model takes: H and W
+    at least MIN_IMAGE_SIZE, C at least MIN_CHANNELS; otherwise a SpecError (one line)."""
+    c, h, w = (int(n) for n in shape)
+    if min(h, w) < MIN_IMAGE_SIZE or c < MIN_CHANNELS:
+        raise SpecError(f"dataset {name!r} has images of C x H x W = {c} x {h} x {w}; valid: "
+                        f"H, W >= {MIN_IMAGE_SIZE} pixels and C >= {MIN_CHANNELS} channel, "
+                        "what every model takes")
+    return c, h, w
 
 
 def held_out(val_split: float, n: int) -> int:

@@ -166,9 +166,10 @@ def check(name: str, *, root: str | None = None, path: str | None = None,
           test_subset: int | None = None, val_split: float = 0.0) -> int:
     """The number of training images a cell of dataset `name` trains on (less the val_split
     held out), once the dataset is known to be loadable (found and readable, or downloaded
-    now when `download`); a missing, corrupt or undownloadable dataset, or a subset or
-    val_split it cannot give (harness.spec.dataset.split), raises `DataError` with one line
-    saying what to do."""
+    now when `download`) and its images ones every model takes; a missing, corrupt or
+    undownloadable dataset, a subset or val_split it cannot give (harness.spec.dataset.split)
+    or images too small or without a channel (harness.spec.dataset.images) raises `DataError`
+    with one line saying what to do."""
     try:
         ds = spec.get(name)
         if ds.source == "path" and (path is None or not Path(path).is_file()):
@@ -181,6 +182,7 @@ def check(name: str, *, root: str | None = None, path: str | None = None,
         if sizes is None:
             raw = _read(name, root, path, download, (None, None), _download)
             sizes = len(raw.x_train), len(raw.x_test)
+            _check_images(name, path if ds.source == "path" else None, raw)
         spec.split(name, train_subset, test_subset, val_split, sizes)
     except (ValueError, FileNotFoundError) as err:  # the readers' and the spec's one line
         raise DataError(one_line(err)) from None
@@ -188,6 +190,19 @@ def check(name: str, *, root: str | None = None, path: str | None = None,
 
 
 _download = download  # check's `download` flag shadows the function
+
+
+def _check_images(name: str, path: str | None, raw: RawData) -> None:
+    """spec.images of the images read (train and test have one shape: RawData), naming
+    dataset.path where they came from one (and, for npz, how its arrays are read)."""
+    try:
+        spec.images(name, raw.x_train.shape[1:])
+    except ValueError as err:
+        if path is None:
+            raise
+        layout = " (its arrays are read as N x H x W x C, or N x H x W for one channel)" \
+            if READERS[name].read is npz.read else ""
+        raise ValueError(f"dataset.path={path}: {err}{layout}") from None
 
 
 def channel_stats(x: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:

@@ -5,7 +5,9 @@ key raises ValueError listing the valid ones; every module of this folder regist
 models with `@register`, harness.train.models.registry), builds the network and initialises it:
 conv weights kaiming-normal (fan_out, ReLU gain), BatchNorm weight 1 and bias 0, linear bias 0
 (linear weight keeps torch's default). Every model ends in adaptive average pooling, so any
-`image_size` >= 8 works (28 for Fashion-MNIST, 32 for CIFAR).
+`image_size` >= MIN_IMAGE_SIZE = 8 works (28 for Fashion-MNIST, 32 for CIFAR). That bound and
+MIN_CHANNELS live in harness.spec.dataset, whose `images` checks a dataset's files against them
+before any cell starts.
 
 `packs` = K > 1 builds K independent copies of the network as one wide module (grouped convs,
 BatchNorm over K*C channels, a batched linear; `harness.train.models.packing`): input (N, C, H, W)
@@ -20,12 +22,11 @@ import pkgutil
 
 from torch import nn
 
+from harness.spec.dataset import MIN_CHANNELS, MIN_IMAGE_SIZE
 from harness.train.models.registry import MODELS, register
 
 for _module in pkgutil.iter_modules(__path__):  # each model module registers its own models
     importlib.import_module(f"{__name__}.{_module.name}")
-
-MIN_IMAGE_SIZE = 8  # three stride-2 reductions (PreAct ResNet-18) still leave >= 1 pixel
 
 
 def init_weights(model: nn.Module, packs: int = 1) -> nn.Module:
@@ -61,7 +62,7 @@ def build_model(
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid models: {', '.join(sorted(MODELS))}")
     _check_positive("num_classes", num_classes, 1)
-    _check_positive("in_channels", in_channels, 1)
+    _check_positive("in_channels", in_channels, MIN_CHANNELS)
     _check_positive("image_size", image_size, MIN_IMAGE_SIZE)
     _check_positive("packs", packs, 1)
     model = MODELS[name](num_classes=num_classes, in_channels=in_channels,
