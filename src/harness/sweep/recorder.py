@@ -15,11 +15,12 @@ whose history equals its rows however often it was killed and resumed: a marker
 does not match (killed mid-mirror, retrained with run.force) is mirrored again. Offline runs
 live in `<study>/wandb/offline-run-*-<run_id>` (an older one of the cell is replaced);
 online, a cell mirrored before gets a new id `<run_id>-<n>`, since W&B drops steps re-logged
-under one id. A `WandbMirror` is W&B for one command: `harness run` makes one for all the
-Hydra jobs it runs in this process (a job a launcher starts elsewhere gets a copy), a direct
-call of `run_cells` one for its cells. Its first failure to reach W&B is one warning line and
-turns W&B off for the rest of that command; the cells it missed are mirrored by the next run
-that finds them done (their marker is stale).
+under one id: n counts the marker's `ids`, the ids W&B accepted (their `wandb.init` returned;
+an init that raised created no run, so it leaves no id). A `WandbMirror` is W&B for one
+command: `harness run` makes one for all the Hydra jobs it runs in this process (a job a
+launcher starts elsewhere gets a copy), a direct call of `run_cells` one for its cells. Its
+first failure to reach W&B is one warning line and turns W&B off for the rest of that command;
+the cells it missed are mirrored by the next run that finds them done (their marker is stale).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import json
 import math
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -211,25 +213,29 @@ def _marker(paths: CellPaths) -> dict[str, Any]:
 
 def _replay(cfg: Config, paths: CellPaths) -> None:
     """Log the cell's rows as one W&B run unless its marker holds this parquet's sha256; the
-    marker names the new W&B id before the run is logged and the sha256 only after it."""
+    marker names the W&B id once `wandb.init` accepted it, before the run is logged (a run
+    killed mid-log exists on the server), and the sha256 only after the whole run is logged."""
     digest = hashlib.sha256(paths.parquet.read_bytes()).hexdigest()
-    marker = _marker(paths)
-    if marker.get("sha256") == digest:
+    old = _marker(paths)
+    if old.get("sha256") == digest:
         return
+    ids = old["ids"]
     if cfg.logger.wandb_mode == "offline":
         wandb_id = cfg.run_id
-        for old in (paths.wandb / "wandb").glob(f"offline-run-*-{cfg.run_id}"):
-            shutil.rmtree(old, ignore_errors=True)  # partial or superseded mirrors
+        for stale in (paths.wandb / "wandb").glob(f"offline-run-*-{cfg.run_id}"):
+            shutil.rmtree(stale, ignore_errors=True)  # partial or superseded mirrors
     else:
-        n = len(marker["ids"])
-        wandb_id = cfg.run_id if n == 0 else f"{cfg.run_id}-{n}"
-    marker = {"ids": [*marker["ids"], wandb_id], "sha256": None}
-    atomic_write_text(paths.mirrored, json.dumps(marker))
-    _log_run(cfg, pd.read_parquet(paths.parquet), wandb_id, paths.wandb)
+        wandb_id = cfg.run_id if not ids else f"{cfg.run_id}-{len(ids)}"
+    marker = {"ids": [*ids, wandb_id], "sha256": None}
+    _log_run(cfg, pd.read_parquet(paths.parquet), wandb_id, paths.wandb,
+             accepted=lambda: atomic_write_text(paths.mirrored, json.dumps(marker)))
     atomic_write_text(paths.mirrored, json.dumps(marker | {"sha256": digest}))
 
 
-def _log_run(cfg: Config, df: pd.DataFrame, wandb_id: str, root: Path) -> None:
+def _log_run(cfg: Config, df: pd.DataFrame, wandb_id: str, root: Path,
+             accepted: Callable[[], None]) -> None:
+    """One W&B run of `df`'s rows; `accepted()` runs once `wandb.init` returned, before any
+    row is logged (an init that raises never calls it)."""
     import wandb
 
     root.mkdir(parents=True, exist_ok=True)
@@ -244,6 +250,7 @@ def _log_run(cfg: Config, df: pd.DataFrame, wandb_id: str, root: Path) -> None:
         settings=wandb.Settings(silent=True, **(
             {"init_timeout": ONLINE_INIT_TIMEOUT_S} if cfg.logger.wandb_mode == "online" else {})))
     try:
+        accepted()
         for row in df[METRIC_COLUMNS].to_dict("records"):
             run.log(row, step=int(row["epoch"]))
         run.summary["status"] = status
