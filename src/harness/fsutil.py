@@ -2,6 +2,8 @@
 
     write(tmp) -> chmod to the user's umask -> fsync -> os.replace(tmp, path)
 
+(`create_new` links the finished file into place instead, so it never replaces one.)
+
 A reader never sees a partial file: the data goes to a temporary file in the target's own
 directory (so `os.replace` is atomic on POSIX), which is renamed over the target only once it
 is complete. A write that fails (a full disk, a killed process) leaves the previous file as it
@@ -130,3 +132,27 @@ def _fsync_dir(folder: Path) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """`atomic_write` of a UTF-8 text file."""
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def create_new(path: Path, text: str) -> bool:
+    """Create `path` holding `text` unless it exists: False, and the file is left as it was,
+    if it does. Atomic: the complete file is hard-linked into place (a link never replaces),
+    so of two processes creating one path exactly one gets True."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.chmod(tmp, 0o666 & ~_umask())
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        _fsync_dir(path.parent)
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -5,12 +5,14 @@ Cells that differ only in lr and weight_decay are trained K at a time as one pac
 (`harness.sweep.recorder.Recorder`: records, checkpoint, parquet, W&B mirror, status).
 For each cell (`Config` with scalar lr and weight_decay) `run_cells`:
   1. skips it when `<results>/<study>/runs/<run_id>.parquet` is a completed or diverged
-     record of this very cell (its run_id, epochs 1..T); `run.force=true` retrains;
+     record of this very cell (its run_id, epochs 1..T); `run.force=true` retrains, once per
+     forced command even if it is killed and rerun (harness.sweep.force);
   2. claims it with an exclusive `fcntl.flock` on `claims/<run_id>.lock` (opened with
      O_NOFOLLOW): a second process (on this machine or on a shared filesystem with locks)
      skips a claimed cell, and the kernel releases the lock of a process that dies;
-  3. resumes from its validated checkpoint (harness.sweep.checkpoint); one that fails validation,
-     or cannot be loaded into the model, is reported in one line and the cell retrains;
+  3. resumes from its validated checkpoint (harness.sweep.checkpoint; under run.force only one
+     that force wrote); one that fails validation, or cannot be loaded into the model, is
+     reported in one line and the cell retrains;
   4. trains (harness.train.loop) and records it; an exception in a cell is recorded as failed with
      its message and the sweep goes on (submitit's preemption is re-raised, checkpoints kept).
 All cells of one call share one `WandbMirror` (the caller's, else a new one): W&B is tried
@@ -34,6 +36,7 @@ import torch
 
 from harness.config.job import Config
 from harness.config.validate import ConfigError, check_batch_size
+from harness.sweep.force import Force, begin
 from harness.sweep.recorder import DONE, CellPaths, Recorder, WandbMirror, label, tidy
 from harness.train import data as data_mod
 from harness.train import memory
@@ -93,6 +96,15 @@ def done_status(cfg: Config, quiet: bool = False) -> str | None:
                   f"{run_id}, status {status}, epochs {epochs[:3]}...); the cell is retrained")
         return None
     return status
+
+
+def _skips(cfg: Config, force: Force | None, quiet: bool = False) -> str | None:
+    """done_status of a cell this command does not train: any final one, or under run.force
+    one that this force already retrained (its parquet is newer than the force's mark)."""
+    status = done_status(cfg, quiet)
+    if status not in DONE or not cfg.run.force:
+        return status
+    return status if force is not None and force.covers(CellPaths.of(cfg).parquet) else None
 
 
 def _show_bar(cfg: Config) -> bool:
@@ -176,13 +188,13 @@ def _fail(recs: list[Recorder], err: Exception, with_traceback: bool) -> None:
 
 
 def _run_pack(cfgs: list[Config], ds: data_mod.Dataset | None, data_error: str | None,
-              device: torch.device, mirror: WandbMirror) -> dict[str, str]:
+              device: torch.device, mirror: WandbMirror, force: Force | None) -> dict[str, str]:
     """Train cfgs (claimed) as one pack and record each cell."""
     info = {"n_train": ds.n_train, "num_classes": ds.num_classes} if ds is not None else {}
     recs = [Recorder(cfg, str(device), mirror, **info) for cfg in cfgs]
     by_epoch: dict[int, list[tuple[Recorder, dict | None]]] = {}
     for rec in recs:
-        resume = rec.resume()
+        resume = rec.resume(force)
         by_epoch.setdefault(resume["epoch"] if resume else 0, []).append((rec, resume))
     outcomes: dict[str, str] = {}
     for pairs in by_epoch.values():
@@ -201,15 +213,16 @@ def _run_pack(cfgs: list[Config], ds: data_mod.Dataset | None, data_error: str |
     return outcomes
 
 
-def _precheck(cfg: Config, mirror: WandbMirror) -> str | None:
+def _precheck(cfg: Config, mirror: WandbMirror, force: Force | None) -> str | None:
     """planned | done | skipped for a cell that needs no training now, else None."""
-    status = done_status(cfg)
     if cfg.run.plan:
-        return "done" if status in DONE else "planned"
-    if status in DONE and not cfg.run.force:
+        return "done" if done_status(cfg) in DONE else "planned"
+    status = _skips(cfg, force)
+    if status in DONE:
         paths = CellPaths.of(cfg)
-        print(f"[{label(cfg)}] skipped: already {status} ({paths.parquet}); "
-              "run.force=true retrains")
+        why = f"retrained by this run.force ({force.path})" if force else \
+            "run.force=true retrains"
+        print(f"[{label(cfg)}] skipped: already {status} ({paths.parquet}); {why}")
         with claim(paths.claim) as mine:
             if mine:  # a kill between the parquet and the tidying left work behind
                 tidy(cfg, paths, mirror)
@@ -218,7 +231,8 @@ def _precheck(cfg: Config, mirror: WandbMirror) -> str | None:
 
 
 def _claim_pack(group: list[Config], size: int, stack: contextlib.ExitStack,
-                outcomes: dict[str, str], mirror: WandbMirror) -> list[Config]:
+                outcomes: dict[str, str], mirror: WandbMirror,
+                force: Force | None) -> list[Config]:
     """Claim up to `size` cells of `group` that nobody has trained yet."""
     mine: list[Config] = []
     for cfg in group:
@@ -236,7 +250,7 @@ def _claim_pack(group: list[Config], size: int, stack: contextlib.ExitStack,
         if not ok:
             print(f"[{label(cfg)}] skipped: claimed by another process ({paths.claim})")
             outcomes[cfg.run_id] = "claimed"
-        elif done_status(cfg, quiet=True) in DONE and not cfg.run.force:
+        elif _skips(cfg, force, quiet=True) in DONE:
             outcomes[cfg.run_id] = "skipped"  # finished by another process meanwhile
             tidy(cfg, paths, mirror)
         else:
@@ -250,9 +264,10 @@ def run_cells(cells: list[Config], mirror: WandbMirror | None = None) -> dict[st
     W&B mirror (default: a new one, so W&B is up again for these cells)."""
     mirror = WandbMirror() if mirror is None else mirror
     outcomes: dict[str, str] = {}
+    force = begin(cells)
     for c in cells:
         try:
-            if (o := _precheck(c, mirror)) is not None:
+            if (o := _precheck(c, mirror, force)) is not None:
                 outcomes[c.run_id] = o
         except ClaimError as err:
             print(f"[{label(c)}] error: {err}", file=sys.stderr)
@@ -264,11 +279,14 @@ def run_cells(cells: list[Config], mirror: WandbMirror | None = None) -> dict[st
         if cfg.run_id not in outcomes:
             groups.setdefault(pack_key(cfg), []).append(cfg)
     for group in groups.values():
-        _run_group(group, outcomes, mirror)
+        _run_group(group, outcomes, mirror, force)
+    if force is not None and all(force.tried(c) for c in cells):
+        force.end()   # the last worker to finish: the next forced run retrains again
     return outcomes
 
 
-def _run_group(group: list[Config], outcomes: dict[str, str], mirror: WandbMirror) -> None:
+def _run_group(group: list[Config], outcomes: dict[str, str], mirror: WandbMirror,
+               force: Force | None) -> None:
     """Train the cells of one pack group K at a time, adding their outcomes; data that cannot
     be loaded fails each cell of the group with its error."""
     device = resolve_device(group[0].train.device)
@@ -282,6 +300,6 @@ def _run_group(group: list[Config], outcomes: dict[str, str], mirror: WandbMirro
         error = f"{type(err).__name__}: {err}"
     while any(c.run_id not in outcomes for c in group):
         with contextlib.ExitStack() as stack:
-            pack = _claim_pack(group, size, stack, outcomes, mirror)
+            pack = _claim_pack(group, size, stack, outcomes, mirror, force)
             if pack:
-                outcomes |= _run_pack(pack, ds, error, device, mirror)
+                outcomes |= _run_pack(pack, ds, error, device, mirror, force)

@@ -33,7 +33,7 @@ import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -43,6 +43,9 @@ from harness.spec.records import METRIC_COLUMNS
 from harness.sweep import checkpoint
 from harness.sweep.records import frame, now_utc, write_parquet
 from harness.train.loop import Epoch
+
+if TYPE_CHECKING:
+    from harness.sweep.force import Force
 
 DONE = ("completed", "diverged")
 # Online, wandb.init waits this long for the server (W&B's default, 90 s, per cell without a
@@ -90,9 +93,10 @@ class Recorder:
     def say(self, text: str, err: bool = False) -> None:
         print(f"[{label(self.cfg)}] {text}", file=sys.stderr if err else sys.stdout, flush=True)
 
-    def resume(self) -> dict[str, Any] | None:
-        """The validated checkpoint to resume from (its records adopted), or None."""
-        if self.cfg.run.force:
+    def resume(self, force: Force | None = None) -> dict[str, Any] | None:
+        """The validated checkpoint to resume from (its records adopted), or None. Under
+        run.force only a checkpoint that `force` wrote (harness.sweep.force)."""
+        if self.cfg.run.force and (force is None or not force.covers(self.paths.checkpoint)):
             return None
         try:
             state = checkpoint.load(self.paths.checkpoint, self.cfg.run_id, self.cfg.train.epochs)
