@@ -140,7 +140,7 @@ def create_new(path: Path, text: str) -> bool:
     so of two processes creating one path exactly one gets True."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=_writer_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:
