@@ -10,8 +10,9 @@ other finds it claimed or done):
     done > planned                                           (a plan: run.plan=true)
 
 A ledger that cannot be written (a full disk after the cells finished) is one line from the
-job; a job in this process keeps its outcomes here in memory (`unwritten`), and a cell no
-job recorded counts as `unrecorded`. Either makes the command exit 1.
+job; a job in this process keeps its outcomes in the command's `unwritten` list (held by
+`harness.cli.run` for one command and passed to its jobs), and a cell no job recorded counts
+as `unrecorded`. Either makes the command exit 1.
 """
 
 from __future__ import annotations
@@ -30,10 +31,6 @@ SHOWN = ("completed", "diverged", "failed", "skipped", "claimed", "planned", "do
          "unrecorded")
 FAILURES = ("failed", "unrecorded")
 
-# outcomes of jobs run in this process whose ledger file could not be written
-unwritten: list[dict[str, str]] = []
-
-
 def stronger(a: str, b: str) -> str:
     """The outcome that wins when two jobs report a and b for one cell."""
     rank = {o: i for i, o in enumerate(PRECEDENCE)}
@@ -46,8 +43,9 @@ def merge(into: dict[str, str], outcomes: dict[str, str]) -> dict[str, str]:
     return into
 
 
-def write(outcomes: dict[str, str], images: int) -> None:
-    """This job's outcomes into the command's ledger (if there is one); one line on failure."""
+def write(outcomes: dict[str, str], images: int, unwritten: list[dict[str, str]]) -> None:
+    """This job's outcomes into the command's ledger (if there is one); on failure one line,
+    and the outcomes kept in `unwritten` (the command's, when the job runs in its process)."""
     ledger = os.environ.get(LEDGER)
     if not ledger:
         return
@@ -65,8 +63,9 @@ def write(outcomes: dict[str, str], images: int) -> None:
               file=sys.stderr, flush=True)
 
 
-def collect(ledger: Path, expected: list[str]) -> tuple[dict[str, str], int, bool]:
-    """Merge the ledger's files and this process's unwritten outcomes: ({run_id: outcome},
+def collect(ledger: Path, expected: list[str], unwritten: list[dict[str, str]] | None = None
+            ) -> tuple[dict[str, str], int, bool]:
+    """Merge the ledger's files and the command's `unwritten` outcomes: ({run_id: outcome},
     images to train, whether any job's ledger write failed). A cell in `expected` that no job
     recorded is `unrecorded`."""
     outcomes: dict[str, str] = {}
@@ -75,6 +74,7 @@ def collect(ledger: Path, expected: list[str]) -> tuple[dict[str, str], int, boo
         job = json.loads(path.read_text())
         merge(outcomes, job["outcomes"])
         images += job["images"]
+    unwritten = unwritten or []
     lost = bool(unwritten)
     for job in unwritten:
         merge(outcomes, job)

@@ -80,7 +80,8 @@ def _in_launch_dir() -> Iterator[None]:
         os.chdir(here)
 
 
-def _task(cfg: DictConfig, mirror: WandbMirror | None = None) -> dict[str, str]:
+def _task(cfg: DictConfig, mirror: WandbMirror | None = None,
+          unwritten: list[dict[str, str]] | None = None) -> dict[str, str]:
     from harness.sweep.cells import run_cells
 
     raw = OmegaConf.to_container(cfg, resolve=True)
@@ -88,7 +89,7 @@ def _task(cfg: DictConfig, mirror: WandbMirror | None = None) -> dict[str, str]:
     with _in_launch_dir():
         outcomes = run_cells(cells, mirror)
     images = sum(planned_images(c) or 0 for c in cells if outcomes[c.run_id] == "planned")
-    ledger.write(outcomes, images)
+    ledger.write(outcomes, images, [] if unwritten is None else unwritten)
     return outcomes
 
 
@@ -222,14 +223,16 @@ def _launch(args: argparse.Namespace, parser: argparse.ArgumentParser,
         except OSError as err:
             raise ConfigError(f"cannot create {ledger_dir}: {err.strerror or err}") from None
     os.environ[ledger.LEDGER] = str(ledger_dir)  # launchers pass the environment to their jobs
-    ledger.unwritten.clear()
-    # one W&B mirror for every job Hydra runs in this process (a launcher's job elsewhere gets
-    # a copy): the first failure to reach W&B holds for the rest of the command
-    task = functools.wraps(_task)(functools.partial(_task, mirror=WandbMirror()))
+    # one W&B mirror and one list of unwritten outcomes for every job Hydra runs in this
+    # process (a launcher's job elsewhere gets copies): the first failure to reach W&B holds
+    # for the rest of the command, and outcomes a full disk kept out of the ledger still count
+    unwritten: list[dict[str, str]] = []
+    task = functools.wraps(_task)(functools.partial(_task, mirror=WandbMirror(),
+                                                    unwritten=unwritten))
     try:
         with _sigterm_raises():
             _hydra(args, parser, task)
-        return ledger.collect(ledger_dir, [c.run_id for c in cells])
+        return ledger.collect(ledger_dir, [c.run_id for c in cells], unwritten)
     finally:
         del os.environ[ledger.LEDGER]
         shutil.rmtree(ledger_dir, ignore_errors=True)
