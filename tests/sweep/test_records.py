@@ -16,10 +16,12 @@ import pytest
 import torch
 
 import harness
+from harness import fsutil
 from harness.config import compose
 from harness.spec.records import COLUMNS
 from harness.sweep.records import frame, git_sha, write_parquet
 from tests.conftest import ROOT, TINY, harness_cli
+from tests.test_fsutil import dead_pid, temp
 
 CELL = ["study=r", "dataset=synthetic", "model=small", "optimizer=adam", "optimizer.lr=0.01",
         "decay=decoupled", "decay.weight_decay=0.001", "decay.exclude=['*.bias','bn*']",
@@ -144,8 +146,8 @@ def test_harness_run_records_the_harness_commit_not_the_working_directorys(tmp_p
 def test_parquet_gets_umask_permissions_and_stale_temp_files_go(tmp_path, cfg):
     path = tmp_path / "runs" / "p.parquet"
     path.parent.mkdir()
-    stale = path.parent / ".p.parquet.abc123.tmp"   # what a killed writer leaves
-    stale.write_bytes(b"partial")
+    # what a killed writer on this host leaves (fsutil names temp files host.pid.random)
+    stale = temp(path, fsutil.host(), dead_pid())
     old = os.umask(0o022)
     try:
         write_parquet(frame(cfg, [epoch(1)], "diverged"), path)
