@@ -15,7 +15,8 @@
 # images/s against 1000 for the first 108; recorded in parquet, cause not measured), about
 # 2.6 h in all. A first estimate on an Intel Xeon was 78 s
 # per `small` run and 301 s per ResNet-20 run.
-# Usage: [RESULTS=results] scripts/cpu_study.sh [extra overrides, e.g. dataset.root=DIR]
+# Usage: [RESULTS=results] scripts/cpu_study.sh [pilot] [extra overrides, e.g. dataset.root=DIR]
+#   pilot: only the four-claim study's pilot (issue 26, experiments/pilot_cpu.yaml, 14 runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p outputs
@@ -35,6 +36,12 @@ train() {  # train STUDY LOG_TAG [overrides]: two single-thread workers share th
   tail -n 1 "outputs/$study$tag-worker0.log" "outputs/$study$tag-worker1.log"
   [ "$status" = 0 ] || { echo "cpu_study: a worker of $study failed (see outputs/)"; exit 1; }
 }
+if [ "${1:-}" = pilot ]; then  # the four-claim study's pilot (issue 26, REPRODUCTION.md)
+  shift
+  train pilot_cpu "" "$@"
+  "$PY" -m harness report pilot_cpu --results-dir "$RESULTS"
+  exit 0
+fi
 train claim2_cpu "" "$@"  # claim 2 first: the headline claim
 "$PY" -m harness report claim2_cpu --results-dir "$RESULTS"
 train claim1_cpu "" "$@"

@@ -177,9 +177,18 @@ def test_decay_is_a_mode_and_a_finite_lambda_at_least_zero():
 
 
 def test_subsets_and_val_split_are_checked_once_for_config_and_data():
-    assert dataset.split("cifar10", None, None, 0) == (None, None, 0.0)
+    assert dataset.split("cifar10", None, None, 0) == (None, None, 0.0, None)
     split = dataset.split("cifar10", 1.0, "2", 1 - 1e-9)
-    assert split == (1, 2, 1 - 1e-9) and [type(v) for v in split] == [int, int, float]
+    assert split == (1, 2, 1 - 1e-9, None) and [type(v) for v in split[:3]] == [int, int, float]
+    assert dataset.split("cifar10", 5000, None, 0, 10_000.0) == (5000, None, 0.0, 10_000)
+    assert fails(dataset.split, "cifar10", 5000, None, 0.1, 10_000) == (
+        "dataset.val_split=0.1 and dataset.val_subset=10000 both hold out validation images; "
+        "valid: one of them (the other 0 / null)")
+    assert fails(dataset.split, "cifar10", 5000, None, 0, 0) == (
+        "dataset.val_subset=0 is not valid; it must be an integer >= 1")
+    assert fails(dataset.split, "synthetic", 500, None, 0, 100) == (
+        "dataset.val_subset=100: dataset 'synthetic' is generated at its subsets' sizes and has "
+        "no other training images; valid: val_subset=null (hold out a fraction with val_split)")
     assert fails(dataset.split, "cifar10", 0, None, 0) == (
         "dataset.train_subset=0 is not valid; it must be an integer >= 1")
     assert fails(dataset.split, "cifar10", None, True, 0) == (
@@ -195,7 +204,13 @@ def test_subsets_and_val_split_are_checked_once_for_config_and_data():
 
 
 def test_with_the_sizes_read_subsets_and_val_split_must_fit_them():
-    assert dataset.split("npz", 5, 3, 0.0, sizes=(5, 3)) == (5, 3, 0.0)
+    assert dataset.split("npz", 5, 3, 0.0, sizes=(5, 3)) == (5, 3, 0.0, None)
+    assert dataset.split("npz", 40, 3, 0.0, 10, sizes=(50, 3)).val_subset == 10
+    assert fails(dataset.split, "npz", 40, None, 0.0, 11, sizes=(50, 5)) == (
+        "dataset.val_subset=11 is out of range; valid: 1..10 (the training images outside "
+        "train_subset=40)")
+    assert fails(dataset.split, "npz", None, None, 0.0, 50, sizes=(50, 5)) == (
+        "dataset.val_subset=50 is out of range; valid: 1..49 (one training image must remain)")
     assert fails(dataset.split, "npz", 6, None, 0.0, sizes=(5, 3)) == (
         "dataset.train_subset=6 is out of range; valid: 1..5")
     assert fails(dataset.split, "npz", None, 4, 0.0, sizes=(5, 3)) == (
@@ -208,10 +223,15 @@ def test_with_the_sizes_read_subsets_and_val_split_must_fit_them():
     assert fails(dataset.split, "npz", None, None, 0.99, sizes=(50, 5)) == (
         "dataset.val_split=0.99 holds out 50 of 50 training images; valid: a fraction that "
         "leaves at least one image on each side")
-    assert dataset.train_images("npz", None, 0.98, sizes=(50, 5)) == 1
-    assert dataset.train_images("cifar10", None, 0.1) == 45_000
-    assert dataset.train_images("npz", None, 0.0) is None
-    assert dataset.train_images("npz", 100, 0.1) == 90
+    def images(train_subset, val_split, val_subset=None, sizes=None, name="npz"):
+        return dataset.train_images(name, dataset.Split(train_subset, None, val_split,
+                                                        val_subset), sizes)
+    assert images(None, 0.98, sizes=(50, 5)) == 1
+    assert images(None, 0.1, name="cifar10") == 45_000
+    assert images(None, 0.0, 10_000, name="cifar10") == 40_000
+    assert images(5000, 0.0, 10_000, name="cifar10") == 5000
+    assert images(None, 0.0) is None
+    assert images(100, 0.1) == 90
 
 
 def test_datasets_are_one_table_of_specs():

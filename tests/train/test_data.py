@@ -240,6 +240,29 @@ def test_val_split_holds_out_a_seeded_disjoint_part_of_the_training_subset(tmp_p
         data.check("npz", path=str(path), train_subset=40, val_split=0.001)
 
 
+def test_val_subset_validates_on_other_images_and_leaves_the_training_subset_alone(tmp_path):
+    x = np.arange(50, dtype=np.uint8)[:, None, None].repeat(8, 1).repeat(8, 2)  # pixel = index
+    path = _save_npz(tmp_path / "v.npz", x_train=x, y_train=np.arange(50) % 3, x_test=x[:5],
+                     y_test=np.arange(5) % 3)
+    plain = load_dataset("npz", path=path, train_subset=20)
+    held = load_dataset("npz", path=path, train_subset=20, val_subset=25)
+    train, val = held.x_train[:, 0, 0, 0].tolist(), held.x_val[:, 0, 0, 0].tolist()
+    assert torch.equal(held.x_train, plain.x_train)  # the same 20 training images, same stats
+    assert held.mean.item() == plain.mean.item()
+    assert (held.n_train, held.n_val) == (20, 25) and not set(train) & set(val)
+    assert val == sorted(val) and len(set(val)) == 25
+    assert torch.equal(load_dataset("npz", path=path, train_subset=20, val_subset=25).x_val,
+                       held.x_val)  # DATA_SEED: the same for every cell
+    everything = load_dataset("npz", path=path, val_subset=10)  # no subset: train on the rest
+    assert (everything.n_train, everything.n_val) == (40, 10)
+    assert sorted(everything.x_train[:, 0, 0, 0].tolist()
+                  + everything.x_val[:, 0, 0, 0].tolist()) == list(range(50))
+    assert data.check("npz", path=str(path), train_subset=20, val_subset=30) == 20
+    assert data.check("npz", path=str(path), val_subset=10) == 40
+    with pytest.raises(data.DataError, match=r"val_subset=31 is out of range; valid: 1\.\.30"):
+        data.check("npz", path=str(path), train_subset=20, val_subset=31)
+
+
 def _index_dataset(n: int) -> Dataset:
     """n images whose pixels and label both equal their index (n <= 256)."""
     x = torch.arange(n, dtype=torch.uint8)[:, None, None, None].expand(n, 1, 4, 4).contiguous()

@@ -119,7 +119,7 @@ def _check_data(cells: list[Config]) -> None:
     and no batch larger than its training set."""
     sizes = {d: data.check(d.name, root=d.root, path=d.path, download=d.download,
                            train_subset=d.train_subset, test_subset=d.test_subset,
-                           val_split=d.val_split)
+                           val_split=d.val_split, val_subset=d.val_subset)
              for d in {c.dataset for c in cells}}
     for c in cells:
         check_batch_size(c.train.batch_size, sizes[c.dataset])

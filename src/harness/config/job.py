@@ -38,6 +38,7 @@ class DatasetConfig:
     test_subset: int | None
     augment: bool              # 4-pixel pad + random crop + horizontal flip
     val_split: float           # fraction of the training images held out for validation
+    val_subset: int | None     # or: validate on n (seeded) training images outside the subset
 
 
 @dataclass(frozen=True)
@@ -145,8 +146,8 @@ _UNUSED_IN_ID = {
 
 # Keys added after studies were committed: left out of the identity while at these values,
 # so the run_id of every earlier cell (and its committed parquet file) still holds.
-_ADDED_LATER = {"dataset.val_split": 0.0, "optimizer.dampening": 0.0,
-                "optimizer.nesterov": False}
+_ADDED_LATER = {"dataset.val_split": 0.0, "dataset.val_subset": None,
+                "optimizer.dampening": 0.0, "optimizer.nesterov": False}
 
 
 def canonical_json(cfg: Config) -> str:

@@ -146,10 +146,8 @@ def _dataset(d: DatasetConfig) -> DatasetConfig:
     checked = {"root": _path("dataset.root", d.root), "path": _path("dataset.path", d.path),
                "download": flag("dataset.download", d.download),
                "augment": flag("dataset.augment", d.augment)}
-    train_subset, test_subset, val_split = dataset.split(d.name, d.train_subset,
-                                                         d.test_subset, d.val_split)
-    return dataclasses.replace(d, **checked, train_subset=train_subset,
-                               test_subset=test_subset, val_split=val_split)
+    split = dataset.split(d.name, d.train_subset, d.test_subset, d.val_split, d.val_subset)
+    return dataclasses.replace(d, **checked, **split._asdict())
 
 
 def _optimizer(section: dict[str, Any], lr: float) -> OptimizerConfig:
@@ -205,8 +203,9 @@ def _logger(lg: LoggerConfig) -> LoggerConfig:
 
 def _n_train(cfg: Config) -> int | None:
     """Training images when known without loading data: the subset less the held-out split."""
-    return dataset.train_images(cfg.dataset.name, cfg.dataset.train_subset,
-                                cfg.dataset.val_split)
+    d = cfg.dataset
+    return dataset.train_images(d.name, dataset.Split(d.train_subset, d.test_subset,
+                                                      d.val_split, d.val_subset))
 
 
 def check_batch_size(batch_size: int, n_train: int | None) -> None:

@@ -9,8 +9,8 @@ name to its reader (format readers in `harness.train.datasets`, numpy only).
 Adding a dataset is its spec (a line in DATASETS, or `register(DatasetSpec(...))` at run time),
 its reader (`harness.train.data.register(name, read)`, a module of `harness.train.datasets`)
 and its YAML, `configs/dataset/<name>.yaml` (or a --config-dir's `dataset/<name>.yaml`).
-`split` checks dataset.train_subset, test_subset and val_split, once for a config and again
-against the sizes read from the files; `images` checks the image shape read from the files
+`split` checks dataset.train_subset, test_subset, val_split and val_subset, once for a config
+and again against the sizes read from the files; `images` checks the image shape read from the files
 against what every model takes (MIN_IMAGE_SIZE, MIN_CHANNELS: their one home;
 harness.train.models.build_model enforces the same).
 """
@@ -18,7 +18,7 @@ harness.train.models.build_model enforces the same).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from harness.spec.values import Number, SpecError, one_of
 
@@ -88,20 +88,41 @@ _SUBSET = Number(low=1, integer=True)
 _VAL_SPLIT = Number(high=1, hint="give a fraction in [0, 1), e.g. {key}=0.1")
 
 
+class Split(NamedTuple):
+    """How a dataset's images are divided, checked (`split`): train on `train_subset` (None:
+    all) less the `val_split` fraction held out of them, or validate on `val_subset` other
+    training images (None: none); test on the first `test_subset` (None: all)."""
+
+    train_subset: int | None
+    test_subset: int | None
+    val_split: float
+    val_subset: int | None
+
+
 def split(name: str, train_subset: Any, test_subset: Any, val_split: Any,
-          sizes: tuple[int, int] | None = None) -> tuple[int | None, int | None, float]:
-    """(train_subset, test_subset, val_split) normalized: each subset None or an integer >= 1,
-    val_split a fraction in [0, 1). With `sizes`, the (training, test) images read from the
-    files, also each subset at most its split's size (not for a generated dataset, whose
-    subsets are its sizes) and a val_split that holds out at least one image and leaves one.
-    Otherwise a SpecError (one line)."""
+          val_subset: Any = None, sizes: tuple[int, int] | None = None) -> Split:
+    """The Split normalized: each subset None or an integer >= 1, val_split a fraction in
+    [0, 1), at most one of val_split and val_subset. With `sizes`, the (training, test) images
+    read from the files, also each subset at most its split's size (not for a generated
+    dataset, whose subsets are its sizes), train_subset + val_subset at most the training
+    images, and a val_split that holds out at least one image and leaves one. Otherwise a
+    SpecError (one line)."""
     subsets = [None if n is None else int(_SUBSET.check(f"dataset.{key}", n))
-               for key, n in (("train_subset", train_subset), ("test_subset", test_subset))]
+               for key, n in (("train_subset", train_subset), ("test_subset", test_subset),
+                              ("val_subset", val_subset))]
     fraction = float(_VAL_SPLIT.check("dataset.val_split", val_split))
+    if fraction and subsets[2] is not None:
+        raise SpecError(f"dataset.val_split={fraction} and dataset.val_subset={subsets[2]} "
+                        "both hold out validation images; valid: one of them (the other 0 / "
+                        "null)")
+    if subsets[2] is not None and get(name).source == "generated":
+        raise SpecError(f"dataset.val_subset={subsets[2]}: dataset {name!r} is generated at "
+                        "its subsets' sizes and has no other training images; valid: "
+                        "val_subset=null (hold out a fraction with val_split)")
     if sizes is not None:
         if get(name).source != "generated":
             for key, n, size in zip(("train_subset", "test_subset"), subsets, sizes,
-                                    strict=True):
+                                    strict=False):
                 if n is not None and n > size:
                     raise SpecError(f"dataset.{key}={n} is out of range; valid: 1..{size}")
         n = subsets[0] or sizes[0]
@@ -110,7 +131,13 @@ def split(name: str, train_subset: Any, test_subset: Any, val_split: Any,
             raise SpecError(f"dataset.val_split={fraction} holds out {n_val} of {n} training "
                             "images; valid: a fraction that leaves at least one image on each "
                             "side")
-    return subsets[0], subsets[1], fraction
+        free = sizes[0] - (subsets[0] or 1)
+        if subsets[2] is not None and subsets[2] > free:
+            rest = (f"the training images outside train_subset={subsets[0]}" if subsets[0]
+                    else "one training image must remain")
+            raise SpecError(f"dataset.val_subset={subsets[2]} is out of range; valid: "
+                            f"1..{free} ({rest})")
+    return Split(subsets[0], subsets[1], fraction, subsets[2])
 
 
 def images(name: str, shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -129,9 +156,13 @@ def held_out(val_split: float, n: int) -> int:
     return round(val_split * n)
 
 
-def train_images(name: str, train_subset: int | None, val_split: float,
-                 sizes: tuple[int, int] | None = None) -> int | None:
-    """Images a cell trains on: the subset (else the whole training set: `sizes` as read,
-    else the spec's) less those val_split holds out; None when not known without reading."""
-    n = train_subset or (sizes or get(name).sizes or (None, None))[0]
-    return None if n is None else n - held_out(val_split, n)
+def train_images(name: str, split: Split, sizes: tuple[int, int] | None = None) -> int | None:
+    """Images a cell trains on: the subset (else the whole training set, `sizes` as read, else
+    the spec's, less val_subset) less those val_split holds out; None when not known without
+    reading."""
+    if split.train_subset:
+        n = split.train_subset
+    else:
+        n = (sizes or get(name).sizes or (None, None))[0]
+        n = None if n is None else n - (split.val_subset or 0)
+    return None if n is None else n - held_out(split.val_split, n)

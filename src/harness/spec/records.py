@@ -28,7 +28,7 @@ class EpochMetrics:
     test_loss: float         # NaN when not evaluated this epoch
     test_error: float
     test_error_top5: float
-    val_loss: float          # on the images held out by dataset.val_split (NaN without one)
+    val_loss: float          # on the images held out by val_split or val_subset (NaN: none)
     val_error: float         # top-1 there: choose hyperparameters on it, score on test
     param_norm: float        # ||theta||_2 over all parameters
     elapsed_s: float         # wall time since the cell started (resumed runs include before)
@@ -40,11 +40,11 @@ METRIC_COLUMNS = [f.name for f in dataclasses.fields(EpochMetrics)]
 CELL_COLUMNS = [
     "run_id", "study", "status", "error_message", "dataset", "model", "optimizer", "decay",
     "lr", "weight_decay_norm", "normalized", "decay_exclude", "schedule", "epochs",
-    "batch_size", "n_train", "val_split", "num_classes", "seed", "precision",
+    "batch_size", "n_train", "val_split", "val_subset", "num_classes", "seed", "precision",
 ]
 PROVENANCE_COLUMNS = ["git_sha", "harness_version", "torch_version", "device", "cpu_model",
                       "cpu_threads"]
 COLUMNS = CELL_COLUMNS + METRIC_COLUMNS + ["timestamp"] + PROVENANCE_COLUMNS
 STRING_COLUMNS = ["error_message", "precision", "git_sha", "harness_version", "device",
                   "cpu_model"]
-NULLABLE_INTS = ["n_train", "num_classes", "cpu_threads"]
+NULLABLE_INTS = ["n_train", "val_subset", "num_classes", "cpu_threads"]

@@ -145,7 +145,8 @@ def load_data(cfg: Config, device: torch.device) -> data_mod.Dataset:
     d = cfg.dataset
     ds = data_mod.load_dataset(d.name, root=d.root, path=d.path, download=d.download,
                                train_subset=d.train_subset, test_subset=d.test_subset,
-                               val_split=d.val_split, device=device)
+                               val_split=d.val_split, val_subset=d.val_subset,
+                               device=device)
     check_batch_size(cfg.train.batch_size, ds.n_train)
     return ds
 

@@ -125,7 +125,8 @@ def cell_values(cfg: Config, n_train: int | None, num_classes: int | None,
         "normalized": cfg.decay.normalized, "decay_exclude": list(cfg.decay.exclude),
         "schedule": cfg.schedule.name, "epochs": cfg.train.epochs,
         "batch_size": cfg.train.batch_size, "n_train": n_train,
-        "val_split": cfg.dataset.val_split, "num_classes": num_classes,
+        "val_split": cfg.dataset.val_split, "val_subset": cfg.dataset.val_subset,
+        "num_classes": num_classes,
         "seed": cfg.seed, "precision": precision_used(cfg, device),
     }
 

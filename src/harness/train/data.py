@@ -163,11 +163,12 @@ def _read(name: str, root: str | None, path: str | None, download: bool,
 
 def check(name: str, *, root: str | None = None, path: str | None = None,
           download: bool = False, train_subset: int | None = None,
-          test_subset: int | None = None, val_split: float = 0.0) -> int:
-    """The number of training images a cell of dataset `name` trains on (less the val_split
-    held out), once the dataset is known to be loadable (found and readable, or downloaded
-    now when `download`) and its images ones every model takes; a missing, corrupt or
-    undownloadable dataset, a subset or val_split it cannot give (harness.spec.dataset.split)
+          test_subset: int | None = None, val_split: float = 0.0,
+          val_subset: int | None = None) -> int:
+    """The number of training images a cell of dataset `name` trains on (less the validation
+    images held out), once the dataset is known to be loadable (found and readable, or
+    downloaded now when `download`) and its images ones every model takes; a missing, corrupt
+    or undownloadable dataset, a subset or validation it cannot give (harness.spec.dataset.split)
     or images too small or without a channel (harness.spec.dataset.images) raises `DataError`
     with one line saying what to do."""
     try:
@@ -183,10 +184,10 @@ def check(name: str, *, root: str | None = None, path: str | None = None,
             raw = _read(name, root, path, download, (None, None), _download)
             sizes = len(raw.x_train), len(raw.x_test)
             _check_images(name, path if ds.source == "path" else None, raw)
-        spec.split(name, train_subset, test_subset, val_split, sizes)
+        split = spec.split(name, train_subset, test_subset, val_split, val_subset, sizes)
     except (ValueError, FileNotFoundError) as err:  # the readers' and the spec's one line
         raise DataError(one_line(err)) from None
-    return spec.train_images(name, train_subset, val_split, sizes)
+    return spec.train_images(name, split, sizes)
 
 
 _download = download  # check's `download` flag shadows the function
@@ -222,7 +223,7 @@ def channel_stats(x: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, np.ndar
 def load_dataset(name: str, *, root: str | None = None, path: str | None = None,
                  download: bool = False, train_subset: int | None = None,
                  test_subset: int | None = None, device: str | torch.device = "cpu",
-                 val_split: float = 0.0) -> Dataset:
+                 val_split: float = 0.0, val_subset: int | None = None) -> Dataset:
     """Load dataset `name` onto `device` once.
 
     train_subset: a random subset of that many training examples (kept in file order);
@@ -232,18 +233,28 @@ def load_dataset(name: str, *, root: str | None = None, path: str | None = None,
     fashion_mnist when they are not found.
     val_split: the fraction of those training examples held out as a validation set, so
     hyperparameters can be chosen on it and scored on the test set; training, mean/std and
-    B = n_train use only the rest. The subset and the held-out images are drawn from DATA_SEED:
-    the same for every cell and every seed of a study (seeds vary the init and batch order).
-    Subsets and val_split the data cannot give raise harness.spec's SpecError (a ValueError).
+    B = n_train use only the rest.
+    val_subset (instead of val_split): a validation set of that many of the other training
+    images, drawn after the training subset, which it leaves as it is (without a
+    train_subset, training is the rest). The subset and the held-out images are drawn from
+    DATA_SEED: the same for every cell and every seed of a study (seeds vary the init and
+    batch order). Subsets and validation the data cannot give raise harness.spec's SpecError
+    (a ValueError).
     """
     spec.get(name)
     raw = _read(name, root, path, download, (train_subset, test_subset), fetch)
-    train_subset, test_subset, val_split = spec.split(
-        name, train_subset, test_subset, val_split, (len(raw.x_train), len(raw.x_test)))
-    x_train, y_train = _subset(raw.x_train, raw.y_train, train_subset,
-                               np.random.default_rng(DATA_SEED))
-    x_test, y_test = _subset(raw.x_test, raw.y_test, test_subset, None)
-    (x_train, y_train), val = _hold_out(x_train, y_train, val_split)
+    split = spec.split(name, train_subset, test_subset, val_split, val_subset,
+                       (len(raw.x_train), len(raw.x_test)))
+    x_train, y_train = raw.x_train, raw.y_train
+    val: tuple[np.ndarray, ...] = ()
+    if split.val_subset is not None:
+        (x_train, y_train), val = _outside(x_train, y_train, split.train_subset,
+                                           split.val_subset)
+    else:
+        x_train, y_train = _subset(x_train, y_train, split.train_subset,
+                                   np.random.default_rng(DATA_SEED))
+        (x_train, y_train), val = _hold_out(x_train, y_train, split.val_split)
+    x_test, y_test = _subset(raw.x_test, raw.y_test, split.test_subset, None)
     mean, std = channel_stats(x_train)
 
     def on_device(a: np.ndarray) -> torch.Tensor:
@@ -262,6 +273,23 @@ def _subset(x: np.ndarray, y: np.ndarray, n: int | None, rng: np.random.Generato
         return x, y
     keep = np.sort(rng.choice(len(x), n, replace=False)) if rng is not None else np.arange(n)
     return x[keep], y[keep]
+
+
+def _outside(x: np.ndarray, y: np.ndarray, n_train: int | None, n_val: int
+             ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """(train, val): the training subset as `_subset` draws it (all when n_train is None, less
+    the validation images), and n_val of the other images, a seeded choice kept in order."""
+    rng = np.random.default_rng(DATA_SEED)
+    chosen = np.zeros(len(x), dtype=bool)
+    if n_train is not None and n_train < len(x):
+        chosen[rng.choice(len(x), n_train, replace=False)] = True  # as _subset draws it
+    else:
+        chosen[:] = True
+    candidates = np.flatnonzero(~chosen) if n_train is not None else np.arange(len(x))
+    val = np.sort(np.random.default_rng([DATA_SEED, 2]).choice(candidates, n_val,
+                                                               replace=False))
+    chosen[val] = False
+    return (x[chosen], y[chosen]), (x[val], y[val])
 
 
 def _hold_out(x: np.ndarray, y: np.ndarray, fraction: float

@@ -212,6 +212,7 @@ def evaluate_packed(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]],
     model.eval()
     totals, n = None, 0
     for x, y in batches:
+        x = x.contiguous(memory_format=torch.channels_last)  # as the training step's
         with torch.autocast(x.device.type, dtype=amp, enabled=amp is not None):
             logits = packed_logits(model, x).float()
         loss = per_model_cross_entropy(logits, y).sum(dim=0)
