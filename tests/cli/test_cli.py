@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -13,6 +14,7 @@ import yaml
 
 import harness
 from harness.cli import main as harness_main
+from harness.config import compose
 from tests.conftest import TINY, harness_cli
 
 
@@ -133,3 +135,53 @@ def test_the_console_script_is_the_same_command(tmp_path):
     assert proc.returncode == 0 and proc.stdout.startswith("harness ")
     via_module = harness_cli(["run", "--cfg", "job", "optimizer=sgd"], tmp_path)
     assert via_module.returncode == 0 and "name: sgd" in via_module.stdout
+
+
+def test_cfg_job_resolve_prints_the_resolved_grid(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(capsys, "run", "--cfg", "job", "--resolve", "+experiment=claim1_cpu")
+    assert code == 0, err
+    grid = yaml.safe_load(out)["grid"]
+    assert grid["sgd_l2"]["lr"] == [2.0 ** k for k in range(-7, 1)]  # ${pow2:-7,0}, resolved
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_hydra_run_dir_set_in_a_config_file_is_where_the_job_folder_goes(tmp_path, capsys,
+                                                                          monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    conf = user_configs(tmp_path)
+    (conf / "experiment" / "placed.yaml").write_text(textwrap.dedent("""\
+        # @package _global_
+        defaults:
+          - override /dataset: synthetic
+          - override /model: small
+          - override /logger: none
+        study: placed
+        dataset: {train_subset: 128, test_subset: 64}
+        train: {epochs: 1, batch_size: 64, device: cpu}
+        hydra:
+          run:
+            dir: my_runs/${study}
+        """))
+    code, out, err = cli(capsys, "run", "--config-dir", str(conf), "+experiment=placed",
+                         "logger.progress=none")
+    assert code == 0, err
+    assert (tmp_path / "my_runs" / "placed" / ".hydra" / "overrides.yaml").is_file()
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_config_path_is_the_primary_config_folder_relative_to_the_cwd(tmp_path, capsys,
+                                                                      monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli(capsys, "run", "--config-path", "nowhere", *TINY)
+    assert code == 2 and err.strip() == (
+        "harness run: error: --config-path nowhere is not a directory; give the folder holding "
+        "your primary config (config.yaml, or name it with --config-name), or add a folder to "
+        "the packaged configs with --config-dir")
+    primary = tmp_path / "primary"
+    shutil.copytree(compose._source_tree("configs"), primary)  # a user's copy of configs/
+    (primary / "config.yaml").write_text((primary / "config.yaml").read_text().replace(
+        "study: default", "study: copied"))
+    code, out, err = cli(capsys, "run", "--config-path", "primary", "--cfg", "job")
+    assert code == 0, err
+    assert yaml.safe_load(out)["study"] == "copied"

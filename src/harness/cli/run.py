@@ -100,18 +100,16 @@ def _hydra(args: argparse.Namespace, parser: argparse.ArgumentParser,
 
     compose.register()
     _run_hydra(args=args, args_parser=parser, task_function=task,
-               config_path=compose.config_path(), config_name=compose.CONFIG_NAME)
+               config_path=compose.primary_path(args.config_path),
+               config_name=compose.CONFIG_NAME)
 
 
-def _output_dirs(overrides: list[str], plan: bool) -> list[str]:
-    """Per-command Hydra output folders (two commands started in one second never share one),
-    unless the command line sets them; a plan runs in this process."""
-    stamp = f"{time.strftime('%Y-%m-%d_%H-%M-%S')}-{os.getpid()}"
-    extra = [f"hydra.run.dir=outputs/${{study}}/run-{stamp}",
-             f"hydra.sweep.dir=outputs/${{study}}/sweep-{stamp}"]
-    extra += ["hydra/launcher=basic"] if plan else []
+def _plan_launcher(overrides: list[str], plan: bool) -> list[str]:
+    """A plan runs in this process (the basic launcher), unless the command line names one.
+    Output folders are configs/config.yaml's hydra.run.dir / hydra.sweep.dir (one per command,
+    `${pid:}`), which a config file or the command line may set."""
     given = {o.lstrip("+").split("=", 1)[0] for o in overrides}
-    return [e for e in extra if e.split("=", 1)[0] not in given]
+    return ["hydra/launcher=basic"] if plan and "hydra/launcher" not in given else []
 
 
 def _check_data(cells: list[Config]) -> None:
@@ -262,6 +260,11 @@ def _main(argv: list[str]) -> int:
     parser = get_args_parser()
     parser.prog = "harness run"
     args = parser.parse_intermixed_args(argv)  # flags may follow overrides
+    try:  # Hydra reads a relative --config-path from its caller's file; here it is the cwd's
+        args.config_path = args.config_path and compose.primary_path(args.config_path)
+    except ConfigError as err:
+        print(f"harness run: error: {err}", file=sys.stderr)
+        return 2
     if any(getattr(args, flag) for flag in SHOW_ONLY):
         _hydra(args, parser)
         return 0
@@ -277,7 +280,7 @@ def _main(argv: list[str]) -> int:
     except (ConfigError, data.DataError) as err:
         print(f"harness run: error: {err}", file=sys.stderr)
         return 2
-    args.overrides = [*args.overrides, *_output_dirs(args.overrides, plan)]
+    args.overrides = [*args.overrides, *_plan_launcher(args.overrides, plan)]
     try:
         outcomes, images, lost = _launch(args, parser, cells, plan)
     except ConfigError as err:  # e.g. a batch larger than an npz training set

@@ -30,7 +30,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import MissingConfigException
 from hydra.types import RunMode
-from omegaconf import OmegaConf, open_dict, read_write
+from omegaconf import ListConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from harness.config.job import Config
@@ -41,9 +41,10 @@ LIST_KEYS = ("optimizer.lr", "decay.weight_decay", "decay.exclude", "optimizer.b
              "schedule.milestones")
 
 
-def _pow2(low: Any, high: Any) -> list[float]:
-    """${pow2:a,b} -> [2^a, 2^(a+1), ..., 2^b]."""
-    return [2.0 ** k for k in range(int(low), int(high) + 1)]
+def _pow2(low: Any, high: Any) -> ListConfig:
+    """${pow2:a,b} -> [2^a, 2^(a+1), ..., 2^b], as a ListConfig: a node OmegaConf can hold once
+    resolved in place (`harness run --cfg job --resolve`), where a plain list is refused."""
+    return OmegaConf.create([2.0 ** k for k in range(int(low), int(high) + 1)])
 
 
 def _source_tree(folder: str) -> Path:
@@ -67,9 +68,11 @@ def _experiments() -> Any:
 
 
 def register() -> None:
-    """The ${pow2:a,b} resolver and the packaged studies as the ConfigStore group `experiment`."""
+    """The ${pow2:a,b} and ${pid:} resolvers and the packaged studies as the ConfigStore group `experiment`."""
     if not OmegaConf.has_resolver("pow2"):
         OmegaConf.register_new_resolver("pow2", _pow2)
+    if not OmegaConf.has_resolver("pid"):  # ${pid:}: the launching process, for output folders
+        OmegaConf.register_new_resolver("pid", os.getpid, use_cache=True)
     store = ConfigStore.instance()
     for study in sorted(_experiments().iterdir(), key=lambda p: p.name):
         if study.name.endswith(".yaml"):
@@ -84,14 +87,28 @@ def studies() -> list[str]:
                   if p.name.endswith(".yaml"))
 
 
-def _loader(config_dir: str | None) -> Any:
+def primary_path(given: str | None) -> str:
+    """Hydra's primary config path for `--config-path given` (absolute, or relative to the
+    directory the command starts in), else the packaged configs; a ConfigError if `given` is
+    not a directory."""
+    if given is None:
+        return config_path()
+    path = os.path.abspath(os.path.expanduser(given))
+    if not os.path.isdir(path):
+        raise ConfigError(f"--config-path {given} is not a directory; give the folder holding "
+                          "your primary config (config.yaml, or name it with --config-name), "
+                          "or add a folder to the packaged configs with --config-dir")
+    return path
+
+
+def _loader(config_dir: str | None, primary: str | None = None) -> Any:
     """The config loader Hydra itself builds for `harness run` (same search path)."""
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra._internal.utils import create_automatic_config_search_path
     from hydra.core.config_search_path import SearchPathQuery
 
     register()
-    search_path = create_automatic_config_search_path(None, None, config_path())
+    search_path = create_automatic_config_search_path(None, None, primary or config_path())
     if config_dir is not None:
         path = os.path.abspath(os.path.expanduser(config_dir))
         if not os.path.isdir(path):
@@ -214,7 +231,7 @@ def validate(args: argparse.Namespace) -> list[Config]:
     """Every cell the command line names, validated; raise ConfigError (one line)."""
     _check_words(args.overrides)
     given = _sweeps(args.overrides, args.multirun)
-    loader = _loader(args.config_dir)
+    loader = _loader(args.config_dir, primary_path(args.config_path))
     config_name = args.config_name or CONFIG_NAME
     first, params = _compose(loader, config_name, [c[0] for c in given])
     study = _study_sweeps(params, args.overrides)
