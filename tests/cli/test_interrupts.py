@@ -40,3 +40,28 @@ def test_a_signal_mid_cell_is_one_line_and_the_rerun_resumes(tmp_path, sig, code
     assert again.returncode == 0, again.stderr
     assert "resuming after epoch" in again.stdout
     assert "harness run: 1 cells: 1 completed" in again.stdout
+
+
+@pytest.mark.parametrize("first,second,code", [(signal.SIGINT, signal.SIGINT, 130),
+                                               (signal.SIGTERM, signal.SIGINT, 143)])
+def test_a_second_signal_while_stopping_is_still_one_line(tmp_path, first, second, code):
+    """Ctrl-C pressed twice, or a scheduler's TERM and then an INT, while the first one is
+    still unwinding: the same one line and exit code as one signal, never a traceback."""
+    env = dict(os.environ, **CLI_ENV)
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", *CELL], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ckpts = tmp_path / "results/s/checkpoints"
+    deadline = time.time() + 300
+    while not list(ckpts.glob("*.pt")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(first)
+    for _ in range(20):  # the second signal lands somewhere in the first one's unwinding
+        time.sleep(0.005)
+        if proc.poll() is None:
+            proc.send_signal(second)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, out + err
+    assert "Traceback" not in err, err
+    assert err.strip().splitlines() == [
+        f"harness run: interrupted ({first.name}); run the same command to resume"], err
+    assert not (tmp_path / "results" / ".outcomes").exists()

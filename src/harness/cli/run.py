@@ -188,18 +188,32 @@ class Terminated(BaseException):
     """SIGTERM in the `harness run` process: like KeyboardInterrupt, no cell catches it."""
 
 
-@contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """While inside, SIGTERM raises Terminated in this (main) process; the previous handler
-    after. Jobs in other processes (submitit) keep their own handlers."""
-    def raise_terminated(signum: int, frame: object) -> None:
-        raise Terminated
+STOPS = (signal.SIGINT, signal.SIGTERM)
 
-    previous = signal.signal(signal.SIGTERM, raise_terminated)
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[None]:
+    """While inside, SIGINT raises KeyboardInterrupt and SIGTERM Terminated in this (main)
+    process, the first of them only: from then on both are ignored, so a second one (Ctrl-C
+    twice, a scheduler's TERM then INT) cannot break the unwinding, the one line or the exit
+    at its start. The previous handlers come back after, unless a signal ended the command.
+    Jobs in other processes (submitit) keep their own handlers."""
+    def stop(signum: int, frame: object) -> None:
+        for sig in STOPS:
+            signal.signal(sig, signal.SIG_IGN)
+        raise KeyboardInterrupt if signum == signal.SIGINT else Terminated
+
+    previous = {sig: signal.signal(sig, stop) for sig in STOPS}
+    stopped = False
     try:
         yield
+    except (KeyboardInterrupt, Terminated):
+        stopped = True
+        raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if not stopped:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def _launch(args: argparse.Namespace, parser: argparse.ArgumentParser,
@@ -228,8 +242,7 @@ def _launch(args: argparse.Namespace, parser: argparse.ArgumentParser,
     task = functools.wraps(_task)(functools.partial(_task, mirror=WandbMirror(),
                                                     unwritten=unwritten))
     try:
-        with _sigterm_raises():
-            _hydra(args, parser, task)
+        _hydra(args, parser, task)
         return ledger.collect(ledger_dir, [c.run_id for c in cells], unwritten)
     finally:
         del os.environ[ledger.LEDGER]
@@ -245,7 +258,8 @@ def main(argv: list[str]) -> int:
     went unrecorded), 2 (bad input, nothing run), 130 / 143 (SIGINT / SIGTERM: one line; the
     checkpoints stay, the same command resumes)."""
     try:
-        return _main(argv)
+        with _signals_raise():
+            return _main(argv)
     except (KeyboardInterrupt, Terminated) as err:
         name, code = (("SIGINT", 130) if isinstance(err, KeyboardInterrupt) else
                       ("SIGTERM", 128 + signal.SIGTERM))
