@@ -9,6 +9,13 @@ import pytest
 from harness.analysis import registered as reg
 
 
+@pytest.fixture(autouse=True)
+def fewer_replicates(monkeypatch):
+    """400 bootstrap replicates instead of the registered 2000: the tests repeat the statistic
+    dozens of times; the intervals they check are far from their bounds."""
+    monkeypatch.setattr(reg, "REPLICATES", 400)
+
+
 def test_locate_finds_a_parabola_vertex_between_grid_points_and_flags_edges():
     y = np.arange(-6.0, -1.0)                      # -6 .. -2
     assert reg.locate(y, (y + 3.6) ** 2) == (pytest.approx(-3.6), True)
@@ -88,3 +95,79 @@ def test_paired_t_intervals_equivalence_and_non_inferiority():
     assert p.below(0.03) and not p.below(0.02)
     missing = reg.paired(a, pd.Series([0.1], index=[2]))
     assert missing.n == 1 and math.isnan(missing.interval()[0]) and not missing.equivalent(1)
+
+
+def _run(optimizer, decay, lr, lam, seed, val, test=None, epochs=12):
+    return {"optimizer": optimizer, "decay": decay, "lr": lr, "lam": lam, "epochs": epochs,
+            "seed": seed, "val_error": val, "test_error": val if test is None else test,
+            "failed": False}
+
+
+def test_the_pilot_rule_is_one_point_of_seed_mean_validation_error():
+    rows = [_run("sgd", "none", 0.125, 0.0, s, v) for s, v in ((0, 0.130), (1, 0.134))]
+    rows += [_run("sgd", "decoupled", 0.125, 0.125, s, v) for s, v in ((0, 0.121), (1, 0.122))]
+    rows += [_run("sgd", "l2", 0.125, 0.125, s, v) for s, v in ((0, 0.125), (1, 0.127))]
+    v = reg.pilot(pd.DataFrame(rows))
+    assert v.verdict == "go on" and "gain +1.05 points" in v.measured
+    rows[2]["val_error"] = rows[3]["val_error"] = 0.124
+    v = reg.pilot(pd.DataFrame(rows))
+    assert v.verdict == "raise the budget" and "gain +0.80 points" in v.measured
+
+
+def _claim1_runs(l2_slope: float, w_slope: float, rng) -> pd.DataFrame:
+    rows = []
+    for decay, slope in (("l2", l2_slope), ("decoupled", w_slope)):
+        runs = _planted(slope, 0.002, rng)
+        rows += [_run("sgd", decay, 2.0 ** r.x, 2.0 ** r.y, r.seed, r.z)
+                 for r in runs.itertuples()]
+    return pd.DataFrame(rows)
+
+
+def test_claim1_is_supported_by_a_coupled_l2_and_a_separable_sgdw_and_contradicted_swapped():
+    rng = np.random.default_rng(4)
+    v = reg.claim1(_claim1_runs(-1.0, 0.0, rng))
+    assert v.verdict == "supported", v.measured
+    assert "SGD+L2: slope -1.0" in v.measured and "reads coupled" in v.measured
+    assert reg.claim1(_claim1_runs(0.0, -1.0, rng)).verdict == "contradicted"
+    assert reg.claim1(_claim1_runs(-1.0, -0.5, rng)).verdict in ("not decided", "contradicted")
+
+
+def _adam_runs(seeds: int, w_gain: float, l2_gain: float, rng) -> pd.DataFrame:
+    rows = []
+    for s in range(seeds):
+        shared = rng.normal(0, 0.004)       # a seed's luck, shared by its cells (paired)
+        def err(gain, s=s, shared=shared):  # noqa: E306
+            return 0.14 - gain + shared + rng.normal(0, 0.001)
+        rows += [_run("adam", "none", 2.0 ** -9, 0.0, s, err(0)),
+                 _run("adam", "decoupled", 2.0 ** -9, 0.125, s, err(w_gain)),
+                 _run("adam", "decoupled", 2.0 ** -9, 0.5, s, err(w_gain - 0.02)),
+                 _run("adam", "l2", 2.0 ** -9, 0.125, s, err(l2_gain)),
+                 _run("sgd", "decoupled", 0.125, 0.125, s, err(w_gain + 0.001))]
+    return pd.DataFrame(rows)
+
+
+def test_claims_2_and_3_pair_the_chosen_cells_over_five_seeds():
+    rng = np.random.default_rng(5)
+    two, three = reg.claims23(_adam_runs(5, 0.02, 0.0, rng))
+    assert (two.verdict, three.verdict) == ("supported", "supported"), (two, three)
+    assert "AdamW gain over lambda = 0 +2.0" in two.measured and "lambda_norm 0.125" in \
+        two.measured
+    two, _ = reg.claims23(_adam_runs(5, 0.02, 0.02, rng))  # L2 gains as much: not equivalent
+    assert two.verdict == "contradicted", two
+    two, three = reg.claims23(_adam_runs(3, 0.02, 0.0, rng))
+    assert two.verdict == three.verdict == "not testable here" and "fewer than 5" in \
+        two.measured
+    _, three = reg.claims23(_adam_runs(5, 0.0, 0.0, rng).assign(
+        test_error=lambda d: np.where(d.optimizer == "sgd", d.test_error - 0.04,
+                                      d.test_error)))
+    assert three.verdict == "contradicted", three  # AdamW 4 points (29%) behind SGDW
+
+
+def test_claim4_reads_the_budget_slope_against_its_three_predictions():
+    rng = np.random.default_rng(6)
+    for truth, verdict in ((0.0, "supported"), (0.5, "contradicted")):
+        runs = _planted(truth, 0.001, rng, half_octaves=True)  # x as log2 T here
+        per_run = pd.DataFrame([_run("adam", "decoupled", 2.0 ** -9, 2.0 ** r.y, r.seed, r.z,
+                                     epochs=2.0 ** r.x) for r in runs.itertuples()])
+        v = reg.claim4(per_run)
+        assert v.verdict == verdict, v.measured

@@ -159,3 +159,153 @@ def paired(a: pd.Series, b: pd.Series) -> Paired:
     """a - b over the seeds both have (Series indexed by seed)."""
     d = (a - b).dropna()
     return Paired(float(d.mean()), float(d.std(ddof=1)) if len(d) > 1 else math.nan, len(d))
+
+
+# The verdicts. Each reads `frames.finals` (one row per run: optimizer, decay, lr, lam,
+# epochs, seed, val_error, test_error, failed) of its study and applies the rules above as
+# REPRODUCTION.md registered them. Errors are fractions; the texts print points.
+
+PILOT_GAIN = 0.01        # the pilot: the best decay must beat lambda = 0 by 1 point on validation
+EQUIVALENCE = 0.01       # claim 2: Adam+L2's gain within +-1 point
+NON_INFERIOR = 0.10      # claim 3: AdamW within 10% (relative) of SGDW's test error
+FULL_SEEDS = 5           # claims 2 and 3: the chosen cells' seeds
+
+
+@dataclass(frozen=True)
+class Verdict:
+    claim: str
+    measured: str        # the numbers with their noise and the criterion applied
+    verdict: str         # supported | contradicted | not decided | not testable here | ...
+
+
+def _usable(per_run: pd.DataFrame) -> pd.DataFrame:
+    return per_run[~per_run["failed"]]
+
+
+def _cell_means(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    return runs.groupby(keys, dropna=False)[["val_error", "test_error"]].mean().reset_index()
+
+
+def pilot(per_run: pd.DataFrame) -> Verdict:
+    """Go on if the best decay cell's seed-mean validation error is PILOT_GAIN below lambda=0's."""
+    runs = _usable(per_run)
+    means = _cell_means(runs, ["decay", "lam"])
+    base = means[(means["decay"] == "none") | (means["lam"] == 0)]
+    decayed = means[(means["decay"] != "none") & (means["lam"] > 0)]
+    if base.empty or decayed.empty:
+        return Verdict("pilot", "needs lambda = 0 and decay cells", "not testable here")
+    best = decayed.loc[decayed["val_error"].idxmin()]
+    gain = float(base["val_error"].iloc[0] - best["val_error"])
+    sigma, dof = pooled_sd(runs.assign(x=runs["decay"], y=runs["lam"], z=runs["val_error"]))
+    text = (f"lambda = 0 {100 * base['val_error'].iloc[0]:.2f}% validation error, best decay "
+            f"{best['decay']} at lambda_norm {best['lam']:.4g} {100 * best['val_error']:.2f}% "
+            f"(seed means): gain {100 * gain:+.2f} points; single-run sd {100 * sigma:.2f} "
+            f"points ({dof} dof) [rule: go on if the gain is at least {100 * PILOT_GAIN:.0f} "
+            "point]")
+    return Verdict("pilot", text, "go on" if gain >= PILOT_GAIN else "raise the budget")
+
+
+def _xyz(runs: pd.DataFrame, x: str) -> pd.DataFrame:
+    return pd.DataFrame({"x": np.log2(runs[x].astype(float)), "y": np.log2(runs["lam"]),
+                         "seed": runs["seed"], "z": runs["val_error"]})
+
+
+def _slope_text(s: OptimumSlope, of: str) -> str:
+    optima = ", ".join(f"2^{y:.2f} at {of} 2^{x:g}" for x, y in s.optima)
+    edges = f"; argmin on the grid edge at {of} " + ", ".join(f"2^{x:g}" for x in
+                                                             s.unbracketed) \
+        if s.unbracketed else ""
+    return (f"slope {s.estimate:+.2f} [{s.low:+.2f}, {s.high:+.2f}] (optima {optima}; "
+            f"single-run sd {100 * s.sigma:.2f} points, {s.dof} dof{edges})")
+
+
+def claim1(per_run: pd.DataFrame) -> Verdict:
+    """SGD+L2 coupled and SGDW separable, by the located optimum's slope against log2 alpha."""
+    runs = _usable(per_run)
+    readings, parts = {}, []
+    for decay, name in (("l2", "SGD+L2"), ("decoupled", "SGDW")):
+        r = runs[(runs["optimizer"] == "sgd") & (runs["decay"] == decay) & (runs["lam"] > 0)]
+        if r.empty:
+            return Verdict("1", f"needs {name} cells", "not testable here")
+        s = optimum_slope(_xyz(r, "lr"))
+        readings[name] = coupling_reading(s)
+        parts.append(f"{name}: {_slope_text(s, 'alpha')}, reads {readings[name]}")
+    if "not testable here" in readings.values():
+        verdict = "not testable here"
+    elif readings["SGD+L2"] == "separable" or readings["SGDW"] == "coupled":
+        verdict = "contradicted"
+    elif readings == {"SGD+L2": "coupled", "SGDW": "separable"}:
+        verdict = "supported"
+    else:
+        verdict = "not decided"
+    return Verdict("1", "; ".join(parts) + " [coupled: interval inside (-1.5, -0.5); "
+                   "separable: inside (-0.5, 0.5)]", verdict)
+
+
+def _chosen(runs: pd.DataFrame, optimizer: str, decay: str) -> pd.Series | None:
+    """The runs (test error by seed) of the method's cell with the lowest seed-mean val error."""
+    r = runs[(runs["optimizer"] == optimizer) & (runs["decay"] == decay)]
+    r = r[r["lam"] > 0] if decay != "none" else r
+    if r.empty:
+        return None
+    means = _cell_means(r, ["lr", "lam"])
+    best = means.loc[means["val_error"].idxmin()]
+    cell = r[(r["lr"] == best["lr"]) & (r["lam"] == best["lam"])]
+    return cell.set_index("seed")["test_error"].rename(f"alpha {best['lr']:.4g}, "
+                                                        f"lambda_norm {best['lam']:.4g}")
+
+
+def _diff_text(name: str, p: Paired) -> str:
+    low, high = p.interval()
+    return f"{name} {100 * p.mean:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}] points (n={p.n})"
+
+
+def claims23(per_run: pd.DataFrame) -> tuple[Verdict, Verdict]:
+    """Claim 2 (AdamW gains over lambda = 0, Adam+L2 is equivalent to it) and claim 3 (AdamW
+    non-inferior to SGDW within 10%), paired by seed over the chosen cells' FULL_SEEDS seeds."""
+    runs = _usable(per_run)
+    chosen = {m: _chosen(runs, *m) for m in (("adam", "none"), ("adam", "decoupled"),
+                                             ("adam", "l2"), ("sgd", "decoupled"))}
+    short = [f"{o}/{d}" for (o, d), c in chosen.items() if c is None or len(c) < FULL_SEEDS]
+    if short:
+        why = f"the chosen cells of {', '.join(short)} have fewer than {FULL_SEEDS} seeds"
+        return Verdict("2", why, "not testable here"), Verdict("3", why, "not testable here")
+    base, w, l2, sgdw = (chosen[m] for m in chosen)
+    d_w, d_l2, w_l2, d_3 = paired(base, w), paired(base, l2), paired(l2, w), paired(w, sgdw)
+    gains, equivalent = d_w.interval()[0] > 0, d_l2.equivalent(EQUIVALENCE)
+    if d_w.interval()[1] <= 0 or (d_l2.interval()[0] > 0 and not w_l2.interval()[0] > 0):
+        v2 = "contradicted"
+    else:
+        v2 = "supported" if gains and equivalent else "not decided"
+    low90, high90 = d_l2.interval(0.90)
+    text2 = (f"{_diff_text('AdamW gain over lambda = 0', d_w)}; "
+             f"{_diff_text('Adam+L2 gain', d_l2)}, 90% [{100 * low90:+.2f}, "
+             f"{100 * high90:+.2f}] ({'equivalent' if equivalent else 'not shown equivalent'} "
+             f"within +-{100 * EQUIVALENCE:.0f} point); {_diff_text('AdamW over Adam+L2', w_l2)};"
+             f" cells: lambda = 0 {base.name}, AdamW {w.name}, Adam+L2 {l2.name} (chosen on "
+             "validation, scored on test) [95% t intervals, 4 dof]")
+    margin = NON_INFERIOR * float(sgdw.mean())
+    v3 = "supported" if d_3.below(margin) else "contradicted" if d_3.above(margin) else \
+        "not decided"
+    text3 = (f"{_diff_text('AdamW - SGDW', d_3)}; one-sided 95% bounds "
+             f"[{100 * d_3.interval(0.90)[0]:+.2f}, {100 * d_3.interval(0.90)[1]:+.2f}] against "
+             f"the margin {100 * margin:.2f} points (10% of SGDW's {100 * sgdw.mean():.2f}%); "
+             f"cells: AdamW {w.name}, SGDW {sgdw.name}")
+    return Verdict("2", text2, v2), Verdict("3", text3, v3)
+
+
+def claim4(per_run: pd.DataFrame) -> Verdict:
+    """The best lambda_norm against the budget: the slope of log2 lambda_norm* on log2 T."""
+    runs = _usable(per_run)
+    r = runs[(runs["optimizer"] == "adam") & (runs["decay"] == "decoupled") & (runs["lam"] > 0)]
+    if r["epochs"].nunique() < 2:
+        return Verdict("4", "needs AdamW cells at two or more budgets", "not testable here")
+    s = optimum_slope(_xyz(r, "epochs"))
+    reading = transfer_reading(s)
+    verdict = ("supported" if reading.startswith("+0.0") else "not decided" if
+               reading in ("not decided", "not testable here") else "contradicted")
+    if reading == "not testable here":
+        verdict = reading
+    return Verdict("4", f"{_slope_text(s, 'T')}, reads {reading} [predictions: 0 the "
+                   "paper's normalization, +0.5 raw lambda, -0.5 a constant EMA timescale]",
+                   verdict)
