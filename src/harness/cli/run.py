@@ -33,7 +33,6 @@ import errno
 import functools
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -45,6 +44,7 @@ from typing import TYPE_CHECKING
 from omegaconf import DictConfig, OmegaConf
 
 from harness.cli import outcomes as ledger
+from harness.cli import stops
 from harness.config import compose
 from harness.config.job import Config
 from harness.config.validate import ConfigError, check_batch_size, expand, planned_images
@@ -184,38 +184,6 @@ def _check_writable(cells: list[Config]) -> None:
                     folder.rmdir()
 
 
-class Terminated(BaseException):
-    """SIGTERM in the `harness run` process: like KeyboardInterrupt, no cell catches it."""
-
-
-STOPS = (signal.SIGINT, signal.SIGTERM)
-
-
-@contextlib.contextmanager
-def _signals_raise() -> Iterator[None]:
-    """While inside, SIGINT raises KeyboardInterrupt and SIGTERM Terminated in this (main)
-    process, the first of them only: from then on both are ignored, so a second one (Ctrl-C
-    twice, a scheduler's TERM then INT) cannot break the unwinding, the one line or the exit
-    at its start. The previous handlers come back after, unless a signal ended the command.
-    Jobs in other processes (submitit) keep their own handlers."""
-    def stop(signum: int, frame: object) -> None:
-        for sig in STOPS:
-            signal.signal(sig, signal.SIG_IGN)
-        raise KeyboardInterrupt if signum == signal.SIGINT else Terminated
-
-    previous = {sig: signal.signal(sig, stop) for sig in STOPS}
-    stopped = False
-    try:
-        yield
-    except (KeyboardInterrupt, Terminated):
-        stopped = True
-        raise
-    finally:
-        if not stopped:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-
 def _launch(args: argparse.Namespace, parser: argparse.ArgumentParser,
             cells: list[Config], plan: bool) -> tuple[dict[str, str], int, bool]:
     """Run Hydra with a fresh ledger under the results dir (a plan's, which writes nothing
@@ -257,15 +225,7 @@ def main(argv: list[str]) -> int:
     """`harness run [Hydra flags] [overrides]`; returns the exit code: 0, 1 (a cell failed or
     went unrecorded), 2 (bad input, nothing run), 130 / 143 (SIGINT / SIGTERM: one line; the
     checkpoints stay, the same command resumes)."""
-    try:
-        with _signals_raise():
-            return _main(argv)
-    except (KeyboardInterrupt, Terminated) as err:
-        name, code = (("SIGINT", 130) if isinstance(err, KeyboardInterrupt) else
-                      ("SIGTERM", 128 + signal.SIGTERM))
-        print(f"harness run: interrupted ({name}); run the same command to resume",
-              file=sys.stderr)
-        return code
+    return stops.guarded("harness run", lambda: _main(argv))
 
 
 def _main(argv: list[str]) -> int:
