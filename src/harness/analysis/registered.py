@@ -242,15 +242,29 @@ def claim1(per_run: pd.DataFrame) -> Verdict:
                    "separable: inside (-0.5, 0.5)]", verdict)
 
 
-def _chosen(runs: pd.DataFrame, optimizer: str, decay: str) -> pd.Series | None:
-    """The runs (test error by seed) of the method's cell with the lowest seed-mean val error."""
+METHODS = (("adam", "none"), ("adam", "decoupled"), ("adam", "l2"), ("sgd", "decoupled"))
+
+
+def choose(runs: pd.DataFrame, optimizer: str, decay: str) -> tuple[float, float] | None:
+    """(alpha, lambda_norm) of the method's cell with the lowest seed-mean validation error."""
     r = runs[(runs["optimizer"] == optimizer) & (runs["decay"] == decay)]
     r = r[r["lam"] > 0] if decay != "none" else r
     if r.empty:
         return None
     means = _cell_means(r, ["lr", "lam"])
     best = means.loc[means["val_error"].idxmin()]
-    cell = r[(r["lr"] == best["lr"]) & (r["lam"] == best["lam"])]
+    return float(best["lr"]), float(best["lam"])
+
+
+def _chosen(runs: pd.DataFrame, optimizer: str, decay: str) -> pd.Series | None:
+    """The runs (test error by seed) of the method's chosen cell (`choose`)."""
+    picked = choose(runs, optimizer, decay)
+    if picked is None:
+        return None
+    lr, lam = picked
+    r = runs[(runs["optimizer"] == optimizer) & (runs["decay"] == decay)]
+    cell = r[(r["lr"] == lr) & (r["lam"] == lam)]
+    best = {"lr": lr, "lam": lam}
     return cell.set_index("seed")["test_error"].rename(f"alpha {best['lr']:.4g}, "
                                                         f"lambda_norm {best['lam']:.4g}")
 
@@ -264,8 +278,7 @@ def claims23(per_run: pd.DataFrame) -> tuple[Verdict, Verdict]:
     """Claim 2 (AdamW gains over lambda = 0, Adam+L2 is equivalent to it) and claim 3 (AdamW
     non-inferior to SGDW within 10%), paired by seed over the chosen cells' FULL_SEEDS seeds."""
     runs = _usable(per_run)
-    chosen = {m: _chosen(runs, *m) for m in (("adam", "none"), ("adam", "decoupled"),
-                                             ("adam", "l2"), ("sgd", "decoupled"))}
+    chosen = {m: _chosen(runs, *m) for m in METHODS}
     short = [f"{o}/{d}" for (o, d), c in chosen.items() if c is None or len(c) < FULL_SEEDS]
     if short:
         why = f"the chosen cells of {', '.join(short)} have fewer than {FULL_SEEDS} seeds"

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# The four-claim CPU study (issue 26; its rules: REPRODUCTION.md "Pre-registered: the four-claim
+# study", committed before these runs). Stages, in the registered order:
+#   pilot     experiments/pilot_cpu.yaml: SGD at alpha 2^-3, lambda = 0 / L2 / SGDW, 2 seeds
+#   claim1    claims_cpu: SGD+L2 and SGDW, three alpha columns of five lambda_norm each, seeds
+#             0 and 1, each column centred on the pilot's optimum (C_L2, C_W below)
+#   claims23  claims_cpu: Adam lambda = 0, AdamW and Adam+L2 over three alphas, seed 0
+#   seeds     claims_cpu: the cells claim 2 and 3 chose on validation, seeds 0-4 (SEEDS5 below)
+#   budgets   experiments/budgets_cpu.yaml: AdamW at 4, 12 and 36 epochs, 2 seeds (claim 4)
+#   report    the reports of every stage's study
+# Each stage is a list of sweeps; two single-thread workers (run.worker=0,1, one per core) each
+# run every sweep of the stage in order and share the cells through claim files, so neither
+# waits for the other between sweeps. Rerunning a stage resumes it: finished cells are skipped,
+# an interrupted cell resumes from its checkpoint.
+# Usage: [RESULTS=results] scripts/claims_study.sh STAGE [extra overrides, e.g. dataset.root=DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p outputs
+PY=${PY:-.venv/bin/python}
+RESULTS=${RESULTS:-results}
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+STAGE=${1:?usage: scripts/claims_study.sh pilot|claim1|claims23|seeds|budgets|report}
+shift
+EXTRA=("$@")
+
+# The pilot's optimum at alpha = 2^-3 (log2 lambda_norm; REPRODUCTION.md), which centres claim 1.
+C_L2=${C_L2:-}
+C_W=${C_W:-}
+
+pow2() {  # pow2 LO HI: the list [2^LO, ..., 2^HI] as Hydra reads it
+  "$PY" -c "import sys; lo, hi = map(int, sys.argv[1:]); print('[' + ','.join(repr(2.0 ** k) for k in range(lo, hi + 1)) + ']')" "$1" "$2"
+}
+
+columns() {  # columns PANEL C: one sweep per alpha column of claim 1's registered grid
+  local panel=$1 c=$2 a s lo hi
+  for a in -5 -3 -1; do
+    s=$(( -(a + 3) ))
+    lo=$(( c + (s < 0 ? s : 0) - 1 )); hi=$(( c + (s > 0 ? s : 0) + 1 ))
+    if [ "$s" = 0 ]; then lo=$(( c - 2 )); hi=$(( c + 2 )); fi
+    echo "panel=$panel grid.$panel.lr=$(pow2 "$a" "$a") grid.$panel.weight_decay=$(pow2 $lo $hi) seed=0,1"
+  done
+}
+
+stage() {  # stage STUDY TAG: both workers run each sweep read from stdin (one line each: its
+           # overrides, or "-" for the study's own sweep)
+  local study=$1 tag=$2 sweeps pids=() status=0 worker
+  sweeps=$(cat)
+  for worker in 0 1; do
+    (
+      while read -r sweep; do
+        [ -n "$sweep" ] || continue
+        sweep=${sweep#-}  # "-": the study's own sweep, no overrides
+        # shellcheck disable=SC2086 # a line is a list of overrides without spaces
+        "$PY" -m harness run -m +experiment="$study" run.worker="$worker" \
+          run.results_dir="$RESULTS" logger.progress=line $sweep "${EXTRA[@]}" || exit 1
+      done <<< "$sweeps"
+    ) > "outputs/$study$tag-worker$worker.log" 2>&1 &
+    pids+=("$!")
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+  tail -n 1 "outputs/$study$tag-worker0.log" "outputs/$study$tag-worker1.log"
+  [ "$status" = 0 ] || { echo "claims_study: a worker of $study failed (see outputs/)"; exit 1; }
+}
+
+chosen() {  # one sweep per method of claims 2 and 3: its chosen cell at seeds 0-4
+  "$PY" - "$RESULTS/claims_cpu" <<'PYTHON'
+import sys
+from harness.analysis import frames, registered
+runs, _ = frames.load_runs(sys.argv[1])
+if runs.empty:
+    sys.exit(f"claims_study: no runs in {sys.argv[1]} yet; run the stages claim1 and claims23 first")
+per_run = frames.finals(runs)
+per_run = per_run[~per_run["failed"]]
+for optimizer, decay in registered.METHODS:
+    picked = registered.choose(per_run, optimizer, decay)
+    if picked is None:
+        sys.exit(f"claims_study: no {optimizer}/{decay} cells yet; run the stages before")
+    lr, lam = picked
+    panel = f"{optimizer}_{decay}"
+    wd = f" grid.{panel}.weight_decay=[{lam!r}]" if decay != "none" else ""
+    print(f"panel={panel} grid.{panel}.lr=[{lr!r}]{wd} seed=0,1,2,3,4")
+PYTHON
+}
+
+case "$STAGE" in
+  pilot) echo - | stage pilot_cpu "" ;;
+  claim1)
+    [ -n "$C_L2" ] && [ -n "$C_W" ] || { echo "claims_study: set C_L2 and C_W"; exit 2; }
+    { columns sgd_l2 "$C_L2"; columns sgd_decoupled "$C_W"; } | stage claims_cpu -claim1 ;;
+  claims23) echo "panel=adam_none,adam_decoupled,adam_l2 seed=0" | stage claims_cpu -claims23 ;;
+  seeds) sweeps=$(chosen) && echo "$sweeps" | stage claims_cpu -seeds ;;
+  budgets) echo - | stage budgets_cpu "" ;;
+  report)
+    for study in pilot_cpu claims_cpu budgets_cpu; do
+      [ -d "$RESULTS/$study/runs" ] && "$PY" -m harness report "$study" --results-dir "$RESULTS"
+    done ;;
+  *) echo "claims_study: unknown stage $STAGE"; exit 2 ;;
+esac
