@@ -62,6 +62,7 @@ if [ $PREPARE -eq 1 ]; then prepare; exit $?; fi
 [ -n "$BUDGET" ] || BUDGET=$([ $DRY -eq 1 ] && echo 600 || echo 290)
 mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
 WORK=$(mktemp -d /tmp/gpu-check.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT  # its files travel in the tarball
 PY=${PY:-python3} SITE=${GPU_CHECK_SITE:-/tmp/site}
 export PYTHONPATH="$SITE:$PWD/src${PYTHONPATH:+:$PYTHONPATH}" WANDB_MODE=disabled \
   WANDB_SILENT=true PYTHONUNBUFFERED=1
