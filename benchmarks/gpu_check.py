@@ -1,14 +1,14 @@
 """The Python stages of scripts/gpu-check.sh: a sync audit of packed train steps, and the
 comparison of a GPU study's parquet files with a CPU rerun of some of its cells.
 
-    python benchmarks/gpu_check.py audit [--device cuda]     # exit 1 if a step syncs
+    python benchmarks/gpu_check.py audit [--device cuda] [--model M]  # exit 1 on a sync
     python benchmarks/gpu_check.py cells RESULTS_DIR STUDY N  # N cells' overrides, one a line
     python benchmarks/gpu_check.py compare GPU_RUNS CPU_RUNS  # exit 1 beyond bf16 tolerance
 
-audit: a pack of 4 ResNet-20 cells (Adam, decoupled, cosine) takes 2 warm-up steps, then 5
-steps under torch.cuda.set_sync_debug_mode("error") (any host-device sync raises). On a CPU
-(the dry run) the same steps run under a dispatch mode that fails on .item() or a tensor built
-from host data: the CPU stand-in for a sync.
+audit: a pack of 4 cells of --model (ResNet-20 unless given; Adam, decoupled, cosine) takes 2
+warm-up steps, then 5 steps under torch.cuda.set_sync_debug_mode("error") (any host-device
+sync raises). On a CPU (the dry run) the same steps run under a dispatch mode that fails on
+.item() or a tensor built from host data: the CPU stand-in for a sync.
 
 compare: every epoch of every CPU run must match the GPU run of the same run_id: train and
 test loss within 5% relative, errors within 0.03 absolute (bf16 autocast against fp32 over a
@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     a = sub.add_parser("audit")
     a.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    a.add_argument("--model", default="resnet20", help="registry key (the dry run: small)")
     c = sub.add_parser("cells")
     c.add_argument("results", type=Path)
     c.add_argument("study")
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("cpu", type=Path)
     args = parser.parse_args(argv)
     if args.command == "audit":
-        return audit(torch.device(args.device))
+        return audit(torch.device(args.device), args.model)
     if args.command == "cells":
         return cells(args.results, args.study, args.n)
     return compare(args.gpu, args.cpu)

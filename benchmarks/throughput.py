@@ -15,15 +15,19 @@ values), in one process, per model:
     harness  `harness.train.loop.train` on K cells packed as one wide model (K = 1: the single-cell
              path): data and augmentation on the device, bf16 autocast and channels_last on GPU,
              harness SGD. Epochs of L = min(warmup, steps) batches: ceil(warmup / L) warm-up
-             epochs, then ceil(steps / L) timed epochs whose `images_per_s` (evaluation is
-             outside its timer) give the throughput. K grows along `--packs` until CUDA runs
-             out of memory; that K is recorded with status "oom".
+             epochs, then ceil(steps / L) timed epochs, timed by the wall clock from the last
+             warm-up epoch's records to the last timed epoch's (no evaluation in between).
+             K grows along `--packs` until CUDA runs out of memory; that K is recorded with
+             status "oom".
 
-`harness+compile` rows: the same with train.compile=default (compile time excluded, as train
-reports it). images_per_s is summed over cells (K x the shared batch stream's); ratio_vs_naive
-and ratio_vs_strong divide it by the naive and strong loops'; roofline_fraction divides it by
-ROOFLINE_IMAGES_PER_S (ResNet-20 ~630k img/s, Shake-Shake 2x64d ~41k on an H100; ~840k and
-~50k on an H200: bf16 training images/s at the tensor-core peak, the issue's constants), None
+`harness+compile` rows: the same with train.compile=default (the compile falls in the warm-up
+epochs). Every images_per_s is images trained in the timed window / its wall time, each image
+counted once per model that trained on it: one model for naive and strong, the cells alive at
+each timed epoch's start for a pack of K (a batch of B images is K * B images, not more).
+ratio_vs_naive and ratio_vs_strong divide it by the naive and strong loops'; roofline_fraction
+divides it by ROOFLINE_IMAGES_PER_S (ResNet-20 ~630k img/s, Shake-Shake 2x64d ~41k on an H100;
+~840k and ~50k on an H200: bf16 training images/s at the memory-bandwidth bound, not at the
+tensor-core peak, which F / P below would put far higher; the issue's constants), None
 elsewhere; peak_memory_gib = torch.cuda.max_memory_allocated over the measurement (None
 on CPU). MFU = F * images_per_s / P: F = FLOPs of one image's forward + backward through the
 solo model, counted by torch.utils.flop_counter.FlopCounterMode (multiply-add = 2 FLOPs;
@@ -69,8 +73,8 @@ from harness.train.models import MODELS, build_model
 # Dense (no sparsity) bf16 tensor-core peak FLOP/s, matched in order against the device name.
 PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = (
     ("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("A100", 312e12))
-# Training images/s at the roofline (bf16), by device name and model: the constants stated in
-# the README's performance section; matched in order against the device name.
+# Training images/s at the memory-bandwidth roofline (bf16), by device name and model: the
+# constants stated in the README's performance section; matched in order against the device name.
 ROOFLINE_IMAGES_PER_S: tuple[tuple[str, dict[str, float]], ...] = (
     ("H200", {"resnet20": 840e3, "shake_shake_26_2x64d": 50e3}),
     ("H100", {"resnet20": 630e3, "shake_shake_26_2x64d": 41e3}))
@@ -246,18 +250,31 @@ def bench_cells(model_name: str, packs: int, epoch_steps: int, epochs: int,
 
 def harness_images_per_s(model_name: str, packs: int, s: Settings,
                          compile_mode: str = "false") -> float:
-    """Images per second summed over `packs` cells trained by `harness.train.loop.train`."""
+    """Images per second of `packs` cells trained by `harness.train.loop.train`: the images
+    the live cells trained in the timed epochs (each batch counted once per cell that had a
+    record of that epoch), divided by the wall time from the last warm-up epoch's records to
+    the last timed epoch's (reading the records syncs the device). One more epoch is
+    configured and never run, so the final evaluation falls outside the window."""
     epoch_steps = min(s.warmup, s.steps) if s.warmup else s.steps
     warm, timed = math.ceil(s.warmup / epoch_steps), math.ceil(s.steps / epoch_steps)
-    cells = bench_cells(model_name, packs, epoch_steps, warm + timed, s, compile_mode)
+    cells = bench_cells(model_name, packs, epoch_steps, warm + timed + 1, s, compile_mode)
     ds = data_mod.load_dataset("synthetic", train_subset=epoch_steps * s.batch_size,
                                test_subset=s.batch_size, device=s.device)
-    rates = [next(e for e in epochs if e).metrics.images_per_s  # the pack's, not per cell
-             for epochs in train(cells, ds, s.device)]
-    if len(rates) < warm + timed:
-        raise RuntimeError(f"{model_name} K={packs} diverged after {len(rates)} epochs")
-    timed_rates = rates[warm:]
-    return packs * len(timed_rates) / sum(1 / r for r in timed_rates)  # images / seconds
+    epochs = train(cells, ds, s.device)
+    images, tic, done = 0, time.perf_counter(), 0
+    try:
+        for done, records in enumerate(epochs, start=1):
+            if done <= warm:
+                tic = time.perf_counter()
+                continue
+            images += epoch_steps * s.batch_size * sum(r is not None for r in records)
+            if done == warm + timed:
+                break
+    finally:
+        epochs.close()
+    if done < warm + timed:
+        raise RuntimeError(f"{model_name} K={packs} diverged after {done} epochs")
+    return images / (time.perf_counter() - tic)
 
 
 def _measured(fn: Callable[[], float], device: torch.device) -> tuple[float, float | None]:
@@ -272,11 +289,14 @@ def _measured(fn: Callable[[], float], device: torch.device) -> tuple[float, flo
 
 
 def measure_packs(model_name: str, s: Settings, flops: float, peak: float | None, naive: float,
-                  measure: Callable[..., float] = harness_images_per_s,
-                  method: str = "harness") -> list[Result]:
-    """One `method` Result per K in s.packs; the first K that runs out of memory ends the list.
-    flops: per training image; peak: the device's FLOP/s; naive: the naive loop's images/s."""
-    results = []
+                  measure: Callable[..., float] | None = None,
+                  method: str = "harness",
+                  on_row: Callable[[Result], None] = lambda row: None) -> list[Result]:
+    """One `method` Result per K in s.packs, each passed to `on_row` once measured; the first K
+    that runs out of memory ends the list. flops: per training image; peak: the device's
+    FLOP/s; naive: the naive loop's images/s."""
+    measure = measure or harness_images_per_s  # read when called: a bench test replaces it
+    results: list[Result] = []
     for packs in s.packs:
         try:
             rate, memory = _measured(lambda k=packs: measure(model_name, k, s), s.device)
@@ -284,9 +304,11 @@ def measure_packs(model_name: str, s: Settings, flops: float, peak: float | None
             if not _out_of_memory(err):
                 raise
             results.append(Result(model_name, method, packs, "oom", None, None, None, None))
+            on_row(results[-1])
             _log(f"{model_name} {method} K={packs}: out of memory; not trying larger K")
             break
         results.append(_result(model_name, method, packs, rate, memory, flops, peak, naive))
+        on_row(results[-1])
     return results
 
 
@@ -308,20 +330,20 @@ def _log(line: str) -> None:
 
 
 def run_bench(s: Settings) -> dict:
-    """Measure every model and K; write the report after every model (a run cut short keeps
-    what it measured) and return it (see the module docstring)."""
+    """Measure every model and K; rewrite the report after every row (a run cut short keeps
+    every row it measured) and return it (see the module docstring)."""
     name, cuda = device_name(s.device), s.device.type == "cuda"
     peak = peak_flops(name) if cuda else None
-    flops, results = {}, []
-    report: dict = {}
-    for model_name in s.models:
-        flops[model_name] = count_flops(model_name)
-        results += measure_model(model_name, s, flops[model_name].training, peak, name)
-        report = {
+    flops: dict[str, FlopCount] = {}
+    results: list[Result] = []
+
+    def report() -> dict:
+        return {
             "device": name, "device_slug": device_slug(name) if cuda else "cpu",
             "torch_version": torch.__version__, "harness_version": harness.__version__,
             "git_sha": git_sha(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
             "load_average": list(os.getloadavg()), "peak_bf16_flops": peak,
             "roofline_images_per_s": {m: roofline(name, m) for m in s.models} if cuda else None,
             "settings": {"models": list(s.models), "packs": list(s.packs), "steps": s.steps,
@@ -329,26 +351,42 @@ def run_bench(s: Settings) -> dict:
                          "device": str(s.device), "compile": s.compile},
             "flops_per_image": {m: dataclasses.asdict(f) for m, f in flops.items()},
             "results": [dataclasses.asdict(r) for r in results]}
-        _write_json(report, s.out / f"{report['device_slug']}.json")
-    return report
+
+    def emit(row: Result) -> None:
+        results.append(row)
+        done = report()
+        _write_json(done, s.out / f"{done['device_slug']}.json")
+
+    for model_name in s.models:
+        flops[model_name] = count_flops(model_name)
+        measure_model(model_name, s, flops[model_name].training, peak, name, emit)
+    return report()
 
 
 def measure_model(model_name: str, s: Settings, per_image: float, peak: float | None,
-                  name: str) -> list[Result]:
-    """The naive, strong and harness rows of one model, with ratios and roofline fraction."""
-    naive, memory = _measured(lambda: naive_images_per_s(model_name, s), s.device)
-    rows = [_result(model_name, "naive", 1, naive, memory, per_image, peak, naive)]
-    strong, memory = _measured(lambda: strong_images_per_s(model_name, s), s.device)
-    rows.append(_result(model_name, "strong", 1, strong, memory, per_image, peak, naive))
-    rows += measure_packs(model_name, s, per_image, peak, naive)
-    if s.compile:
-        rows += measure_packs(model_name, s, per_image, peak, naive, method="harness+compile",
-                              measure=lambda m, k, st: harness_images_per_s(m, k, st, "default"))
+                  name: str, emit: Callable[[Result], None] = lambda row: None) -> list[Result]:
+    """The naive, strong and harness rows of one model, with ratios and roofline fraction;
+    `emit` gets each row as soon as it is measured (naive's once strong's is)."""
     roof = roofline(name, model_name) if s.device.type == "cuda" else None
-    return [dataclasses.replace(
-        r, ratio_vs_strong=None if r.images_per_s is None else r.images_per_s / strong,
-        roofline_fraction=None if r.images_per_s is None or roof is None
-        else r.images_per_s / roof) for r in rows]
+    naive, naive_memory = _measured(lambda: naive_images_per_s(model_name, s), s.device)
+    strong, memory = _measured(lambda: strong_images_per_s(model_name, s), s.device)
+    rows: list[Result] = []
+
+    def add(row: Result) -> None:
+        rows.append(dataclasses.replace(
+            row, ratio_vs_strong=None if row.images_per_s is None else row.images_per_s / strong,
+            roofline_fraction=None if row.images_per_s is None or roof is None
+            else row.images_per_s / roof))
+        emit(rows[-1])
+
+    add(_result(model_name, "naive", 1, naive, naive_memory, per_image, peak, naive))
+    add(_result(model_name, "strong", 1, strong, memory, per_image, peak, naive))
+    measure_packs(model_name, s, per_image, peak, naive, on_row=add)
+    if s.compile:
+        measure_packs(model_name, s, per_image, peak, naive, method="harness+compile",
+                      measure=lambda m, k, st: harness_images_per_s(m, k, st, "default"),
+                      on_row=add)
+    return rows
 
 
 def _write_json(report: dict, path: Path) -> None:

@@ -7,6 +7,8 @@ import dataclasses
 import functools
 import json
 import re
+import tempfile
+import time
 
 import pytest
 import torch
@@ -199,3 +201,76 @@ def test_packs_stop_growing_at_first_out_of_memory():
     assert re.search(r"^resnet20\s+harness\s+4\s+OOM\s+-\s+-\s+-\s+-\s+-$", table, re.M)
     with pytest.raises(RuntimeError, match="same device"):  # only running out of memory is data
         bench.measure_packs("resnet20", settings, 1e9, None, 50.0, measure=broken)
+
+
+def _harness_run_seconds(tmp_path, packs: int, epochs: int, epoch_steps: int,
+                         batch: int) -> float:
+    """Wall time of a real `harness run` (one thread) of the cells `bench.bench_cells` makes:
+    `packs` cells of an lr grid, packed, `epochs` epochs of `epoch_steps` batches."""
+    lrs = ",".join(repr(bench.LR * 2.0 ** -(k % 4)) for k in range(packs))
+    tic = time.perf_counter()
+    result = harness_cli([
+        "run", "study=bench", "model=small", "dataset=synthetic",
+        f"dataset.train_subset={epoch_steps * batch}", f"dataset.test_subset={batch}",
+        "optimizer=sgd", f"optimizer.lr=[{lrs}]", f"optimizer.momentum={bench.MOMENTUM!r}",
+        "decay=decoupled", f"decay.weight_decay={bench.LR * bench.WEIGHT_DECAY!r}",
+        "schedule=cosine", f"train.epochs={epochs}", f"train.batch_size={batch}",
+        "train.eval_every=1000000000", "train.device=cpu", "train.checkpoint_every=0",
+        f"train.pack={packs}", "logger=none", "logger.progress=none",
+        f"run.results_dir={tempfile.mkdtemp(dir=tmp_path)}"], cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return time.perf_counter() - tic
+
+
+@pytest.mark.slow
+def test_pack_rate_matches_the_wall_clock_of_harness_run(tmp_path):
+    """A pack of K cells trains K x B images per batch of B, no more: the bench's harness row
+    for K = 2 agrees within 25% with an independent measurement, the wall time of two real
+    `harness run`s of the same cells that differ by `extra` epochs (start-up, setup and the
+    final evaluation cancel in the difference). Each is the best of two tries, interleaved,
+    as a shared machine's load comes and goes. Counting a pack's images twice reads 2x."""
+    packs, epoch_steps, batch, extra = 2, 8, 64, 12
+    settings = bench.parse_args(["--device", "cpu", "--models", "small", "--packs", "2",
+                                 "--steps", str(4 * epoch_steps), "--warmup", str(epoch_steps),
+                                 "--batch-size", str(batch)])
+    short, long, rates = [], [], []
+    threads = torch.get_num_threads()
+    for _ in range(2):
+        short.append(_harness_run_seconds(tmp_path, packs, 1, epoch_steps, batch))
+        torch.set_num_threads(1)
+        try:
+            rates.append(bench.harness_images_per_s("small", packs, settings))
+        finally:
+            torch.set_num_threads(threads)
+        long.append(_harness_run_seconds(tmp_path, packs, 1 + extra, epoch_steps, batch))
+    measured = extra * epoch_steps * batch * packs / (min(long) - min(short))
+    assert max(rates) == pytest.approx(measured, rel=0.25), (rates, measured, short, long)
+
+
+def test_json_is_rewritten_after_every_row(tmp_path, monkeypatch):
+    """A bench cut short (a device call's timeout) still leaves every row measured: when each
+    measurement starts, the JSON on disk holds every row before it."""
+    seen = []
+
+    def rows_on_disk() -> list[tuple[str, int]]:
+        path = tmp_path / "cpu.json"
+        report = json.loads(path.read_text()) if path.exists() else {"results": []}
+        return [(r["method"], r["K"]) for r in report["results"]]
+
+    def measure(name: str, rate: float):
+        def fake(*args, **kwargs) -> float:
+            seen.append((name, args[1] if name == "harness" else 1, rows_on_disk()))
+            return rate
+        return fake
+
+    monkeypatch.setattr(bench, "naive_images_per_s", measure("naive", 10.0))
+    monkeypatch.setattr(bench, "strong_images_per_s", measure("strong", 20.0))
+    monkeypatch.setattr(bench, "harness_images_per_s", measure("harness", 30.0))
+    report = bench.run_bench(bench.parse_args(["--device", "cpu", "--packs", "1", "2", "4",
+                                               "--out", str(tmp_path)]))
+    assert [(name, k, len(rows)) for name, k, rows in seen] == [
+        ("naive", 1, 0), ("strong", 1, 0), ("harness", 1, 2), ("harness", 2, 3),
+        ("harness", 4, 4)]
+    assert seen[-1][2] == [("naive", 1), ("strong", 1), ("harness", 1), ("harness", 2)]
+    assert rows_on_disk() == [(r["method"], r["K"]) for r in report["results"]]
+    assert [r["ratio_vs_strong"] for r in report["results"]] == [0.5, 1.0, 1.5, 1.5, 1.5]

@@ -5,10 +5,15 @@ scripts/gpu-check.sh on a CPU (slow, in CI)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tarfile
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,7 +23,7 @@ from harness.config import compose
 from harness.config import job as cf
 from harness.train import data as data_mod
 from harness.train import loop as train_mod
-from tests.conftest import CLI_ENV, ROOT, fashion_mnist_root
+from tests.conftest import CLI_ENV, ROOT
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -85,21 +90,86 @@ def test_packed_step_does_not_sync() -> None:
     assert audit(torch.device("cuda")) == 0
 
 
+def _copy_tree(src: Path, dst: Path) -> None:
+    """The files a device call sends: tracked and untracked-not-ignored (the working tree)."""
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=src,
+                            capture_output=True, text=True, check=True).stdout
+    for name in filter(None, listed.split("\0")):
+        if (src / name).is_file():
+            (dst / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src / name, dst / name)
+
+
+def _without_hydra(tmp_path: Path) -> dict[str, str]:
+    """An environment whose Python lacks hydra and omegaconf (as the device's does) until
+    scripts/gpu-check.sh installs the carried wheels ahead of this blocker on PYTHONPATH."""
+    for name in ("hydra", "omegaconf"):
+        (tmp_path / "blocker" / name).mkdir(parents=True)
+        (tmp_path / "blocker" / name / "__init__.py").write_text(
+            f"raise ImportError('{name} is not installed here')\n")
+    env = {k: v for k, v in os.environ.items() if k != "HARNESS_DATA"}
+    return dict(env, **CLI_ENV, PY=sys.executable, PYTHONPATH=str(tmp_path / "blocker"),
+                GPU_CHECK_SITE=str(tmp_path / "site"))
+
+
+def _out_files(out: Path) -> list[str]:
+    return sorted(str(p.relative_to(out)) for p in out.rglob("*") if not p.is_dir())
+
+
 @pytest.mark.slow
-def test_gpu_check_dry_run(tmp_path) -> None:
-    """Every stage of scripts/gpu-check.sh, tiny, on a CPU: the tarball holds each log."""
-    fashion_mnist_root()
-    env = dict(os.environ, **CLI_ENV, PY=sys.executable)
-    result = subprocess.run(["bash", str(ROOT / "scripts" / "gpu-check.sh"), "--out",
-                             str(tmp_path), "--dry-run"], cwd=ROOT, env=env, text=True,
-                            capture_output=True, timeout=900)
-    stages = (tmp_path / "logs" / "stages.txt").read_text()
-    assert result.returncode == 0, stages + result.stdout
-    names = [line.split()[0] for line in stages.splitlines()]
-    assert names == ["install", "tests", "audit", "bench", "study"]
-    with tarfile.open(tmp_path / "gpu-check.tar.gz") as tar:
-        members = set(tar.getnames())
-    assert {f"./logs/{n}.log" for n in names} <= members
-    assert "./bench/cpu.json" in members
-    compare = (tmp_path / "logs" / "study.log").read_text()
-    assert compare.count("loss ok, error ok") == 2
+def test_gpu_check_runs_from_a_prepared_copy_as_on_the_device(tmp_path) -> None:
+    """--prepare here fills an ignored .carry/ and prints the device call; a copy of the tree
+    with .carry/ and no ../shared beside it, in a Python without hydra, then runs every stage
+    (tiny, on a CPU) inside its budget, and $OUT holds what a device call brings back: at most
+    8 files, none more than 2 folders down, plain names. Without the wheels it stops at once."""
+    shared = ROOT.parent / "shared"
+    if not (shared / "device-wheels").is_dir():  # CI has shared/ beside its clone
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(f"no {shared}/device-wheels")
+    here = tmp_path / "here" / "repo"
+    _copy_tree(ROOT, here)
+    subprocess.run(["git", "init", "-q"], cwd=here, check=True)
+    prepared = subprocess.run(["bash", "scripts/gpu-check.sh", "--prepare", "--shared",
+                               str(shared)], cwd=here, capture_output=True, text=True)
+    assert prepared.returncode == 0, prepared.stderr
+    assert "/.carry/" in (here / ".git" / "info" / "exclude").read_text().splitlines()
+    assert sorted(p.name for p in (here / ".carry" / "wheels").iterdir()) == sorted(
+        p.name for p in (shared / "device-wheels").glob("*.whl"))
+    assert len(list((here / ".carry" / "fashion-mnist").glob("*-ubyte.gz"))) == 4
+    status = subprocess.run(["git", "status", "--porcelain", "--ignored=no"], cwd=here,
+                            capture_output=True, text=True).stdout
+    assert ".carry" not in status
+    assert ("device call: run(command='bash scripts/gpu-check.sh --out \"$OUT\"', "
+            "carry=['.carry'], timeout_s=330)") in prepared.stdout
+    device = tmp_path / "device" / "repo"  # no shared/ beside it
+    shutil.copytree(here, device, ignore=shutil.ignore_patterns(".git"))
+    env = _without_hydra(tmp_path)
+    assert subprocess.run([sys.executable, "-c", "import hydra"], env=env).returncode != 0
+    out = tmp_path / "out"
+    tic = time.perf_counter()
+    result = subprocess.run(["bash", "scripts/gpu-check.sh", "--dry-run", "--budget", "280"],
+                            cwd=device, env=dict(env, OUT=str(out)), text=True,
+                            capture_output=True, timeout=400)
+    seconds = time.perf_counter() - tic
+    summary = (out / "summary.txt").read_text()
+    assert result.returncode == 0, summary + (out / "stages.log").read_text()[-3000:]
+    assert seconds < 280 + 20, summary
+    assert [line.split()[0] for line in summary.splitlines() if " rc=0 " in line] == [
+        "install", "tests", "audit", "bench", "study"]
+    assert "imports ok: hydra 1.3" in (out / "stages.log").read_text()
+    files = _out_files(out)
+    assert files == ["bench/cpu.json", "gpu-check.tar.gz", "stages.log", "summary.txt"]
+    assert all(len(Path(f).parts) <= 3 and re.fullmatch(r"[A-Za-z0-9._/-]+", f)
+               for f in files)
+    assert len(json.loads((out / "bench" / "cpu.json").read_text())["results"]) == 4
+    with tarfile.open(out / "gpu-check.tar.gz") as tar:
+        assert {"./summary.txt", "./stages.log"} <= set(tar.getnames())
+    assert (out / "stages.log").read_text().count("loss ok, error ok") == 2
+    shutil.rmtree(device / ".carry" / "wheels")
+    bare = tmp_path / "bare"
+    result = subprocess.run(["bash", "scripts/gpu-check.sh", "--dry-run", "--out", str(bare)],
+                            cwd=device, env=dict(env, GPU_CHECK_SITE=str(tmp_path / "site2")),
+                            text=True, capture_output=True, timeout=120)
+    assert result.returncode == 1
+    assert "stopped: the install stage failed" in (bare / "summary.txt").read_text()
+    assert "hydra is not installed here" in (bare / "stages.log").read_text()
+    assert _out_files(bare) == ["gpu-check.tar.gz", "stages.log", "summary.txt"]

@@ -53,3 +53,28 @@ def test_a_diverging_cell_in_a_pack_is_masked_and_the_others_match_solo(tmp_path
     assert_same_training(pack[good_cell], good)
     [bad] = [df for cell, df in pack.items() if cell != good_cell]
     assert (bad["status"] == "diverged").all() and len(bad) < 3
+
+
+def test_a_packs_images_per_s_counts_the_cells_that_trained_once_each():
+    """An epoch's record gives images trained per second summed over the cells alive at its
+    start, each once: a pack of 2 with one cell masked earlier counts 1 x the batch stream's
+    rate, not 2 x (the dead cell trains nothing)."""
+    import dataclasses
+
+    import torch
+
+    from harness.config import compose
+    from harness.train import data as data_mod
+    from harness.train import loop
+
+    (cfg,) = compose.cells([*TINY, "train.eval_every=1000"])
+    cells = [dataclasses.replace(cfg, optimizer=dataclasses.replace(cfg.optimizer, lr=lr))
+             for lr in (0.01, 0.02)]
+    device = torch.device("cpu")
+    ds = data_mod.load_dataset("synthetic", train_subset=128, test_subset=64, device=device)
+    run = loop.setup(cells, ds, device)
+    zeros = torch.zeros(2, dtype=torch.float64)
+    both = loop._epoch_records(run, 0, [True, True], [0.0, 0.0], zeros, zeros, 100.0)
+    assert [e.metrics.images_per_s for e in both] == [200.0, 200.0]
+    one = loop._epoch_records(run, 0, [False, True], [0.0, 0.0], zeros, zeros, 100.0)
+    assert one[0] is None and one[1].metrics.images_per_s == 100.0

@@ -226,7 +226,7 @@ def _epoch_records(run: Run, epoch: int, alive: list[bool], decays: list[float],
             val_loss=float(val.loss[k]) if ok and val is not None else math.nan,
             val_error=float(val.error[k]) if ok and val is not None else math.nan,
             param_norm=norms[k], elapsed_s=time.perf_counter() - run.started,
-            images_per_s=packs * images_per_s)
+            images_per_s=sum(alive) * images_per_s)  # the cells that trained, once each
         out.append(Epoch(metrics=metrics, diverged=not active[k],
                          state=_state_fn(run, k, epoch + 1, metrics.elapsed_s)))
     return out
