@@ -6,6 +6,7 @@ another copy (the system directories included, which a test points where it like
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 from pathlib import Path
 
@@ -14,11 +15,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from harness.config import compose
-from harness.sweep.cells import run_cells
+from harness.sweep import checkpoint
+from harness.sweep.cells import load_data, run_cells
 from harness.sweep.recorder import CellPaths
 from harness.train import data
+from harness.train.loop import train
 
 SYSTEM_DATA = "HARNESS_SYSTEM_DATA"  # the setting that replaces the spec's system_dirs
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
@@ -47,10 +51,10 @@ def fake_fashion(folder: Path, n_train: int = 96, n_test: int = 32, seed: int = 
     return y
 
 
-def cell(tmp_path: Path, root: Path):
+def cell(tmp_path: Path, root: Path, epochs: int = 1):
     cfg, = compose.cells([
         "dataset=fashion_mnist", f"dataset.root={root}", "dataset.val_split=0.25",
-        "model=small", "train.epochs=1", "train.batch_size=32", "train.device=cpu",
+        "model=small", f"train.epochs={epochs}", "train.batch_size=32", "train.device=cpu",
         "logger=none", "logger.progress=none", "optimizer=sgd", "optimizer.lr=0.01",
         "decay=decoupled", "study=seen", f"run.results_dir={tmp_path / 'results'}"])
     return cfg
@@ -108,6 +112,26 @@ def test_a_record_without_a_fingerprint_counts_as_matching(tmp_path, no_system_d
     assert run_cells([cfg]) == {cfg.run_id: "skipped"}
     pq.write_table(table.drop_columns(["data_fingerprint", "data_source"]), path)
     assert run_cells([cfg]) == {cfg.run_id: "skipped"}
+
+
+def test_a_checkpoint_of_other_data_is_not_resumed(tmp_path, no_system_data, capsys):
+    root = tmp_path / "data"
+    fake_fashion(root)
+    cfg = cell(tmp_path, root, epochs=2)
+    cpu = torch.device("cpu")
+    ep = next(train([cfg], load_data(cfg, cpu), cpu))[0]
+    state = ep.state() | {"records": [dataclasses.asdict(ep.metrics)]}
+    now = data.identify("fashion_mnist", root=str(root), val_split=0.25)[0]
+    paths = CellPaths.of(cfg)
+    for seen, resumed in (("sha256:" + "0" * 64, False), (now, True), (None, True)):
+        paths.parquet.unlink(missing_ok=True)
+        checkpoint.save(state | ({} if seen is None else {"data_fingerprint": seen}),
+                        paths.checkpoint, cfg.run_id)
+        capsys.readouterr()
+        assert run_cells([cfg]) == {cfg.run_id: "completed"}
+        err = capsys.readouterr().err
+        assert ("unusable: it was trained on other data" in err) is not resumed, err
+        assert len(pd.read_parquet(paths.parquet)) == 2
 
 
 def test_the_fingerprint_covers_the_subset_validation_and_image_size(tmp_path, no_system_data):

@@ -14,8 +14,9 @@ For each cell (`Config` with scalar lr and weight_decay) `run_cells`:
      O_NOFOLLOW): a second process (on this machine or on a shared filesystem with locks)
      skips a claimed cell, and the kernel releases the lock of a process that dies;
   3. resumes from its validated checkpoint (harness.sweep.checkpoint; under run.force only one
-     that force wrote); one that fails validation, or cannot be loaded into the model, is
-     reported in one line and the cell retrains;
+     that force wrote); one that fails validation, cannot be loaded into the model, or was
+     trained on other data (the checkpoint holds the data's fingerprint; an older one without
+     it resumes), is reported in one line and the cell retrains;
   4. trains (harness.train.loop) and records it; an exception in a cell is recorded as failed with
      its message and the sweep goes on (submitit's preemption is re-raised, checkpoints kept).
 All cells of one call share one `WandbMirror` (the caller's, else a new one): W&B is tried
@@ -44,7 +45,9 @@ from harness.sweep.recorder import DONE, CellPaths, Recorder, WandbMirror, label
 from harness.sweep.records import DataSeen, data_seen
 from harness.train import data as data_mod
 from harness.train import memory
-from harness.train.loop import ResumeError, autocast_dtype, resolve_device, train
+from harness.train.loop import Epoch, ResumeError, autocast_dtype, resolve_device, train
+
+DATA_KEY = "data_fingerprint"  # in a checkpoint's state: the data its epochs were trained on
 
 
 class ClaimError(OSError):
@@ -202,7 +205,7 @@ def _train(recs: list[Recorder], resumes: list[dict | None], ds: data_mod.Datase
                             progress=_show_bar(recs[0].cfg)):
             for rec, epoch in zip(recs, epochs, strict=True):
                 if epoch is not None:
-                    rec.epoch(epoch)
+                    rec.epoch(_with_data(epoch, ds.fingerprint))
     except ResumeError as err:  # raised by setup, before any epoch
         if len(recs) > 1:
             for rec, resume in zip(recs, resumes, strict=True):
@@ -210,6 +213,22 @@ def _train(recs: list[Recorder], resumes: list[dict | None], ds: data_mod.Datase
             return
         recs[0].restart(str(err))
         _train(recs, [None], ds, device)
+
+
+def _with_data(epoch: Epoch, fingerprint: str | None) -> Epoch:
+    """`epoch` whose checkpoint state also names the data it was trained on."""
+    state = epoch.state
+    return dataclasses.replace(epoch, state=lambda: state() | {DATA_KEY: fingerprint})
+
+
+def _same_data(rec: Recorder, resume: dict | None, ds: data_mod.Dataset | None) -> dict | None:
+    """`resume`, unless its checkpoint was trained on other data than `ds` (then None: the
+    cell retrains, said in one line); a checkpoint without a fingerprint resumes."""
+    seen = resume.get(DATA_KEY) if resume is not None else None
+    if seen is None or ds is None or ds.fingerprint in (None, seen):
+        return resume
+    rec.restart(f"it was trained on other data ({seen[:19]}..., now {ds.fingerprint[:19]}...)")
+    return None
 
 
 def _preempted(err: Exception) -> bool:
@@ -245,7 +264,7 @@ def _train_and_record(cfgs: list[Config], ds: data_mod.Dataset | None,
     recs = [Recorder(cfg, str(device), mirror, **info) for cfg in cfgs]
     by_epoch: dict[int, list[tuple[Recorder, dict | None]]] = {}
     for rec in recs:
-        resume = rec.resume(force)
+        resume = _same_data(rec, rec.resume(force), ds)
         by_epoch.setdefault(resume["epoch"] if resume else 0, []).append((rec, resume))
     outcomes: dict[str, str] = {}
     for pairs in by_epoch.values():
