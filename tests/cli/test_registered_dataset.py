@@ -27,6 +27,7 @@ train_subset: null
 test_subset: null
 augment: false
 val_split: 0.0
+val_subset: null
 """
 
 

@@ -98,7 +98,9 @@ def test_missing_or_corrupt_data_is_one_line_before_any_cell(tmp_path, data, mes
     before = sorted(tmp_path.iterdir())
     proc = harness_cli(["run", "-m", *TINY, "dataset=cifar10", "optimizer.lr=0.1,0.01",
                         "logger=wandb", *data], tmp_path, timeout=120,
-                       env={"HTTPS_PROXY": NO_NET, "HTTP_PROXY": NO_NET})
+                       env={"HTTPS_PROXY": NO_NET, "HTTP_PROXY": NO_NET,  # and whatever
+                            "HARNESS_DATA": str(tmp_path / "no-data"),  # data the machine holds
+                            "HARNESS_SYSTEM_DATA": ""})
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr

@@ -84,8 +84,11 @@ def test_a_sweep_with_one_dataset_missing_trains_nothing(tmp_path):
     """Missing data is a fact about the job, checked once before any cell (a cell that fails
     while training is recorded and the sweep goes on: tests/cli/test_run.py, model=broken)."""
     (tmp_path / "missing").mkdir()
-    proc = sweep(tmp_path, "-m", "dataset=synthetic,cifar10", "dataset.download=false",
-                 f"dataset.root={tmp_path / 'missing'}", "train.epochs=1")
+    nowhere = {"HARNESS_DATA": str(tmp_path / "missing"), "HARNESS_SYSTEM_DATA": ""}
+    proc = harness_cli(["run", *TINY, "study=s", "run.results_dir=results", "-m",
+                        "dataset=synthetic,cifar10", "dataset.download=false",
+                        f"dataset.root={tmp_path / 'missing'}", "train.epochs=1"], tmp_path,
+                       env=nowhere)  # whatever data this machine holds
     assert proc.returncode == 2
     [line] = proc.stderr.strip().splitlines()
     assert "CIFAR-10 not found" in line and "python -m harness data fetch cifar10" in line

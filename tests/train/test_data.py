@@ -366,6 +366,8 @@ def test_cli_info_and_fetch(capsys):
 def test_check_says_once_how_to_get_missing_corrupt_or_undownloadable_data(tmp_path,
                                                                           monkeypatch):
     monkeypatch.setenv("HARNESS_DATA", str(tmp_path / "empty"))
+    # whatever this machine holds (Debian's dataset-fashion-mnist): no system copy is searched
+    monkeypatch.setenv(data.SYSTEM_DATA, str(tmp_path / "empty"))
     monkeypatch.chdir(tmp_path)
     assert data.check("synthetic", train_subset=300) == 300
     with pytest.raises(data.DataError, match=r"^Fashion-MNIST \(4 IDX .gz files\) not found.*apt"):

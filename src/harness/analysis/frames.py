@@ -109,6 +109,9 @@ def load_runs(study_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
     A file that cannot be read or used (missing columns, no rows, a non-numeric epoch, an
     unknown optimizer, nulls where a value is needed, no chance level) is skipped and reported
     as one line in the returned problem list (and logged); never fatal.
+    Files of every schema version read alike (harness.spec.records; `harness migrate`): a
+    column that is null in every row of the study (one an older file lacked and the migration
+    added as null, e.g. `cpu_model`) is dropped, so the study reads as if it was not recorded.
     """
     root = Path(study_dir)
     run_dir = root / "runs" if (root / "runs").is_dir() else root
@@ -128,7 +131,9 @@ def load_runs(study_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
         log.warning(line)
     if not frames:
         return pd.DataFrame(columns=[*REQUIRED, *OPTIONAL]), problems
-    return with_optional(pd.concat(frames, ignore_index=True)), problems
+    runs = pd.concat(frames, ignore_index=True)
+    unrecorded = [c for c in runs.columns if c not in REQUIRED and runs[c].isna().all()]
+    return with_optional(runs.drop(columns=unrecorded)), problems
 
 
 def with_optional(runs: pd.DataFrame) -> pd.DataFrame:

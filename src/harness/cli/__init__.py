@@ -1,9 +1,10 @@
-"""`harness <command>` (or `python -m harness <command>`): run | report | bench | data.
+"""`harness <command>` (or `python -m harness <command>`): run | report | bench | data | migrate.
 
     run     train cells from Hydra overrides; Hydra's flags work (`harness run --help`)
     report  rebuild a study's figures and report.md from its parquet files
     bench   measure training throughput
     data    fetch or inspect a dataset
+    migrate rewrite a study's parquet files into the current record schema
 
 `harness --version` prints the installed version. Tab completion (bash):
 eval "$(harness run -sc install=bash)".
@@ -15,7 +16,7 @@ import os
 import sys
 from collections.abc import Callable
 
-COMMANDS = ("run", "report", "bench", "data")
+COMMANDS = ("run", "report", "bench", "data", "migrate")
 
 
 def _command(name: str) -> Callable[[list[str]], int]:
@@ -26,6 +27,8 @@ def _command(name: str) -> Callable[[list[str]], int]:
         from harness.cli.report import main
     elif name == "bench":
         from harness.cli.bench import main
+    elif name == "migrate":
+        from harness.cli.migrate import main
     else:
         from harness.cli.data import main
     return main

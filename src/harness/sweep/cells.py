@@ -5,14 +5,18 @@ Cells that differ only in lr and weight_decay are trained K at a time as one pac
 (`harness.sweep.recorder.Recorder`: records, checkpoint, parquet, W&B mirror, status).
 For each cell (`Config` with scalar lr and weight_decay) `run_cells`:
   1. skips it when `<results>/<study>/runs/<run_id>.parquet` is a completed or diverged
-     record of this very cell (its run_id, epochs 1..T); `run.force=true` retrains, once per
-     forced command even if it is killed and rerun (harness.sweep.force);
+     record of this very cell (its run_id, epochs 1..T) trained on the data there is now
+     (`DataNow`: its recorded data_fingerprint equals the data's; a file written before the
+     column existed, or with it null, counts as matching, since what it saw is unknown);
+     `run.force=true` retrains, once per forced command even if it is killed and rerun
+     (harness.sweep.force);
   2. claims it with an exclusive `fcntl.flock` on `claims/<run_id>.lock` (opened with
      O_NOFOLLOW): a second process (on this machine or on a shared filesystem with locks)
      skips a claimed cell, and the kernel releases the lock of a process that dies;
   3. resumes from its validated checkpoint (harness.sweep.checkpoint; under run.force only one
-     that force wrote); one that fails validation, or cannot be loaded into the model, is
-     reported in one line and the cell retrains;
+     that force wrote); one that fails validation, cannot be loaded into the model, or was
+     trained on other data (the checkpoint holds the data's fingerprint; an older one without
+     it resumes), is reported in one line and the cell retrains;
   4. trains (harness.train.loop) and records it; an exception in a cell is recorded as failed with
      its message and the sweep goes on (submitit's preemption is re-raised, checkpoints kept).
 All cells of one call share one `WandbMirror` (the caller's, else a new one): W&B is tried
@@ -38,9 +42,12 @@ from harness.config.job import Config
 from harness.config.validate import ConfigError, check_batch_size
 from harness.sweep.force import Force, begin
 from harness.sweep.recorder import DONE, CellPaths, Recorder, WandbMirror, label, tidy
+from harness.sweep.records import DataSeen, data_seen
 from harness.train import data as data_mod
 from harness.train import memory
-from harness.train.loop import ResumeError, autocast_dtype, resolve_device, train
+from harness.train.loop import Epoch, ResumeError, autocast_dtype, resolve_device, train
+
+DATA_KEY = "data_fingerprint"  # in a checkpoint's state: the data its epochs were trained on
 
 
 class ClaimError(OSError):
@@ -73,14 +80,45 @@ def claim(path: Path) -> Iterator[bool]:
         os.close(fd)
 
 
-def done_status(cfg: Config, quiet: bool = False) -> str | None:
+class DataNow:
+    """The fingerprint of the data each dataset config gives now, read once per command and
+    only when a finished record is to be compared with it (`load_data` tells it what it loaded,
+    so a group's data is not read twice for it)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[object, str | None] = {}
+
+    def known(self, cfg: Config, fingerprint: str | None) -> None:
+        self._seen[cfg.dataset] = fingerprint
+
+    def fingerprint(self, cfg: Config) -> str | None:
+        """The fingerprint now; None when the data cannot be read now (nothing is downloaded
+        for it): then a finished record cannot be compared and counts as matching (the data
+        check before any cell, or the cell's own load, says what is wrong with the data)."""
+        if cfg.dataset not in self._seen:
+            d = cfg.dataset
+            try:
+                self._seen[d] = data_mod.identify(
+                    d.name, root=d.root, path=d.path, download=False,
+                    train_subset=d.train_subset, test_subset=d.test_subset,
+                    val_split=d.val_split, val_subset=d.val_subset)[0]
+            except Exception:  # noqa: BLE001 - unreadable now: cannot tell, see above
+                self._seen[d] = None
+        return self._seen[cfg.dataset]
+
+
+def done_status(cfg: Config, quiet: bool = False, data: DataNow | None = None) -> str | None:
     """completed | diverged if the cell's parquet file is a final record of this cell; else
-    None, with one line (unless quiet) when the file exists but is not such a record."""
+    None, with one line (unless quiet) when the file exists but is not such a record. With
+    `data`, a record whose data_fingerprint differs from the data's now is not final either
+    (a record without one, written before the column existed or with it null, matches)."""
     path = CellPaths.of(cfg).parquet
     try:
-        df = pd.read_parquet(path, columns=["run_id", "status", "epoch"])
+        df = pd.read_parquet(path)
         status, run_id = str(df["status"].iloc[0]), str(df["run_id"].iloc[0])
         epochs = [int(e) for e in df["epoch"]]
+        recorded = df["data_fingerprint"].dropna() if "data_fingerprint" in df else ()
+        recorded = str(recorded.iloc[-1]) if len(recorded) else None
     except FileNotFoundError:
         return None
     except Exception as err:  # noqa: BLE001 - unreadable: retrain and overwrite it
@@ -95,13 +133,20 @@ def done_status(cfg: Config, quiet: bool = False) -> str | None:
             print(f"warning: {path} is not a final record of run {cfg.run_id} (run_id "
                   f"{run_id}, status {status}, epochs {epochs[:3]}...); the cell is retrained")
         return None
+    now = data.fingerprint(cfg) if data is not None and recorded is not None else None
+    if now is not None and now != recorded:
+        if not quiet:
+            print(f"[{label(cfg)}] {path} was trained on other data ({recorded[:19]}..., "
+                  f"now {now[:19]}...); the cell is retrained")
+        return None
     return status
 
 
-def _skips(cfg: Config, force: Force | None, quiet: bool = False) -> str | None:
+def _skips(cfg: Config, force: Force | None, quiet: bool = False,
+           data: DataNow | None = None) -> str | None:
     """done_status of a cell this command does not train: any final one, or under run.force
     one that this force already retrained (its parquet is newer than the force's mark)."""
-    status = done_status(cfg, quiet)
+    status = done_status(cfg, quiet, data)
     if status not in DONE or not cfg.run.force:
         return status
     return status if force is not None and force.covers(CellPaths.of(cfg).parquet) else None
@@ -160,7 +205,7 @@ def _train(recs: list[Recorder], resumes: list[dict | None], ds: data_mod.Datase
                             progress=_show_bar(recs[0].cfg)):
             for rec, epoch in zip(recs, epochs, strict=True):
                 if epoch is not None:
-                    rec.epoch(epoch)
+                    rec.epoch(_with_data(epoch, ds.fingerprint))
     except ResumeError as err:  # raised by setup, before any epoch
         if len(recs) > 1:
             for rec, resume in zip(recs, resumes, strict=True):
@@ -168,6 +213,22 @@ def _train(recs: list[Recorder], resumes: list[dict | None], ds: data_mod.Datase
             return
         recs[0].restart(str(err))
         _train(recs, [None], ds, device)
+
+
+def _with_data(epoch: Epoch, fingerprint: str | None) -> Epoch:
+    """`epoch` whose checkpoint state also names the data it was trained on."""
+    state = epoch.state
+    return dataclasses.replace(epoch, state=lambda: state() | {DATA_KEY: fingerprint})
+
+
+def _same_data(rec: Recorder, resume: dict | None, ds: data_mod.Dataset | None) -> dict | None:
+    """`resume`, unless its checkpoint was trained on other data than `ds` (then None: the
+    cell retrains, said in one line); a checkpoint without a fingerprint resumes."""
+    seen = resume.get(DATA_KEY) if resume is not None else None
+    if seen is None or ds is None or ds.fingerprint in (None, seen):
+        return resume
+    rec.restart(f"it was trained on other data ({seen[:19]}..., now {ds.fingerprint[:19]}...)")
+    return None
 
 
 def _preempted(err: Exception) -> bool:
@@ -190,12 +251,20 @@ def _fail(recs: list[Recorder], err: Exception, with_traceback: bool) -> None:
 
 def _run_pack(cfgs: list[Config], ds: data_mod.Dataset | None, data_error: str | None,
               device: torch.device, mirror: WandbMirror, force: Force | None) -> dict[str, str]:
-    """Train cfgs (claimed) as one pack and record each cell."""
+    """Train cfgs (claimed) as one pack and record each cell, with the data it saw."""
+    seen = DataSeen(ds.fingerprint, ds.source) if ds is not None else None
+    with data_seen(seen):
+        return _train_and_record(cfgs, ds, data_error, device, mirror, force)
+
+
+def _train_and_record(cfgs: list[Config], ds: data_mod.Dataset | None,
+                      data_error: str | None, device: torch.device, mirror: WandbMirror,
+                      force: Force | None) -> dict[str, str]:
     info = {"n_train": ds.n_train, "num_classes": ds.num_classes} if ds is not None else {}
     recs = [Recorder(cfg, str(device), mirror, **info) for cfg in cfgs]
     by_epoch: dict[int, list[tuple[Recorder, dict | None]]] = {}
     for rec in recs:
-        resume = rec.resume(force)
+        resume = _same_data(rec, rec.resume(force), ds)
         by_epoch.setdefault(resume["epoch"] if resume else 0, []).append((rec, resume))
     outcomes: dict[str, str] = {}
     for pairs in by_epoch.values():
@@ -214,11 +283,12 @@ def _run_pack(cfgs: list[Config], ds: data_mod.Dataset | None, data_error: str |
     return outcomes
 
 
-def _precheck(cfg: Config, mirror: WandbMirror, force: Force | None) -> str | None:
+def _precheck(cfg: Config, mirror: WandbMirror, force: Force | None,
+              data: DataNow) -> str | None:
     """planned | done | skipped for a cell that needs no training now, else None."""
     if cfg.run.plan:
-        return "done" if done_status(cfg) in DONE else "planned"
-    status = _skips(cfg, force)
+        return "done" if done_status(cfg, data=data) in DONE else "planned"
+    status = _skips(cfg, force, data=data)
     if status in DONE:
         paths = CellPaths.of(cfg)
         why = f"retrained by this run.force ({force.path})" if force else \
@@ -233,7 +303,7 @@ def _precheck(cfg: Config, mirror: WandbMirror, force: Force | None) -> str | No
 
 def _claim_pack(group: list[Config], size: int, stack: contextlib.ExitStack,
                 outcomes: dict[str, str], mirror: WandbMirror,
-                force: Force | None) -> list[Config]:
+                force: Force | None, data: DataNow) -> list[Config]:
     """Claim up to `size` cells of `group` that nobody has trained yet."""
     mine: list[Config] = []
     for cfg in group:
@@ -251,7 +321,7 @@ def _claim_pack(group: list[Config], size: int, stack: contextlib.ExitStack,
         if not ok:
             print(f"[{label(cfg)}] skipped: claimed by another process ({paths.claim})")
             outcomes[cfg.run_id] = "claimed"
-        elif _skips(cfg, force, quiet=True) in DONE:
+        elif _skips(cfg, force, quiet=True, data=data) in DONE:
             outcomes[cfg.run_id] = "skipped"  # finished by another process meanwhile
             tidy(cfg, paths, mirror)
         else:
@@ -266,9 +336,10 @@ def run_cells(cells: list[Config], mirror: WandbMirror | None = None) -> dict[st
     mirror = WandbMirror() if mirror is None else mirror
     outcomes: dict[str, str] = {}
     force = begin(cells)
+    data = DataNow()
     for c in cells:
         try:
-            if (o := _precheck(c, mirror, force)) is not None:
+            if (o := _precheck(c, mirror, force, data)) is not None:
                 outcomes[c.run_id] = o
         except ClaimError as err:
             print(f"[{label(c)}] error: {err}", file=sys.stderr)
@@ -280,20 +351,21 @@ def run_cells(cells: list[Config], mirror: WandbMirror | None = None) -> dict[st
         if cfg.run_id not in outcomes:
             groups.setdefault(pack_key(cfg), []).append(cfg)
     for group in groups.values():
-        _run_group(group, outcomes, mirror, force)
+        _run_group(group, outcomes, mirror, force, data)
     if force is not None and all(force.tried(c) for c in cells):
         force.end()   # the last worker to finish: the next forced run retrains again
     return outcomes
 
 
 def _run_group(group: list[Config], outcomes: dict[str, str], mirror: WandbMirror,
-               force: Force | None) -> None:
+               force: Force | None, data: DataNow) -> None:
     """Train the cells of one pack group K at a time, adding their outcomes; data that cannot
     be loaded fails each cell of the group with its error."""
     device = resolve_device(group[0].train.device)
     ds, error, size = None, None, 1
     try:
         ds = load_data(group[0], device)
+        data.known(group[0], ds.fingerprint)
         size = pack_k(group[0], ds, device, len(group))
     except ConfigError:
         raise
@@ -301,6 +373,6 @@ def _run_group(group: list[Config], outcomes: dict[str, str], mirror: WandbMirro
         error = f"{type(err).__name__}: {err}"
     while any(c.run_id not in outcomes for c in group):
         with contextlib.ExitStack() as stack:
-            pack = _claim_pack(group, size, stack, outcomes, mirror, force)
+            pack = _claim_pack(group, size, stack, outcomes, mirror, force, data)
             if pack:
                 outcomes |= _run_pack(pack, ds, error, device, mirror, force)

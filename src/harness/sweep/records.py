@@ -2,14 +2,18 @@
 
 `frame` is the one builder of rows: the cell's identity and hyperparameters (repeated on each
 row), its final `status` and `error_message`, one row per `EpochMetrics` with the UTC
-`timestamp` it was recorded at, and provenance (git_sha: the commit of the harness code itself,
-versions, device, CPU). A failed cell with no epoch has one row with epoch = 0 and null
-metrics. `write_parquet` writes it with `harness.fsutil.atomic_write`, so a reader never sees
-a partial file.
+`timestamp` it was recorded at, the data it saw (`data_seen`: the fingerprint and source of
+the dataset the cell was trained on) and provenance (git_sha: the commit of the harness code
+itself, versions, device, CPU, GPU). A failed cell with no epoch has one row with epoch = 0 and
+null metrics. `write_parquet` writes it in the spec's one Arrow schema
+(`harness.spec.records.arrow_schema`) with `harness.fsutil.atomic_write`, so a reader never
+sees a partial file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime as dt
 import functools
 import importlib.metadata
@@ -19,8 +23,9 @@ import math
 import os
 import platform
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 import pyarrow as pa
@@ -32,10 +37,12 @@ from harness.config.job import Config
 from harness.fsutil import atomic_write
 from harness.spec.records import (
     COLUMNS,
+    FLOAT_COLUMNS,
     METRIC_COLUMNS,
     NULLABLE_INTS,
+    SCHEMA_VERSION,
     STATUSES,
-    STRING_COLUMNS,
+    to_arrow,
 )
 from harness.train.loop import autocast_dtype
 
@@ -101,6 +108,40 @@ def cpu_model() -> str | None:
     return platform.processor() or None
 
 
+@functools.cache
+def gpu_model(device: str | None) -> str | None:
+    """The CUDA device's model name (torch.cuda.get_device_name); None off CUDA."""
+    if device is None or not device.startswith("cuda") or not torch.cuda.is_available():
+        return None
+    try:
+        return torch.cuda.get_device_name(torch.device(device)) or None
+    except (RuntimeError, AssertionError, ValueError):
+        return None
+
+
+class DataSeen(NamedTuple):
+    """What data a cell saw: `harness.train.data.Dataset.fingerprint` and `.source`."""
+
+    fingerprint: str | None
+    source: str | None
+
+
+_DATA_SEEN: contextvars.ContextVar[DataSeen | None] = contextvars.ContextVar(
+    "harness_data_seen", default=None)
+
+
+@contextlib.contextmanager
+def data_seen(seen: DataSeen | None) -> Iterator[None]:
+    """Within this block `frame` records `seen` as the cells' data (the caller that trains a
+    pack says once what data it holds; the recorder that writes the rows need not carry it).
+    Reset on exit: nothing outlives the block."""
+    token = _DATA_SEEN.set(seen)
+    try:
+        yield
+    finally:
+        _DATA_SEEN.reset(token)
+
+
 def precision_used(cfg: Config, device: str | None) -> str | None:
     """bf16 | fp16 | fp32 as trained on `device`; None when auto and the device is unknown."""
     if device is None:
@@ -133,36 +174,36 @@ def cell_values(cfg: Config, n_train: int | None, num_classes: int | None,
 
 def frame(cfg: Config, records: list[dict[str, Any]], status: str,
           error_message: str | None = None, *, n_train: int | None = None,
-          num_classes: int | None = None, device: str | None = None) -> pd.DataFrame:
+          num_classes: int | None = None, device: str | None = None,
+          data: DataSeen | None = None) -> pd.DataFrame:
     """All rows of one cell as a DataFrame with exactly `COLUMNS`; `records` are
-    `EpochMetrics` dicts, each with an optional ISO `timestamp` (default: now)."""
+    `EpochMetrics` dicts, each with an optional ISO `timestamp` (default: now). `data`: the
+    data the cell saw (default: the enclosing `data_seen`, else unknown)."""
     if status not in STATUSES:
         raise ValueError(f"status={status!r} is not valid; choose one of: {', '.join(STATUSES)}")
     configured = None if cfg.decay.normalized else cfg.decay.weight_decay
     rows = records or [dict.fromkeys(METRIC_COLUMNS, math.nan)
                        | {"epoch": 0, "step": 0, "weight_decay": configured}]
+    seen = data if data is not None else _DATA_SEEN.get() or DataSeen(None, None)
     fixed = cell_values(cfg, n_train, num_classes, device) | {
-        "status": status, "error_message": error_message or None, "git_sha": git_sha(),
+        "schema_version": SCHEMA_VERSION, "status": status,
+        "error_message": error_message or None, "data_fingerprint": seen.fingerprint,
+        "data_source": seen.source, "git_sha": git_sha(),
         "harness_version": harness_version(), "torch_version": torch.__version__,
-        "device": device, "cpu_model": cpu_model(), "cpu_threads": torch.get_num_threads()}
+        "device": device, "cpu_model": cpu_model(), "cpu_threads": torch.get_num_threads(),
+        "gpu_model": gpu_model(device)}
     stamp = now_utc()
     df = pd.DataFrame([fixed | {"timestamp": stamp} | row for row in rows], columns=COLUMNS)
     df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True, format="ISO8601")
-    floats = [c for c in METRIC_COLUMNS if c not in ("epoch", "step")] + [
-        "lr", "weight_decay_norm", "val_split"]
-    return df.astype({"epoch": "int64", "step": "int64"} | dict.fromkeys(floats, "float64")
+    return df.astype({"schema_version": "int64", "epoch": "int64", "step": "int64"}
+                     | dict.fromkeys(FLOAT_COLUMNS, "float64")
                      | dict.fromkeys(NULLABLE_INTS, "Int64"))
 
 
 def to_table(df: pd.DataFrame) -> pa.Table:
-    """The Arrow table of `frame`'s rows: strings and lists typed even when all null/empty."""
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    for name, kind in [(c, pa.string()) for c in STRING_COLUMNS] + \
-            [("decay_exclude", pa.list_(pa.string()))]:
-        i = table.schema.get_field_index(name)
-        if i >= 0 and table.schema.field(i).type != kind:
-            table = table.set_column(i, name, table.column(i).cast(kind))
-    return table
+    """The Arrow table of `frame`'s rows in the spec's schema (`arrow_schema`): every column
+    typed as it says, even when all null or empty, whatever pandas' string types."""
+    return to_arrow(df)
 
 
 def write_parquet(df: pd.DataFrame, path: Path) -> None:

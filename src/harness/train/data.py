@@ -10,14 +10,23 @@ round trip:
     normalize:  x <- (x / 255 - mean_c) / std_c           mean, std of the training images in [0,1]
 
 Data is looked for in `root`, else $HARNESS_DATA, else ./data (each as is and with the dataset's
-folder name), then in its spec's system_dirs (harness.spec.dataset: e.g. Debian's
-dataset-fashion-mnist). `READERS` is the one table per dataset here: name -> its reader.
+folder name), then in the system directories: its spec's system_dirs (harness.spec.dataset:
+e.g. Debian's dataset-fashion-mnist), or instead the directories in $HARNESS_SYSTEM_DATA
+(os.pathsep-separated; empty: none), so a user or a test decides what the machine's copies
+are. The first directory holding any of a dataset's files is the one read: holding only some
+of them is an error naming the missing (never a silent fall back to a later copy).
+`READERS` is the one table per dataset here: name -> its reader.
+`load_dataset` records what a cell sees: `Dataset.fingerprint`, the sha256 of the arrays it
+trains, validates and tests on (after subsetting), and `Dataset.source`, where they were read;
+`identify` gives both without a device (harness.sweep.cells compares them with a finished
+cell's record before skipping it).
 `check` answers, once per command and before any cell starts, whether a dataset can be had:
 found and readable, or downloaded now; otherwise a `DataError` of one line says how to get it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import socket
@@ -65,6 +74,8 @@ class Dataset:
     std: torch.Tensor  # float32, C: per-channel std of x_train in [0, 1] units (>= 1/255)
     x_val: torch.Tensor | None = None  # uint8: images held out of the training set (val_split)
     y_val: torch.Tensor | None = None
+    fingerprint: str | None = None  # `fingerprint` of the arrays above, as on the host
+    source: str | None = None       # the folder or file read (None: generated)
 
     @property
     def n_train(self) -> int:
@@ -96,12 +107,23 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
     return Path(root if root is not None else os.environ.get("HARNESS_DATA", "data"))
 
 
+SYSTEM_DATA = "HARNESS_SYSTEM_DATA"  # replaces every spec's system_dirs when set
+
+
+def system_dirs(name: str) -> list[Path]:
+    """The system directories searched last for dataset `name`: $HARNESS_SYSTEM_DATA when it is
+    set (os.pathsep-separated, empty for none), else the spec's system_dirs."""
+    if SYSTEM_DATA in os.environ:
+        return [Path(p) for p in os.environ[SYSTEM_DATA].split(os.pathsep) if p]
+    return [Path(p) for p in spec.get(name).system_dirs]
+
+
 def search_dirs(name: str, root: str | os.PathLike | None = None) -> list[Path]:
     """Directories searched for dataset `name`, in order (duplicates removed)."""
     dirs = [Path(root)] if root is not None else []
     if "HARNESS_DATA" in os.environ:
         dirs.append(Path(os.environ["HARNESS_DATA"]))
-    dirs += [Path("data"), *map(Path, spec.get(name).system_dirs)]
+    dirs += [Path("data"), *system_dirs(name)]
     return list(dict.fromkeys(dirs))
 
 
@@ -220,6 +242,67 @@ def channel_stats(x: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, np.ndar
     return mean.astype(np.float32), std.astype(np.float32)
 
 
+@dataclass(frozen=True, eq=False)
+class HostData:
+    """A cell's arrays on the host, split as it trains on them (`host_data`)."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    val: tuple[np.ndarray, ...]  # (x_val, y_val) or ()
+    source: str | None
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint({"x_train": self.x_train, "y_train": self.y_train,
+                            **dict(zip(("x_val", "y_val"), self.val, strict=False)),
+                            "x_test": self.x_test, "y_test": self.y_test})
+
+
+def fingerprint(arrays: dict[str, np.ndarray]) -> str:
+    """"sha256:<hex>" of named arrays: each name, dtype, shape and C-order bytes, in order.
+    Equal data gives equal fingerprints wherever it is read from; a changed label, pixel,
+    image size or subset changes it."""
+    h = hashlib.sha256()
+    for key, a in arrays.items():
+        h.update(f"{key}:{a.dtype.str}:{a.shape};".encode())
+        h.update(memoryview(np.ascontiguousarray(a)).cast("B"))
+    return "sha256:" + h.hexdigest()
+
+
+def host_data(name: str, *, root: str | None = None, path: str | None = None,
+              download: bool = False, train_subset: int | None = None,
+              test_subset: int | None = None, val_split: float = 0.0,
+              val_subset: int | None = None) -> HostData:
+    """The arrays a cell of dataset `name` sees, on the host (see `load_dataset`)."""
+    spec.get(name)
+    raw = _read(name, root, path, download, (train_subset, test_subset), fetch)
+    split = spec.split(name, train_subset, test_subset, val_split, val_subset,
+                       (len(raw.x_train), len(raw.x_test)))
+    x_train, y_train = raw.x_train, raw.y_train
+    val: tuple[np.ndarray, ...] = ()
+    if split.val_subset is not None:
+        (x_train, y_train), val = _outside(x_train, y_train, split.train_subset,
+                                           split.val_subset)
+    else:
+        x_train, y_train = _subset(x_train, y_train, split.train_subset,
+                                   np.random.default_rng(DATA_SEED))
+        (x_train, y_train), val = _hold_out(x_train, y_train, split.val_split)
+    x_test, y_test = _subset(raw.x_test, raw.y_test, split.test_subset, None)
+    return HostData(raw.name, x_train, y_train, x_test, y_test, raw.num_classes, val,
+                    raw.source)
+
+
+def identify(name: str, **kw: object) -> tuple[str, str | None]:
+    """(fingerprint, source) of what a cell of dataset `name` would see now; `kw` as for
+    `host_data`. Reads the data, moves nothing to a device."""
+    host = host_data(name, **kw)  # type: ignore[arg-type]
+    return host.fingerprint, host.source
+
+
 def load_dataset(name: str, *, root: str | None = None, path: str | None = None,
                  download: bool = False, train_subset: int | None = None,
                  test_subset: int | None = None, device: str | torch.device = "cpu",
@@ -239,30 +322,20 @@ def load_dataset(name: str, *, root: str | None = None, path: str | None = None,
     train_subset, training is the rest). The subset and the held-out images are drawn from
     DATA_SEED: the same for every cell and every seed of a study (seeds vary the init and
     batch order). Subsets and validation the data cannot give raise harness.spec's SpecError
-    (a ValueError).
+    (a ValueError). The Dataset's `fingerprint` and `source` say what was read, and where.
     """
-    spec.get(name)
-    raw = _read(name, root, path, download, (train_subset, test_subset), fetch)
-    split = spec.split(name, train_subset, test_subset, val_split, val_subset,
-                       (len(raw.x_train), len(raw.x_test)))
-    x_train, y_train = raw.x_train, raw.y_train
-    val: tuple[np.ndarray, ...] = ()
-    if split.val_subset is not None:
-        (x_train, y_train), val = _outside(x_train, y_train, split.train_subset,
-                                           split.val_subset)
-    else:
-        x_train, y_train = _subset(x_train, y_train, split.train_subset,
-                                   np.random.default_rng(DATA_SEED))
-        (x_train, y_train), val = _hold_out(x_train, y_train, split.val_split)
-    x_test, y_test = _subset(raw.x_test, raw.y_test, split.test_subset, None)
-    mean, std = channel_stats(x_train)
+    host = host_data(name, root=root, path=path, download=download,
+                     train_subset=train_subset, test_subset=test_subset,
+                     val_split=val_split, val_subset=val_subset)
+    mean, std = channel_stats(host.x_train)
 
     def on_device(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.require(a, requirements="CW")).to(device)
 
-    return Dataset(raw.name, on_device(x_train), on_device(y_train), on_device(x_test),
-                   on_device(y_test), raw.num_classes, on_device(mean), on_device(std),
-                   *(on_device(a) for a in val))
+    return Dataset(host.name, on_device(host.x_train), on_device(host.y_train),
+                   on_device(host.x_test), on_device(host.y_test), host.num_classes,
+                   on_device(mean), on_device(std), *(on_device(a) for a in host.val),
+                   fingerprint=host.fingerprint, source=host.source)
 
 
 def _subset(x: np.ndarray, y: np.ndarray, n: int | None, rng: np.random.Generator | None

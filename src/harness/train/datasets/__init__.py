@@ -8,7 +8,10 @@ from dataset name to its `Reader` is `harness.train.data.READERS`, what each dat
 Contract of every reader: images uint8 in N x C x H x W (channel-major, C-contiguous), labels
 int64 in 0..num_classes-1. Readers never touch torch or a device; `harness.train.data` does
 that once.
-Bad or missing files raise `ValueError` / `FileNotFoundError` with one line saying how to fix it.
+Bad or missing files raise `ValueError` / `FileNotFoundError` with one line saying how to fix it;
+a directory holding only some of a dataset's files is such an error naming the missing ones,
+never passed over for a later directory (`find_dir`). A reader sets `RawData.source`, where it
+read the arrays (the folder or the file; None: generated).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class RawData:
     x_test: np.ndarray  # uint8, M x C x H x W (same C, H, W as train)
     y_test: np.ndarray  # int64, M
     num_classes: int
+    source: str | None = None  # the absolute folder or file read (None: generated)
 
     def __post_init__(self) -> None:
         for split in ("train", "test"):
@@ -75,11 +79,29 @@ class Reader:
     fetch: Callable[[Path], Path] | None = None
 
 
-def find_dir(dirs: Iterable[Path], required: Sequence[str]) -> Path | None:
-    """The first directory in `dirs` that holds every file in `required`, else None."""
+class Incomplete(FileNotFoundError):
+    """A directory searched holds some of a dataset's files but not all (one line)."""
+
+
+def incomplete(what: str, folder: Path, missing: Iterable[str]) -> Incomplete:
+    return Incomplete(f"{what} in {folder} is incomplete: missing {', '.join(missing)}; "
+                      f"complete the folder, or remove it, or point dataset.root at one "
+                      f"holding every file (it is not looked for elsewhere)")
+
+
+def find_dir(dirs: Iterable[Path], required: Sequence[str], what: str = "the dataset"
+             ) -> Path | None:
+    """The first directory in `dirs` that holds any file in `required`, if it holds every
+    one; None if none holds any. A directory holding only some of them raises `Incomplete`
+    naming the missing ones: an incomplete dataset.root is never silently passed over for a
+    copy further down the search path."""
     for d in dirs:
-        if all((d / f).is_file() for f in required):
+        present = [(d / f).is_file() for f in required]
+        if all(present):
             return d
+        if any(present):
+            raise incomplete(what, d, [f for f, ok in zip(required, present, strict=True)
+                                       if not ok])
     return None
 
 

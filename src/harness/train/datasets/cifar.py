@@ -83,7 +83,7 @@ def load(dirs: Iterable[Path]) -> RawData:
     """CIFAR-10 from the first of `dirs` (each tried as is and with /cifar-10-batches-py)."""
     dirs = list(dirs)
     candidates = [c for d in dirs for c in (d / FOLDER, d)]
-    found = find_dir(candidates, [*TRAIN, *TEST])
+    found = find_dir(candidates, [*TRAIN, *TEST], "CIFAR-10")
     if found is None:
         where = ", ".join(str(d / FOLDER) for d in dirs)
         raise FileNotFoundError(f"CIFAR-10 not found in {where}; {HOW_TO_GET}")
@@ -96,6 +96,7 @@ def load(dirs: Iterable[Path]) -> RawData:
         x_test=x_test,
         y_test=y_test,
         num_classes=10,
+        source=str(found.resolve()),
     )
 
 

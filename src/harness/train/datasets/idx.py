@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.spec.dataset import DATASETS
-from harness.train.datasets import RawData, Source
+from harness.train.datasets import RawData, Source, incomplete
 
 FOLDER = "fashion-mnist"
 URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
@@ -57,12 +57,16 @@ def _path(d: Path, name: str) -> Path | None:
 
 
 def locate(dirs: Iterable[Path]) -> dict[str, Path]:
-    """Paths of the four files from the first directory holding all of them."""
+    """Paths of the four files (each .gz or plain) from the first directory holding any of
+    them; one holding only some is an error naming the missing (never passed over)."""
     dirs = list(dirs)
     for candidate in (c for d in dirs for c in (d, d / FOLDER)):
         paths = {name: _path(candidate, name) for name in FILES}
         if all(paths.values()):
             return paths  # type: ignore[return-value]
+        if any(paths.values()):
+            raise incomplete("Fashion-MNIST", candidate,
+                             [f"{name}[.gz]" for name, p in paths.items() if p is None])
     where = ", ".join(str(d) for d in dirs)
     raise FileNotFoundError(f"Fashion-MNIST (4 IDX .gz files) not found in {where}; {HOW_TO_GET}")
 
@@ -80,7 +84,8 @@ def load(dirs: Iterable[Path]) -> RawData:
     paths = locate(dirs)
     x_train, y_train = _split(paths, "train")
     x_test, y_test = _split(paths, "t10k")
-    return RawData("fashion_mnist", x_train, y_train, x_test, y_test, num_classes=10)
+    return RawData("fashion_mnist", x_train, y_train, x_test, y_test, num_classes=10,
+                   source=str(paths["train-images-idx3-ubyte"].parent.resolve()))
 
 
 def read(source: Source) -> RawData:

@@ -75,7 +75,8 @@ def load_npz(path: str | Path | None) -> RawData:
     if num_classes > 2 * present:
         raise ValueError(f"{path}: labels reach {num_classes - 1} but only {present} distinct "
                          f"classes occur; relabel them as 0..{present - 1}")
-    return RawData("npz", x_train, y_train, x_test, y_test, num_classes)
+    return RawData("npz", x_train, y_train, x_test, y_test, num_classes,
+                   source=str(path.resolve()))
 
 
 def _imagenet_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -94,7 +95,7 @@ def load_imagenet(dirs: Iterable[Path]) -> RawData:
     """Downsampled ImageNet from the first of `dirs` (each as is and with /imagenet32)."""
     dirs = list(dirs)
     candidates = [c for d in dirs for c in (d / IMAGENET_FOLDER, d)]
-    found = find_dir(candidates, [*IMAGENET_TRAIN, IMAGENET_VAL])
+    found = find_dir(candidates, [*IMAGENET_TRAIN, IMAGENET_VAL], "imagenet32")
     if found is None:
         where = ", ".join(str(d) for d in candidates)
         raise FileNotFoundError(f"imagenet32 batches not found in {where}; {IMAGENET_HOW_TO_GET}")
@@ -107,6 +108,7 @@ def load_imagenet(dirs: Iterable[Path]) -> RawData:
         x_test=np.ascontiguousarray(x_test),
         y_test=y_test,
         num_classes=1000,
+        source=str(found.resolve()),
     )
 
 
