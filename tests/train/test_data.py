@@ -385,14 +385,41 @@ def test_check_says_once_how_to_get_missing_corrupt_or_undownloadable_data(tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.npz", "c"]
 
 
+def test_batches_are_the_draws_of_one_cpu_generator_in_a_fixed_order():
+    """randperm(n), then per batch randint (2, b) and rand (b): the stream the batches of every
+    committed CPU run were drawn from, now drawn at the epoch's start for every device."""
+    ds = load_dataset("synthetic", train_subset=100, test_subset=10)
+    got = list(train_batches(ds, 32, torch.Generator().manual_seed(7)))
+    g = torch.Generator().manual_seed(7)
+    order = torch.randperm(100, generator=g)
+    for (x, y), start in zip(got, range(0, 100, 32), strict=True):
+        index = order[start:start + 32]
+        n = len(index)
+        dy, dx = torch.randint(0, 9, (2, n), generator=g)
+        flipped = torch.rand(n, generator=g) < 0.5
+        padded = torch.nn.functional.pad(ds.x_train[index], (4,) * 4)
+        rows = dy[:, None] + torch.arange(32)
+        cols = dx[:, None] + torch.arange(32)
+        cols = torch.where(flipped[:, None], cols.flip(1), cols)
+        want = padded.gather(2, rows[:, None, :, None].expand(n, 3, 32, 40))
+        want = want.gather(3, cols[:, None, None, :].expand(n, 3, 32, 32))
+        assert torch.equal(y, ds.y_train[index])
+        assert torch.equal(x, data.normalize(want, ds.mean, ds.std))
+    on_gpu = type("G", (), {"device": torch.device("cuda")})()  # a generator's device only
+    with pytest.raises(ValueError, match="drawn on the CPU for every device"):
+        next(train_batches(ds, 32, on_gpu))
+
+
 @CUDA
-def test_gpu_batches_stay_on_device():
+def test_gpu_batches_stay_on_device_and_equal_the_cpu_batches_of_the_same_seed():
     ds = load_dataset("synthetic", train_subset=512, test_subset=64, device="cuda")
-    g = torch.Generator(device="cuda").manual_seed(0)
-    x, y = next(train_batches(ds, 128, g))
+    on_cpu = load_dataset("synthetic", train_subset=512, test_subset=64)
+    x, y = next(train_batches(ds, 128, torch.Generator().manual_seed(0)))
     assert x.is_cuda and y.is_cuda and x.dtype == torch.float32 and x.shape == (128, 3, 32, 32)
+    cx, cy = next(train_batches(on_cpu, 128, torch.Generator().manual_seed(0)))
+    assert torch.equal(y.cpu(), cy) and torch.allclose(x.cpu(), cx, atol=1e-6)
     cpu = _coordinate_images(64).cuda()
-    out = augment(cpu, torch.Generator(device="cuda").manual_seed(0))
+    out = augment(cpu, torch.Generator().manual_seed(0))
     padded = torch.nn.functional.pad(cpu, (4,) * 4)
     for i in range(8):
         dy, dx, flipped = _infer_crop(out[i].cpu(), 4)

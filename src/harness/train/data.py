@@ -59,6 +59,7 @@ def register(name: str, reader: Reader) -> Reader:
 
 
 DATA_SEED = 0  # the subset and validation split of every cell: data is not a seed's
+PAD = 4        # augmentation's crop padding (the paper's setup)
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
@@ -377,28 +378,46 @@ def _hold_out(x: np.ndarray, y: np.ndarray, fraction: float
     return (x[~held], y[~held]), (x[held], y[held])
 
 
-def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4,
+def _draw(n: int, generator: torch.Generator, pad: int, flip: bool) -> torch.Tensor:
+    """(3, n) int64 on the generator's device: each image's crop offsets dy, dx ~ U{0..2 pad}
+    and its flip bit (0 without flip), drawn as randint (2, n) then rand (n)."""
+    offsets = torch.randint(0, 2 * pad + 1, (2, n), generator=generator,
+                            device=generator.device)
+    flips = (torch.rand(n, generator=generator, device=generator.device) < 0.5) if flip else \
+        torch.zeros(n, dtype=torch.bool, device=generator.device)
+    return torch.cat([offsets, flips[None].long()])
+
+
+def augment(x: torch.Tensor, generator: torch.Generator, pad: int = PAD,
             flip: bool = True) -> torch.Tensor:
     """Per-image random crop of the zero-padded batch and random horizontal flip (see module).
 
-    x: uint8 N x C x H x W on any device; `generator` must be on the same device. Two gathers,
+    x: uint8 N x C x H x W on any device; the crops and flips are drawn on `generator`'s
+    device (the CPU in training: the same for every device) and applied on x's. Two gathers,
     no loop over images. pad=0 and flip=False return an unchanged copy.
     """
+    _check_augment(x, pad)
+    if pad == 0 and not flip:
+        return x.clone()
+    return _apply(x, _draw(len(x), generator, pad, flip).to(x.device), pad)
+
+
+def _check_augment(x: torch.Tensor, pad: int) -> None:
     if x.dtype != torch.uint8 or x.ndim != 4:
         raise ValueError(f"augment needs uint8 N x C x H x W, got {x.dtype} {tuple(x.shape)}")
     if pad < 0:
         raise ValueError(f"pad={pad} is invalid; valid: pad >= 0")
-    if pad == 0 and not flip:
-        return x.clone()
+
+
+def _apply(x: torch.Tensor, drawn: torch.Tensor, pad: int) -> torch.Tensor:
+    """Crop and flip each image of x as `_draw` drew them (on x's device)."""
     n, c, h, w = x.shape
     dev = x.device
     padded = F.pad(x, (pad, pad, pad, pad)) if pad else x
-    dy, dx = torch.randint(0, 2 * pad + 1, (2, n), generator=generator, device=dev)
+    dy, dx, flipped = drawn
     rows = dy[:, None] + torch.arange(h, device=dev)  # N x H, rows of padded
     cols = dx[:, None] + torch.arange(w, device=dev)  # N x W, columns of padded
-    if flip:
-        flipped = torch.rand(n, generator=generator, device=dev) < 0.5
-        cols = torch.where(flipped[:, None], cols.flip(1), cols)
+    cols = torch.where(flipped.bool()[:, None], cols.flip(1), cols)
     # two gathers with broadcast (stride-0) indices: rows, then columns; no index copy per pixel
     x = padded.gather(2, rows[:, None, :, None].expand(n, c, h, w + 2 * pad))
     return x.gather(3, cols[:, None, None, :].expand(n, c, h, w))
@@ -411,25 +430,34 @@ def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.T
 
 def train_batches(ds: Dataset, batch_size: int, generator: torch.Generator,
                   augment: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """One epoch in the order of a random permutation drawn from `generator` (on ds's device).
+    """One epoch in the order of a random permutation drawn from `generator`, a CPU generator
+    whatever ds's device: a GPU run sees the batch order and augmentation a CPU run of the same
+    seed sees (draws: randperm(n), then per batch randint (2, b) and rand (b), in that order).
+    The epoch's draws are made at its start and reach the device in one copy, so no host data
+    enters a step.
 
     Yields normalized float32 x and int64 y; the last, partial batch is kept.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} is invalid; valid: >= 1")
-    if torch.device(generator.device).type != ds.device.type:
-        raise ValueError(f"generator is on {generator.device} but the data is on {ds.device}; "
-                         "create it with torch.Generator(device=ds.device)")
-    order = torch.randperm(ds.n_train, generator=generator, device=ds.device)
-    for start in range(0, ds.n_train, batch_size):
+    if torch.device(generator.device).type != "cpu":
+        raise ValueError(f"generator is on {generator.device}; the batch order and augmentation "
+                         "are drawn on the CPU for every device: create it with "
+                         "torch.Generator()")
+    order = torch.randperm(ds.n_train, generator=generator)
+    starts = range(0, ds.n_train, batch_size)
+    drawn = torch.cat([_draw(min(batch_size, ds.n_train - s), generator, PAD, True)
+                       for s in starts], dim=1) if augment else None
+    order = order.to(ds.device, non_blocking=True)
+    drawn = None if drawn is None else drawn.to(ds.device, non_blocking=True)
+    for start in starts:
         index = order[start:start + batch_size]
         x = ds.x_train[index]
-        if augment:
-            x = _augment(x, generator)
+        if drawn is not None:
+            x = _apply(x, drawn[:, start:start + batch_size], PAD)
         yield normalize(x, ds.mean, ds.std), ds.y_train[index]
 
 
-_augment = augment  # train_batches' `augment` flag shadows the function
 
 
 def test_batches(ds: Dataset, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -114,7 +114,7 @@ def setup(cells: Sequence[Config], ds: data_mod.Dataset, device: torch.device,
     etas = eta_table(multiplier, steps_per_epoch * cfg.train.epochs)
     amp = autocast_dtype(cfg.train.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
-    generator = torch.Generator(device=ds.x_train.device).manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)  # on the CPU: data.train_batches
     start_epoch, step, elapsed_before = 0, 0, 0.0
     if resume is not None:
         try:
