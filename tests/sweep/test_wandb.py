@@ -1,7 +1,8 @@
-"""harness.sweep W&B mirror: each cell's own config, one run per cell, rows equal to its parquet
-file; a failure to reach W&B warns once and holds for the rest of its command only (a
-`WandbMirror` per command, no process state), and a later run mirrors what it missed. Online,
-an id counts (the next upload of the cell is `<run_id>-<n>`) only once `wandb.init` accepted it."""
+"""harness.sweep W&B mirror (sweep/mirror.py): each cell's own config with typed values, one
+run per cell, shown while it trains (one point per epoch), its history equal to the parquet rows
+through kills, resumes and run.force; a failure to reach W&B warns once and holds for the rest
+of its command only (a `WandbMirror` per command, no process state), and a later run mirrors
+what it missed. Online, an id counts only once `wandb.init` accepted it."""
 
 from __future__ import annotations
 
@@ -345,6 +346,7 @@ def test_offline_wandb_run_after_sigkills_and_resumes_equals_the_parquet(tmp_pat
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
         assert len(got) >= want, proc.stderr.read().decode()[-2000:]
+        assert not list((study / "runs").glob("*.parquet"))   # shown while the cell trains
         shown.append(got)
     proc = subprocess.run([sys.executable, "-m", "harness", "run", *args], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=300)
