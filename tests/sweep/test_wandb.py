@@ -6,6 +6,7 @@ what it missed. Online, an id counts only once `wandb.init` accepted it."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -252,9 +253,13 @@ def watch_history(monkeypatch, study, epochs: int) -> list:
 
 def test_offline_wandb_shows_each_epoch_while_the_cell_trains_with_typed_config(
         tmp_path, monkeypatch):
+    import wandb
+
     monkeypatch.chdir(tmp_path)
-    for key, value in {"WANDB_SILENT": "true", **FLUSH}.items():
-        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    # FLUSH for runs of this process, whose W&B settings were read when it first used W&B
+    monkeypatch.setattr(wandb, "Settings", functools.partial(
+        wandb.Settings, x_transaction_log_flush_interval=0.2))
     study = tmp_path / "c"
     seen = watch_history(monkeypatch, study, epochs=3)
     assert run(tmp_path, "logger=wandb", "train.epochs=3") == 0
