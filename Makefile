@@ -40,7 +40,7 @@ clean: ## remove caches (never results/)
 sweep: $(BIN)/harness ## run a study's grid, resuming where it stopped (EXPERIMENT=fig2_decay ARGS=overrides)
 	$(BIN)/python -m harness run -m +experiment=$(EXPERIMENT) $(ARGS)
 
-sweep-plan: $(BIN)/harness ## dry run: cells, cells done, images to train (EXPERIMENT=...)
+sweep-plan: $(BIN)/harness ## dry run: cells, cells done, images to train, data missing; needs no data, writes nothing (EXPERIMENT=...)
 	$(BIN)/python -m harness run -m +experiment=$(EXPERIMENT) run.plan=true $(ARGS)
 
 report: $(BIN)/harness ## figures + report.md of a study from its parquet files (EXPERIMENT=...)

@@ -2,7 +2,13 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-try:
-    __version__ = version("harness")  # the one version: pyproject.toml, via package metadata
-except PackageNotFoundError:  # a source tree on PYTHONPATH that was never installed
-    __version__ = "0+unknown"
+DISTRIBUTION = "harness-wd"  # pyproject.toml's name (PyPI's `harness` is another package)
+
+UNKNOWN_VERSION = "0+unknown"  # a source tree on PYTHONPATH that was never installed
+__version__ = UNKNOWN_VERSION
+for _name in (DISTRIBUTION, "harness"):  # "harness": an install made before the rename
+    try:
+        __version__ = version(_name)  # the one version: pyproject.toml, via package metadata
+        break
+    except PackageNotFoundError:
+        continue

@@ -28,6 +28,28 @@ def cli(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
+def test_readme_install_names_a_free_distribution_and_no_placeholder():
+    """Issue 24: PyPI's `harness` is an unrelated package; the distribution is harness-wd
+    (pyproject.toml, harness.DISTRIBUTION) and the README's install commands are the ones that
+    work from a clone and from a wheel, with no `<...>` to fill in."""
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    project = (root / "pyproject.toml").read_text().split("[project]", 1)[1]
+    name = re.search(r'^name = "([^"]+)"', project, re.M).group(1)
+    version = re.search(r'^version = "([^"]+)"', project, re.M).group(1)
+    assert name == harness.DISTRIBUTION == "harness-wd"
+    readme = (root / "README.md").read_text()
+    install = readme.split("## Install", 1)[1].split("\n## ", 1)[0]
+    commands = install.split("```bash", 1)[1].split("```", 1)[0]
+    assert not re.search(r"<[^>]*>", commands), commands
+    assert re.search(r"^pip install \.\s", commands, re.M)
+    wheel = f"{name.replace('-', '_')}-{version}-py3-none-any.whl"
+    assert re.search(r"^pip wheel --no-deps -w dist \.", commands, re.M)
+    assert f"pip install dist/{wheel}" in commands
+    assert "pip install harness\n" not in install and "harness --version" in commands
+
+
 def test_version(capsys):
     code, out, _ = cli(capsys, "--version")
     assert code == 0 and out.strip() == f"harness {harness.__version__}"

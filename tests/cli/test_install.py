@@ -67,7 +67,7 @@ def wheel(tmp_path_factory, head) -> Path:
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
                     "--no-build-isolation", "-w", str(tmp_path / "dist"), str(src)],
                    check=True, capture_output=True, text=True, timeout=300)
-    [wheel] = (tmp_path / "dist").glob("harness-*.whl")
+    [wheel] = (tmp_path / "dist").glob("harness_wd-*.whl")  # the distribution harness-wd
     return wheel
 
 

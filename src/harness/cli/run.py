@@ -6,15 +6,17 @@
 
 Hydra's command line works as Hydra documents it (`--help`, `--cfg job|hydra`, `--info`, `-m`,
 `--config-name`, `--config-dir`, `-sc install=bash`); those that only show something go straight
-to Hydra. Before a run, every configuration is composed and validated and every dataset is
-checked once, and (unless it is a plan) each study's folder is found writable, so bad input,
-missing data or a results dir that cannot be written ends the command with one line (exit 2)
-and nothing is written. Each Hydra job, on whichever launcher, writes its cells' outcomes into
-this command's ledger directory (`$HARNESS_OUTCOMES`, under the results dir, removed at the
-end; cli/outcomes.py); `main` prints the summary of exactly those cells, each the strongest
-outcome any job saw, and exits 1 if one failed or went unrecorded. SIGINT or SIGTERM in this
-process (its jobs on the basic launcher included) ends it with one line, exit 130 / 143: the
-cells' checkpoints stay for the rerun, the ledger goes.
+to Hydra. Before a run, every configuration is composed and validated and every dataset is checked
+once, and (unless it is a plan) each study's folder is found writable, so bad input, missing
+data or a results dir that cannot be written ends the command with one line (exit 2) and
+nothing is written. A plan (`run.plan=true`) needs no data, downloads nothing and writes
+nothing (its Hydra folders live in a temporary folder): it prints the plan, then a line per
+dataset missing saying how to get it, and exits 0. Each Hydra job, on whichever launcher,
+writes its cells' outcomes into this command's ledger directory (`$HARNESS_OUTCOMES`, under the
+results dir, removed at the end; cli/outcomes.py); `main` prints the summary of exactly those
+cells, each the strongest outcome any job saw, and exits 1 if one failed or went unrecorded.
+SIGINT or SIGTERM in this process (its jobs on the basic launcher included) ends it with one
+line, exit 130 / 143: the cells' checkpoints stay for the rerun, the ledger goes.
 
 Relative paths (run.results_dir, dataset.root, dataset.path, logger.wandb.dir, the ./data
 searched for datasets) mean the directory the command was started in, whatever
@@ -104,23 +106,38 @@ def _hydra(args: argparse.Namespace, parser: argparse.ArgumentParser,
                config_name=compose.CONFIG_NAME)
 
 
-def _plan_launcher(overrides: list[str], plan: bool) -> list[str]:
-    """A plan runs in this process (the basic launcher), unless the command line names one.
-    Output folders are configs/config.yaml's hydra.run.dir / hydra.sweep.dir (one per command,
-    `${pid:}`), which a config file or the command line may set."""
-    given = {o.lstrip("+").split("=", 1)[0] for o in overrides}
-    return ["hydra/launcher=basic"] if plan and "hydra/launcher" not in given else []
+def _output_dirs(plan: str | None) -> list[str]:
+    """A plan runs in this process, its Hydra folders in the temporary folder `plan` (removed
+    after: a plan writes nothing), whatever the command says. A run's folders are
+    configs/config.yaml's hydra.run.dir / hydra.sweep.dir (one per command, `${pid:}`), which a
+    config file or the command line may set."""
+    if plan is None:
+        return []
+    return [f"hydra.run.dir={plan}/run", f"hydra.sweep.dir={plan}/sweep",
+            "hydra.output_subdir=null", "hydra/launcher=basic"]
 
 
-def _check_data(cells: list[Config]) -> None:
+def _check_data(cells: list[Config], plan: bool = False) -> list[str]:
     """Each dataset the cells use, once: found, readable, or downloaded now (data.check);
-    and no batch larger than its training set."""
-    sizes = {d: data.check(d.name, root=d.root, path=d.path, download=d.download,
-                           train_subset=d.train_subset, test_subset=d.test_subset,
-                           val_split=d.val_split, val_subset=d.val_subset)
-             for d in {c.dataset for c in cells}}
+    and no batch larger than its training set. A plan downloads nothing and needs no data:
+    it returns one line per dataset missing (what data.check says, how to get it)."""
+    sizes, missing = {}, []
+    for d in sorted({c.dataset for c in cells}, key=repr):
+        try:
+            sizes[d] = data.check(d.name, root=d.root, path=d.path,
+                                  download=d.download and not plan,
+                                  train_subset=d.train_subset, test_subset=d.test_subset,
+                                  val_split=d.val_split, val_subset=d.val_subset)
+        except data.DataError as err:
+            if not plan:
+                raise
+            fetch = "; dataset.download is true, so the run itself downloads it first" \
+                if d.download else ""
+            missing.append(f"{err}{fetch}")
     for c in cells:
-        check_batch_size(c.train.batch_size, sizes[c.dataset])
+        if c.dataset in sizes:
+            check_batch_size(c.train.batch_size, sizes[c.dataset])
+    return list(dict.fromkeys(missing))
 
 
 def _check_models(cells: list[Config]) -> None:
@@ -247,21 +264,27 @@ def _main(argv: list[str]) -> int:
         cells = compose.validate(args)
         _check_models(cells)
         _check_exclude(cells)
-        _check_data(cells)
         plan = plan or any(c.run.plan for c in cells)
+        missing = _check_data(cells, plan)
         if not plan:
             _check_writable(cells)
     except (ConfigError, data.DataError) as err:
         print(f"harness run: error: {err}", file=sys.stderr)
         return 2
-    args.overrides = [*args.overrides, *_plan_launcher(args.overrides, plan)]
+    scratch = tempfile.mkdtemp(prefix="harness-plan-") if plan else None
+    args.overrides = [*args.overrides, *_output_dirs(scratch)]
     try:
         outcomes, images, lost = _launch(args, parser, cells, plan)
     except ConfigError as err:  # e.g. a batch larger than an npz training set
         print(f"harness run: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     print(f"harness run: {ledger.summarize(outcomes)}")
     if plan:
         print(f"harness run: plan: {len(outcomes)} cells, "
               f"{sum(o == 'done' for o in outcomes.values())} done, {images:,} images to train")
+        for line in missing:
+            print(f"harness run: plan: data missing: {line}")
     return 1 if lost or ledger.failed(outcomes) else 0

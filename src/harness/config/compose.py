@@ -68,7 +68,8 @@ def _experiments() -> Any:
 
 
 def register() -> None:
-    """The ${pow2:a,b} and ${pid:} resolvers and the packaged studies as the ConfigStore group `experiment`."""
+    """The ${pow2:a,b} and ${pid:} resolvers, and the packaged studies as the ConfigStore
+    group `experiment`."""
     if not OmegaConf.has_resolver("pow2"):
         OmegaConf.register_new_resolver("pow2", _pow2)
     if not OmegaConf.has_resolver("pid"):  # ${pid:}: the launching process, for output folders

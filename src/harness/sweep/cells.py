@@ -181,9 +181,22 @@ def _show_plan(cells: list[Config], outcomes: dict[str, str]) -> None:
             groups.setdefault(pack_key(cfg), []).append(cfg)
     for group in groups.values():
         cfg, device = group[0], resolve_device(group[0].train.device)
-        k = pack_k(cfg, load_data(cfg, device), device, len(group))
         print(f"plan: {len(group)} cells of {cfg.optimizer.name}/{cfg.decay.mode} to train in "
-              f"packs of {k} on {device} (train.pack={cfg.train.pack})", flush=True)
+              f"packs of {_plan_k(cfg, device, len(group))} on {device} "
+              f"(train.pack={cfg.train.pack})", flush=True)
+
+
+def _plan_k(cfg: Config, device: torch.device, cells: int) -> int | str:
+    """pack_k for a plan, which needs no data and downloads nothing: only train.pack=auto on
+    a GPU reads the data (the probe needs its image shape); without it, what K depends on."""
+    if str(cfg.train.pack) != "auto" or device.type != "cuda":
+        return memory.resolve_pack(cfg.train.pack, None, device, cells)  # type: ignore[arg-type]
+    try:
+        ds = load_data(dataclasses.replace(
+            cfg, dataset=dataclasses.replace(cfg.dataset, download=False)), device)
+    except Exception:  # noqa: BLE001 - missing data: the plan says how to get it
+        return "K (the memory probe's, once the data is there)"
+    return pack_k(cfg, ds, device, cells)
 
 
 def load_data(cfg: Config, device: torch.device) -> data_mod.Dataset:

@@ -16,7 +16,6 @@ import contextlib
 import contextvars
 import datetime as dt
 import functools
-import importlib.metadata
 import io
 import json
 import math
@@ -89,11 +88,9 @@ def _built_sha(package: Path) -> str | None:
 
 @functools.cache
 def harness_version() -> str | None:
-    """The installed distribution's version (importlib.metadata); None when not installed."""
-    try:
-        return importlib.metadata.version("harness")
-    except importlib.metadata.PackageNotFoundError:
-        return None
+    """The installed distribution's version (harness.__version__, from the package metadata of
+    harness-wd); None when not installed."""
+    return None if harness.__version__ == harness.UNKNOWN_VERSION else harness.__version__
 
 
 @functools.cache
