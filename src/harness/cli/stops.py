@@ -5,10 +5,10 @@
 a second one (Ctrl-C twice, a scheduler's TERM then INT) cannot break the unwinding, the line
 or the exit. (Two signals that arrive together, before Python runs either handler, are handled
 in signal-number order: SIGINT's line then.) The line is "<command>: interrupted (SIGINT); run
-the same command to resume" and the exit code 130 (SIGINT) or 143 (SIGTERM). This module imports nothing heavy, so the guard is
-in place before the command's imports (Hydra, torch) start: a signal during them is the same
-one line. The previous handlers come back after, unless a signal ended the command. Jobs in
-other processes (submitit) keep their own handlers.
+the same command to resume" and the exit code 130 (SIGINT) or 143 (SIGTERM). This module
+imports nothing heavy, so the guard is in place before the command's imports (Hydra, torch)
+start: a signal during them is the same one line. The previous handlers come back after,
+unless a signal ended the command. Jobs in other processes (submitit) keep their own handlers.
 """
 
 from __future__ import annotations
