@@ -6,6 +6,8 @@ alike; README.md documents each column."""
 from __future__ import annotations
 
 import re
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,7 +22,19 @@ from harness.spec.records import COLUMNS, SCHEMA, SCHEMA_VERSION, arrow_schema
 from tests import planted
 from tests.conftest import ROOT
 
-COMMITTED = sorted(ROOT.glob("results/*/runs/*.parquet"))
+
+def _committed() -> list[Path]:
+    """The parquet files git tracks under results/ (a study being trained has more files in
+    the working tree, in whatever schema its code wrote; they are not committed results)."""
+    try:
+        listed = subprocess.run(["git", "-C", str(ROOT), "ls-files", "results/*/runs/*.parquet"],
+                                capture_output=True, text=True, check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):  # not a git checkout: what is there
+        return sorted(ROOT.glob("results/*/runs/*.parquet"))
+    return sorted(ROOT / p for p in listed)
+
+
+COMMITTED = _committed()
 # The columns of the committed fig2_lite_cpu files (schema version 0, before versioning).
 OLD = ["run_id", "study", "status", "error_message", "dataset", "model", "optimizer", "decay",
        "lr", "weight_decay_norm", "normalized", "decay_exclude", "schedule", "epochs",
