@@ -20,6 +20,7 @@ from matplotlib.transforms import Bbox
 
 from harness.analysis import curves, heatmaps, report
 from tests import planted
+from tests.conftest import ROOT
 
 A5 = [2.0**k for k in range(-9, -4)]
 L5 = [2.0**k for k in range(-10, -5)]
@@ -103,8 +104,9 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, 
     return out
 
 
-def _report_figures(study: Path) -> dict[str, Figure]:
-    """write_report(study), keeping each Figure that heatmaps or curves hands to ``save``."""
+def _report_figures(study: Path, out: Path | None = None) -> dict[str, Figure]:
+    """write_report(study, out), keeping each Figure that heatmaps or curves hands to
+    ``save``."""
     figs: dict[str, Figure] = {}
     with pytest.MonkeyPatch.context() as mp:
         for module in (heatmaps, curves):
@@ -115,7 +117,7 @@ def _report_figures(study: Path) -> dict[str, Figure]:
                 return _real(fig, out, stem, *args)
 
             mp.setattr(module, "save", keep)
-        report.write_report(study)
+        report.write_report(study, out)
     return figs
 
 
@@ -310,3 +312,17 @@ def test_half_octave_ticks_read_as_powers_of_two(rendered) -> None:
     assert len(labels) == 12
     assert all(re.fullmatch(r"\$2\^\{-\d+(\.5)?\}\$", t) for t in labels), labels
     assert "$2^{-4.5}$" in labels and "$2^{-7.5}$" in labels
+
+
+RESULTS = ROOT / "results"
+COMMITTED = sorted(p.parent.name for p in RESULTS.glob("*/runs"))
+
+
+@pytest.mark.parametrize("name", COMMITTED)
+def test_committed_studies_figures_read_well(name: str, tmp_path: Path) -> None:
+    """The same layout checks on the committed studies' own data (claim2_cpu's subtitles
+    over each other and fig2_lite_cpu's frontier legend over the axis label on the base)."""
+    figs = _report_figures(RESULTS / name, tmp_path)
+    assert {"heatmaps", "learning_curves"} <= set(figs)
+    problems = {stem: layout_problems(fig) for stem, fig in figs.items()}
+    assert {k: v for k, v in problems.items() if v} == {}

@@ -188,7 +188,7 @@ def heatmap_panel(ax, sub: pd.DataFrame, top: set, norm: Normalize, ylabel: str,
     iy = {v: i + 0.5 for i, v in enumerate(z.index)}
     ranked = frames.ranked(sub)
     best = ranked[frames.selection_metric(sub)].idxmin() if not ranked.empty else None
-    size = max(4.5, min(7.5, 56 / max(z.shape)))
+    size = 7.0  # a cell is CELL_IN whatever the grid: the figure grows with it
     for row in sub.itertuples():
         _marks(ax, ix[row.lr], iy[row.lam], row, norm, (row.lr, row.lam) in top,
                row.Index == best, size)
@@ -305,7 +305,9 @@ def plot_coordinates(table: pd.DataFrame, out: Path) -> list[Path] | None:
     subs = [s for s in subs if not s.empty]
     if not subs:
         return None
-    colours = scale(table)
+    colours = scale(table)  # the heatmaps' scale; its outliers counted among these cells
+    shown = 100 * pd.concat([frames.ranked(s) for s in subs])["test_error"].to_numpy(float)
+    colours = dataclasses.replace(colours, outliers=int((shown > colours.norm.vmax).sum()))
     fig = Figure(figsize=(9.5, 3.6 * len(subs) + 1.0), layout="constrained")
     axes = fig.subplots(len(subs), 2, squeeze=False)
     for row, sub in zip(axes, subs, strict=True):
@@ -324,8 +326,10 @@ def plot_coordinates(table: pd.DataFrame, out: Path) -> list[Path] | None:
                               3.6, 9), fontsize=9)
             ax.grid(alpha=0.3)
             ax.tick_params(labelsize=8)
-            for axis in (ax.xaxis, ax.yaxis):
+            for axis, values, limits in ((ax.xaxis, x, ax.set_xlim), (ax.yaxis, y, ax.set_ylim)):
                 axis.set_major_locator(MaxNLocator(integer=True))
+                if np.ptp(values) < 2:  # one α (or λ): an integer axis around it
+                    limits(np.floor(values.min()) - 1, np.ceil(values.max()) + 1)
     colours.colorbar(fig, axes)
     fig.suptitle("One surface, two coordinate systems: λ_paper = α·λ_torch", fontsize=10)
     caption = ("Each decoupled panel in the paper's units (λ_paper: θ ← θ − η_t λ θ) and in "

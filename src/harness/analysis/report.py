@@ -187,9 +187,10 @@ def _problems(table: pd.DataFrame, problems: list[str]) -> str:
 def _figure(key: str, file: str, out: Path | None) -> str:
     """The image, its PDF and its caption (``<figure>.caption.txt``, written with it)."""
     caption = figures.caption_of(out / file) if out is not None else ""
-    caption = caption.replace("\n\n", "\n\n> ").replace("\n- ", "\n> - ")
+    quoted = "\n".join(f"> {line}" if line else ">" for line in
+                       f"**Figure.** {caption}".splitlines())
     return (f"![{key}]({file}) ([PDF]({Path(file).with_suffix('.pdf')}))"
-            + (f"\n\n> **Figure.** {caption}" if caption else ""))
+            + (f"\n\n{quoted}" if caption else ""))
 
 
 def markdown(name: str, runs: pd.DataFrame, table: pd.DataFrame, per_run: pd.DataFrame,
