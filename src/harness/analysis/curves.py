@@ -17,8 +17,15 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from harness.analysis import frames, names
-from harness.analysis.figures import (ERROR_LABEL, lam_label, legend_below, legend_entries, save,
-                                      tick_label, wrap)
+from harness.analysis.figures import (
+    ERROR_LABEL,
+    lam_label,
+    legend_below,
+    legend_entries,
+    save,
+    tick_label,
+    wrap,
+)
 
 
 def plot_learning_curves(runs: pd.DataFrame, table: pd.DataFrame, out: Path) -> list[Path]:

@@ -1,12 +1,13 @@
 """The error surface over the (alpha, lambda) grid: paper Figs. 1-2 as heatmaps, and each
-decoupled panel re-plotted in the paper's and PyTorch's lambda (written as PNG + PDF).
+decoupled panel re-plotted in the paper's and PyTorch's lambda (written as PNG + PDF + caption).
 
 ``plot_heatmaps``: one ``seaborn.heatmap`` panel per optimizer x decay mode on one shared colour
-scale, the noise level in each title; on each panel the cell values, the chosen cell, the top
-10, diverged and failed cells (``_marks``), and the basin ridge and damage frontier that
-``stats.panel_fits`` finds (``_fit_marks``). ``plot_coordinates``: the same surface on the
-same colour scale in the two coordinate systems of ``units``.
-"""
+scale (``figures.scale``), the method's name (``names``) and noise level in each title; on each
+panel the cell values, the chosen cell, the top 10, diverged and failed cells and the seeds of
+a multi-seed cell (``_marks``), and the basin ridge and damage frontier that
+``stats.panel_fits`` finds (``_fit_marks``), explained by one legend below the figure and the
+caption. ``plot_coordinates``: the same surface on the same colour scale in the two coordinate
+systems of ``units``."""
 
 from __future__ import annotations
 
@@ -18,84 +19,34 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib import colormaps
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize, TwoSlopeNorm
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from harness.analysis import frames, names, stats, units
-from harness.analysis.figures import (ERROR_LABEL, lam_label, legend_below, legend_entries, save,
-                                      tick_labels, wrap)
+from harness.analysis.figures import (
+    CMAP,
+    ERROR_LABEL,
+    KNEE,
+    OVER,
+    Scale,
+    lam_label,
+    legend_below,
+    legend_entries,
+    save,
+    scale,
+    tick_labels,
+    wrap,
+)
 
-CMAP = "viridis"  # perceptual; low error = dark
-OVER = "#f4a6a6"  # outliers above the colour scale (diverged, near chance): pink, not yellow
 CELL_IN = (0.5, 0.42)  # heatmap cell width, height (inches)
 PANEL_MIN_IN = 2.8  # narrowest panel (inches): room for its title
 CIRCLE_PT = 0.88 * 72 * min(CELL_IN)  # top-10 circle diameter (points)
-KNEE = 75  # percentile of the values shown where a long-tailed scale changes slope
 LEGEND = {"fitted basin ridge": "fitted basin ridge",
           "damage frontier": "damage frontier (per α column)",
           "frontier fit": "least-squares fit of the damage frontier"}
-
-
-@dataclasses.dataclass(frozen=True)
-class Scale:
-    """The one colour scale of a figure. ``norm`` covers every value shown but the
-    ``outliers`` (diverged or near-chance cells: drawn in the OVER colour, their value
-    printed); where the values have a long tail (damaged cells far above the basin), it is
-    linear in two pieces: half the colours up to the 75th percentile (``knee``), half above,
-    so that both the basin and the damage stay readable."""
-
-    norm: Normalize
-    outliers: int
-    knee: float | None = None
-
-    @property
-    def cmap(self):
-        return colormaps[CMAP].with_extremes(bad="0.85", over=OVER)
-
-    def note(self) -> str:
-        """The colour bar's second line: what is clipped, or ''."""
-        if not self.outliers:
-            return ""
-        return (f"▲ pink: {self.outliers} diverged or near-chance cell"
-                f"{'s' * (self.outliers > 1)} > {self.norm.vmax:.1f}%, clipped")
-
-    def colorbar(self, fig: Figure, axes) -> None:
-        bar = fig.colorbar(ScalarMappable(norm=self.norm, cmap=self.cmap), ax=axes,
-                           shrink=0.8, extend="max" if self.outliers else "neither")
-        note = self.note()
-        bar.set_label(ERROR_LABEL + (f"\n{note}" if note else ""), fontsize=9)
-        if self.knee is not None:  # ticks on each linear piece; a line where the slope changes
-            lo, hi = self.norm.vmin, self.norm.vmax
-            below = MaxNLocator(4).tick_values(lo, self.knee)
-            above = MaxNLocator(4).tick_values(self.knee, hi)
-            ticks = sorted({round(float(t), 6) for t in (*below, *above) if lo <= t <= hi})
-            gap = 0.07  # at least this much of the bar between two labelled ticks
-            kept = [t for i, t in enumerate(ticks)
-                    if i == 0 or self.norm(t) - self.norm(ticks[i - 1]) >= gap]
-            bar.set_ticks(kept)
-            bar.ax.axhline(self.knee, color="white", linewidth=1.0)
-        bar.ax.tick_params(labelsize=8)
-
-
-def scale(table: pd.DataFrame) -> Scale:
-    """From the best error to the worst that is not an outlier (a diverged cell, or one near
-    chance: >= frames.USABLE x chance); two linear pieces when the values above the 75th
-    percentile span more than twice the range below it."""
-    ok = frames.ranked(table)
-    err = 100 * ok["test_error"].to_numpy(float)
-    normal = ~ok["diverged"].to_numpy(bool) & (err < 100 * frames.USABLE * ok["chance"])
-    shown = err[normal] if normal.any() else err
-    lo, hi = float(shown.min()), float(shown.max())
-    hi = max(hi, lo + 1.0)
-    outliers = int((err > hi).sum())
-    knee = float(np.percentile(shown, KNEE))
-    if knee - lo > 0.2 and hi - knee > 2 * (knee - lo):
-        return Scale(TwoSlopeNorm(knee, lo, hi), outliers, knee)
-    return Scale(Normalize(lo, hi), outliers)
 
 
 def _layout(table: pd.DataFrame) -> dict[str, tuple[int, int]]:

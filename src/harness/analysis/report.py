@@ -98,7 +98,8 @@ def _separability(table: pd.DataFrame, per_run: pd.DataFrame) -> str:
         fit = stats.panel_fits(sub, runs)
         slopes = {f"+{100 * m:g} pts": stats.frontier_slope(sub, m) for m in SENSITIVITY}
         if any(f.determined for f in slopes.values()):
-            margins.append({"panel": names.panel(panel), **{k: f.text() for k, f in slopes.items()}})
+            margins.append({"panel": names.panel(panel),
+                            **{k: f.text() for k, f in slopes.items()}})
         basin, overall = fit.basin, stats.noise(runs)
         spread = "" if overall.cells <= fit.noise.cells else \
             f"; over all {overall.cells} cells with 2+ seeds σ = {100 * overall.sigma:.2f} pts"
