@@ -35,8 +35,8 @@ def surface(alpha: float, lam: float, s: float, k0: float, c: float) -> float:
 
 def config(*, lr: float, lam: float, optimizer: str = "sgd", decay: str = "decoupled",
            seed: int = 0, epochs: int = 3, normalized: bool = False,
-           study: str = "planted") -> Config:
-    base = _base(optimizer, decay, epochs)
+           study: str = "planted", schedule: str | None = None) -> Config:
+    base = _base(optimizer, decay, epochs, schedule)
     return dataclasses.replace(
         base, study=study, seed=seed,
         optimizer=dataclasses.replace(base.optimizer, lr=lr),
@@ -44,9 +44,10 @@ def config(*, lr: float, lam: float, optimizer: str = "sgd", decay: str = "decou
 
 
 @functools.cache
-def _base(optimizer: str, decay: str, epochs: int) -> Config:
-    """One cell of fashion_mnist as configs/ gives it (composed once per kind)."""
-    (cfg,) = compose.cells([
+def _base(optimizer: str, decay: str, epochs: int, schedule: str | None = None) -> Config:
+    """One cell of fashion_mnist as configs/ gives it (composed once per kind; ``schedule``:
+    a configs/schedule group other than the default)."""
+    (cfg,) = compose.cells([*([f"schedule={schedule}"] if schedule else []),
         "dataset=fashion_mnist", f"dataset.train_subset={N_TRAIN}", "model=small",
         f"optimizer={optimizer}",
         f"decay={decay}", f"train.epochs={epochs}", "train.batch_size=64", "logger=none"])

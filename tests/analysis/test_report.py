@@ -59,10 +59,10 @@ def test_write_report(study: Path) -> None:
     assert path == study / "report" / "report.md"
     text = path.read_text()
     out = study / "report"
-    assert "| sgd / l2 " in text and "-1.0" in text and "coupled" in text
+    assert "| SGD+L2 " in text and "-1.0" in text and "coupled" in text
     assert "3 file(s) skipped: 1 × unreadable parquet" in text
     assert "epoch has a non-numeric value 'one'" in text and "unknown optimizer 'lion'" in text
-    assert "failed cell: sgd / l2" not in text  # its other seed diverged: the cell is ranked
+    assert "failed cell: SGD+L2" not in text  # its other seed diverged: the cell is ranked
     assert "cell(s) with a diverged seed" in text
     assert "chosen and scored on the same test set" in text
     assert "σ = 0.3" in text or "σ = 0.2" in text or "σ = 0.4" in text
@@ -70,9 +70,10 @@ def test_write_report(study: Path) -> None:
     assert "in paper units" in text  # the torch-AdamW slope, re-expressed
     assert "τ (epochs)" in text
     margins = text.split("depends on the margin")[1].split("##")[0]
-    assert all(f"+{m} pts" in margins for m in (2, 4, 8)) and "| sgd / l2 " in margins
+    assert all(f"+{m} pts" in margins for m in (2, 4, 8)) and "| SGD+L2 " in margins
     for stem in ("heatmaps", "learning_curves", "coordinates"):
         assert_real_png(out / f"{stem}.png")
+        assert (out / f"{stem}.caption.txt").read_text().split("\n\n")[0] in text
         assert (out / f"{stem}.pdf").stat().st_size > 5_000
     assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporary file
     table = pd.read_csv(out / "cells.csv")
@@ -86,7 +87,7 @@ def test_undetermined_panel_prints_no_slope(tmp_path: Path) -> None:
         planted.write(runs, df)
     text = report.write_report(tmp_path / "flat").read_text()
     section = text.split("## Separability")[1]
-    row = next(line for line in section.splitlines() if line.startswith("| sgd / decoupled "))
+    row = next(line for line in section.splitlines() if line.startswith("| SGDW "))
     assert "undetermined (λ* ≈ 2^" in row and "outside the λ grid" in row
     assert "**not testable with this study**" in text
 
@@ -135,7 +136,8 @@ def test_no_decay_curves_for_a_full_grid(study: Path) -> None:
 
 def test_heatmap_draws_the_damage_frontier_where_the_report_finds_it(study: Path) -> None:
     """The orange bars stand in the columns where stats.frontier_points finds the frontier,
-    at its λ in cell coordinates (rows: descending λ), and the legend names the margin."""
+    at its λ in cell coordinates (rows: descending λ), labelled with the margin; the figure's
+    one legend names them."""
     runs, _ = frames.load_runs(study)
     table, per_run = frames.cells(runs), frames.finals(runs)
     sub = table[table["panel"] == "sgd / l2"]
@@ -152,7 +154,18 @@ def test_heatmap_draws_the_damage_frontier_where_the_report_finds_it(study: Path
     for (col, row), (x, yf) in zip(centres, points, strict=True):
         assert math.isclose(col, A6.index(2.0**x) + 0.5)
         assert math.isclose(row, np.interp(yf, lams[::-1], (np.arange(len(lams)) + 0.5)[::-1]))
-    assert any(t.get_text().startswith("damage frontier") for t in ax.get_legend().get_texts())
+    assert ax.get_legend() is None  # no legend on a panel: one below the figure
+    figs = {}
+    real = heatmaps.save
+    try:
+        heatmaps.save = lambda fig, out, stem, caption: figs.setdefault(stem, (fig, caption))
+        heatmaps.plot_heatmaps(table, per_run, study)
+    finally:
+        heatmaps.save = real
+    fig, caption = figs["heatmaps"]
+    [legend] = fig.legends
+    assert "damage frontier (per α column)" in [t.get_text() for t in legend.get_texts()]
+    assert "damage frontier at a margin of +2.0 pts" in caption
 
 
 def test_no_margin_table_when_no_frontier(tmp_path: Path) -> None:
@@ -162,7 +175,7 @@ def test_no_margin_table_when_no_frontier(tmp_path: Path) -> None:
         planted.write(runs, df)
     text = report.write_report(tmp_path / "shallow").read_text()
     row = next(line for line in text.split("## Separability")[1].splitlines()
-               if line.startswith("| sgd / decoupled "))
+               if line.startswith("| SGDW "))
     assert "undetermined (the frontier lies inside the λ grid in 0 α columns" in row
     assert "depends on the margin" not in text
 

@@ -16,22 +16,30 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from harness.analysis import frames
-from harness.analysis.figures import ERROR_LABEL, lam_label, save, tick_label, wrap
+from harness.analysis import frames, names
+from harness.analysis.figures import (
+    ERROR_LABEL,
+    lam_label,
+    legend_below,
+    legend_entries,
+    save,
+    tick_label,
+    wrap,
+)
 
 
 def plot_learning_curves(runs: pd.DataFrame, table: pd.DataFrame, out: Path) -> list[Path]:
     """Paper Fig. 3: train loss and test error per epoch of each panel's chosen cell, the
-    mean over its seeds with a +-1 sd band (seaborn.lineplot)."""
+    mean over its seeds with a +-1 sd band (seaborn.lineplot); one legend below both."""
     parts = []
     for _, best in frames.best_cells(table).iterrows():
         rows = runs[runs["run_id"].isin(best["run_ids"].split(";")) & (runs["epoch"] >= 1)]
-        label = (f"{best['panel']} (α={tick_label(best['lr'])}, λ={tick_label(best['lam'])}, "
-                 f"{best['seeds']} seed{'s' * (best['seeds'] > 1)})")
+        label = (f"{names.panel(best['panel'])} (α={tick_label(best['lr'])}, "
+                 f"λ={tick_label(best['lam'])}, {best['seeds']} seed{'s' * (best['seeds'] > 1)})")
         parts.append(rows.assign(cell=label, test_pct=100 * rows["test_error"].astype(float)))
     data = pd.concat(parts, ignore_index=True)
-    fig = Figure(figsize=(11.5, 4.4), layout="constrained")
-    loss_ax, err_ax = fig.subplots(1, 2)
+    fig = Figure(figsize=(11.5, 4.4 + 0.2 * data["cell"].nunique()), layout="constrained")
+    loss_ax, err_ax = fig.subplots(1, 2, sharex=True)
     palette = sns.color_palette("tab10", data["cell"].nunique())
     common = {"x": "epoch", "hue": "cell", "errorbar": "sd", "marker": "o", "markersize": 4,
               "palette": palette}
@@ -39,13 +47,20 @@ def plot_learning_curves(runs: pd.DataFrame, table: pd.DataFrame, out: Path) -> 
     sns.lineplot(data=data.dropna(subset=["test_pct"]), y="test_pct", ax=err_ax, **common)
     loss_ax.set_yscale("log")
     loss_ax.set(xlabel="epoch", ylabel="train loss (cross-entropy, log scale)",
-                title="training loss, chosen cell of each panel")
-    err_ax.set(xlabel="epoch", ylabel=ERROR_LABEL, title="test error (band: ±1 sd over seeds)")
+                title="Training loss")
+    err_ax.set(xlabel="epoch", ylabel=ERROR_LABEL, title="Test error")
     for ax in (loss_ax, err_ax):
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    err_ax.legend(fontsize=7, loc="upper right", title=None)
-    return save(fig, out, "learning_curves")
+    handles, labels = err_ax.get_legend_handles_labels()
+    err_ax.get_legend().remove()
+    legend_below(fig, handles, labels, ncols=2)
+    fig.suptitle(f"Learning curves of each panel's chosen cell ({names.values(table['study'])})",
+                 fontsize=10)
+    return save(fig, out, "learning_curves", (
+        "Training loss (left, cross-entropy, log scale) and " + ERROR_LABEL + " (right) per "
+        "epoch of each panel's chosen cell (paper Fig. 3), the mean over its seeds with a band "
+        "of ±1 sd over seeds; the legend names each cell's method, α, λ and seeds."))
 
 
 MAX_CURVE_ALPHAS = 3  # decay curves for optimizers with at most this many alphas
@@ -58,7 +73,9 @@ def plot_decay_curves(per_run: pd.DataFrame, table: pd.DataFrame, out: Path) -> 
     sd over its seeds). None when no optimizer has decayed cells at 1..MAX_CURVE_ALPHAS α
     (a heatmap then shows more) or the study varies schedule, epochs, model or dataset."""
     runs = per_run[np.isfinite(per_run["test_error"].astype(float))]
-    runs = runs.assign(test_pct=100 * runs["test_error"].astype(float))
+    runs = runs.assign(test_pct=100 * runs["test_error"].astype(float),
+                       method=[names.method(o, d) for o, d in zip(runs["optimizer"],
+                                                                  runs["decay"], strict=True)])
     extra = [k for k in frames.panel_keys(runs) if k not in ("optimizer", "decay")]
     if extra:  # schedules or budgets side by side: the heatmaps and transfer figure show them
         return None
@@ -68,64 +85,81 @@ def plot_decay_curves(per_run: pd.DataFrame, table: pd.DataFrame, out: Path) -> 
     if not axes_of:
         return None
     width = max(6.0, 5.2 * len(axes_of))
-    fig = Figure(figsize=(width, 4.2), layout="constrained")
-    modes = sorted({d for d in runs["decay"] if d != "none"})
-    palette = dict(zip(modes, sns.color_palette("tab10", len(modes)), strict=True))
-    for ax, (opt, lr) in zip(fig.subplots(1, len(axes_of), squeeze=False)[0], axes_of,
-                             strict=True):
+    fig = Figure(figsize=(width, 4.8), layout="constrained")
+    methods = list(dict.fromkeys(m for m, d in zip(runs["method"], runs["decay"], strict=True)
+                                 if d != "none"))
+    palette = dict(zip(methods, sns.color_palette("tab10", len(methods)), strict=True))
+    zeros = []
+    axes = fig.subplots(1, len(axes_of), squeeze=False)[0]
+    for ax, (opt, lr) in zip(axes, axes_of, strict=True):
         here = runs[(runs["optimizer"] == opt) & (runs["lr"] == lr)]
         zero = here[here["lam"] == 0]["test_pct"]
         if len(zero):
             mean, sd = zero.mean(), zero.std(ddof=1) if len(zero) > 1 else 0.0
             ax.axhspan(mean - sd, mean + sd, color="0.5", alpha=0.2, lw=0)
-            ax.axhline(mean, color="0.35", ls="--", lw=1.2,
-                       label=f"λ = 0: {mean:.2f}% ± {sd:.2f} ({len(zero)} seeds)")
+            ax.axhline(mean, color="0.35", ls="--", lw=1.2, label="λ = 0 (mean ± 1 sd)")
+            zeros.append(f"{names.optimizer(opt)} at α = {frames.fmt_value(lr)}: λ = 0 gives "
+                         f"{mean:.2f}% ± {sd:.2f} ({len(zero)} seeds)")
         decayed = here[here["lam"] > 0]
-        for mode, g in decayed.groupby("decay", sort=False):
-            ax.scatter(g["lam"], g["test_pct"], s=14, alpha=0.45, color=palette[mode])
-        sns.lineplot(data=decayed, x="lam", y="test_pct", hue="decay", palette=palette,
+        for method, g in decayed.groupby("method", sort=False):
+            ax.scatter(g["lam"], g["test_pct"], s=14, alpha=0.45, color=palette[method])
+        sns.lineplot(data=decayed, x="lam", y="test_pct", hue="method", palette=palette,
                      errorbar="sd", err_style="bars", marker="o", markersize=6, ax=ax,
                      err_kws={"capsize": 3})
         ax.set_xscale("log", base=2)
         _clip_high(ax, decayed, here["test_pct"].min())
-        ax.set(xlabel=lam_label(table) + " (each mode in its own unit)", ylabel=ERROR_LABEL,
-               title=f"{opt} at α = {tick_label(lr)}")
+        ax.set(xlabel=lam_label(table) + " (each method in its own unit)", ylabel=ERROR_LABEL,
+               title=f"{names.optimizer(opt)} at α = {tick_label(lr)}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, title=None)
-    fig.suptitle(wrap("Test error against weight decay: line = mean ± 1 sd over seeds, dots "
-                      "= seeds, grey band = no decay (mean ± 1 sd)", width), fontsize=10)
-    return save(fig, out, "decay_curves")
+        if ax.get_legend():
+            ax.get_legend().remove()
+    legend_below(fig, *legend_entries(axes), ncols=4)
+    fig.suptitle(f"Test error against weight decay ({names.values(table['study'])})",
+                 fontsize=10)
+    return save(fig, out, "decay_curves", (
+        f"Final {ERROR_LABEL} against weight decay λ at each α: line = the mean over seeds "
+        "with ±1 sd bars, dots = the seeds, dashed line and grey band = no decay (λ = 0, mean "
+        "± 1 sd over its seeds); each method's λ in its own unit (L2: added to the gradient; "
+        "decoupled: per step). The y axis stops 8 points above the best run; a mean above it "
+        "is written at the top edge with an arrow. " + "; ".join(zeros) + "."))
 
 
 def _clip_high(ax, decayed: pd.DataFrame, low: float, span: float = 8.0) -> None:
     """Keep the y axis to `span` points above the best run, so the differences near the
-    optimum stay readable; a cell mean above it is written at the top edge instead."""
+    optimum stay readable; the cell means above it are written at the top edge instead (one
+    label per λ)."""
     means = decayed.groupby(["decay", "lam"])["test_pct"].mean()
     top = low + span
     if means.max() <= top:
         return
     ax.set_ylim(top=top, bottom=max(0.0, low - 1.0))
-    for (_, lam), mean in means[means > top].items():
-        ax.annotate(f"{mean:.1f}% ↑", (lam, top), xytext=(0, -12), textcoords="offset points",
-                    ha="center", fontsize=8)
+    high = means[means > top]
+    for lam, group in high.groupby(level="lam"):
+        text = "\n".join(f"{v:.1f}%" for v in group.sort_values()) + " ↑"
+        ax.annotate(text, (lam, top), xytext=(0, -4), textcoords="offset points",
+                    ha="center", va="top", fontsize=8)
 
 
 def plot_transfer(table: pd.DataFrame, out: Path) -> list[Path]:
     """Final error vs lambda_norm, one line per epoch budget, one axis per panel sans epochs."""
     groups = frames.contexts(table, ("epochs",))
     width = max(6.5, 4.2 * len(groups))
-    fig = Figure(figsize=(width, 4.0), layout="constrained")
-    for ax, (ctx, g) in zip(fig.subplots(1, len(groups), squeeze=False)[0], groups, strict=True):
+    fig = Figure(figsize=(width, 4.4), layout="constrained")
+    axes = fig.subplots(1, len(groups), squeeze=False)[0]
+    for ax, (ctx, g) in zip(axes, groups, strict=True):
         g = frames.ranked(g)
         for i, (epochs, e) in enumerate(g[g["lam"] > 0].groupby("epochs")):
             best = e.groupby("lam")["test_error"].min()  # best over alpha
             ax.plot(best.index, 100 * best.to_numpy(), marker="os^Dv"[i % 5], markersize=9 - i,
-                    alpha=0.85, label=f"{epochs} epochs")
+                    alpha=0.85, label=names.epochs(epochs))
         ax.set_xscale("log", base=2)
-        ax.set(xlabel=lam_label(table), ylabel=ERROR_LABEL + ", best over α",
-               title=ctx.rstrip(": ") or "all cells")
+        ax.set(xlabel=lam_label(table), ylabel=ERROR_LABEL + ", best over α")
+        ax.set_title(wrap(names.panel(ctx.rstrip(": ")) if ctx else "all cells", 3.8, 10),
+                     fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(wrap("Does the best weight decay transfer across training budgets? (each "
-                      "point: best test error over the α grid)", width), fontsize=10)
-    return save(fig, out, "transfer")
+    legend_below(fig, *legend_entries(axes), ncols=5)
+    fig.suptitle("Best weight decay per training budget", fontsize=10)
+    return save(fig, out, "transfer", (
+        f"Does the best weight decay transfer across training budgets? Each point is the best "
+        f"final {ERROR_LABEL} over the α grid at one λ; one line per training budget, one axis "
+        "per method."))

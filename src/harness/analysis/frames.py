@@ -44,11 +44,14 @@ USABLE = 0.9  # a cell enters a fit if its error < USABLE * chance
 
 
 def fmt_value(x: float) -> str:
-    """A grid value as ``2^k`` when it is a power of two, else 3 significant digits."""
+    """A grid value as ``2^k`` when it is a power of two (``2^-4.5`` on a half-octave grid),
+    else 3 significant digits."""
     if x == 0 or not math.isfinite(x):
         return "0" if x == 0 else "unknown"
     k = math.log2(abs(x))
-    return f"2^{round(k)}" if abs(k - round(k)) < 1e-9 and x > 0 else f"{x:.3g}"
+    if x > 0 and abs(2 * k - round(2 * k)) < 1e-9:
+        return f"2^{round(k)}" if round(2 * k) % 2 == 0 else f"2^{round(2 * k) / 2:g}"
+    return f"{x:.3g}"
 
 
 def signed(x: float) -> str:

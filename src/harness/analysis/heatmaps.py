@@ -1,15 +1,17 @@
 """The error surface over the (alpha, lambda) grid: paper Figs. 1-2 as heatmaps, and each
-decoupled panel re-plotted in the paper's and PyTorch's lambda (written as PNG + PDF).
+decoupled panel re-plotted in the paper's and PyTorch's lambda (written as PNG + PDF + caption).
 
 ``plot_heatmaps``: one ``seaborn.heatmap`` panel per optimizer x decay mode on one shared colour
-scale, the noise level in each title; on each panel the cell values, the chosen cell, the top
-10, diverged and failed cells (``_marks``), and the basin ridge and damage frontier that
-``stats.panel_fits`` finds (``_fit_marks``). ``plot_coordinates``: the same surface on the
-same colour scale in the two coordinate systems of ``units``.
-"""
+scale (``figures.scale``), the method's name (``names``) and noise level in each title; on each
+panel the cell values, the chosen cell, the top 10, diverged and failed cells and the seeds of
+a multi-seed cell (``_marks``), and the basin ridge and damage frontier that
+``stats.panel_fits`` finds (``_fit_marks``), explained by one legend below the figure and the
+caption. ``plot_coordinates``: the same surface on the same colour scale in the two coordinate
+systems of ``units``."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -17,32 +19,34 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib import colormaps
-from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
-from harness.analysis import frames, stats, units
-from harness.analysis.figures import ERROR_LABEL, lam_label, save, tick_label, wrap
+from harness.analysis import frames, names, stats, units
+from harness.analysis.figures import (
+    CMAP,
+    ERROR_LABEL,
+    KNEE,
+    OVER,
+    Scale,
+    lam_label,
+    legend_below,
+    legend_entries,
+    save,
+    scale,
+    tick_labels,
+    wrap,
+)
 
-CMAP = "viridis"  # perceptual; low error = dark
 CELL_IN = (0.5, 0.42)  # heatmap cell width, height (inches)
+PANEL_MIN_IN = 2.8  # narrowest panel (inches): room for its title
 CIRCLE_PT = 0.88 * 72 * min(CELL_IN)  # top-10 circle diameter (points)
-DECAY_NOTE = {"none": "no weight decay", "l2": "L2: g ← g + λθ",
-              "decoupled": "decoupled: θ ← θ − η_t λ θ",
-              "decoupled_lr": "lr-scaled (torch AdamW): θ ← θ − α η_t λ θ"}
-
-
-def _norm(table: pd.DataFrame) -> tuple[Normalize, bool]:
-    """One colour scale for all panels: from the best error to min(chance, 75th pct)."""
-    ok = frames.ranked(table)
-    values = 100 * ok.loc[~ok["diverged"], "test_error"].to_numpy(float)
-    values = values if values.size else 100 * ok["test_error"].to_numpy(float)
-    lo = float(values.min())
-    hi = min(float(np.percentile(values, 75)), 100 * float(np.nanmax(table["chance"])))
-    hi = max(hi, lo + 1.0)
-    return Normalize(lo, hi), bool((100 * ok["test_error"] > hi).any())
+LEGEND = {"fitted basin ridge": "fitted basin ridge",
+          "damage frontier": "damage frontier (per α column)",
+          "frontier fit": "least-squares fit of the damage frontier"}
 
 
 def _layout(table: pd.DataFrame) -> dict[str, tuple[int, int]]:
@@ -52,7 +56,7 @@ def _layout(table: pd.DataFrame) -> dict[str, tuple[int, int]]:
     firsts = table.drop_duplicates("panel")
     rows = list(dict.fromkeys(frames.panel_label(r, row_keys) for _, r in firsts.iterrows()))
     cols = [d for d in frames.ORDER["decay"] if d in set(firsts["decay"])]
-    if len(firsts) >= 0.6 * len(rows) * len(cols):
+    if len(cols) > 1 and len(firsts) >= 0.6 * len(rows) * len(cols):
         return {r["panel"]: (rows.index(frames.panel_label(r, row_keys)),
                              cols.index(r["decay"])) for _, r in firsts.iterrows()}
     width = min(len(firsts), 4)
@@ -60,20 +64,26 @@ def _layout(table: pd.DataFrame) -> dict[str, tuple[int, int]]:
 
 
 def _marks(ax, x: float, y: float, row, norm: Normalize, top: bool, best: bool, size: float):
-    """Value (or 'div'/'fail'), contrast colour, top-10 circle, hatch for diverged."""
+    """Value (or 'div'/'fail'), contrast colour, top-10 circle, hatch for diverged, and the
+    number of seeds in the upper right corner of a cell with more than one."""
     if row.failed:
         ax.text(x, y, "fail", ha="center", va="center", fontsize=size, color="0.3")
         return
-    r, g, b, _ = colormaps[CMAP](norm(100 * row.test_error))
+    value = 100 * row.test_error
+    r, g, b, _ = colormaps[CMAP](norm(value)) if value <= norm.vmax else (1, 1, 1, 1)
     ink = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
     if row.diverged:
         ax.add_patch(Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False, hatch="///",
                                edgecolor="0.35", linewidth=0))
-    text = "div" if row.n_diverged == row.seeds else f"{100 * row.test_error:.1f}"
+    text = "div" if row.n_diverged == row.seeds else f"{value:.1f}"
     ax.text(x, y, text, ha="center", va="center", fontsize=size + (1 if best else 0),
             color=ink, fontweight="bold" if best else "normal")
+    if row.seeds > 1:
+        ax.text(x + 0.45, y - 0.44, f"{int(row.seeds)}", ha="right", va="top", color=ink,
+                fontsize=max(4.0, size - 2.5), gid="seeds")
     if top:  # a marker stays round whatever the cell's aspect
-        ax.scatter([x], [y], s=CIRCLE_PT**2, facecolors="none", edgecolors=ink, linewidths=1.3)
+        ax.scatter([x], [y], s=CIRCLE_PT**2, facecolors="none", edgecolors=ink, linewidths=1.3,
+                   label="top 10 of the panel")
 
 
 def _cell_xy(x: np.ndarray, y: np.ndarray, xs: np.ndarray, ys: np.ndarray):
@@ -97,7 +107,7 @@ def _fit_line(ax, fit: stats.Slope, xs: np.ndarray, ys: np.ndarray, label: str,
 def _fit_marks(ax, fit: stats.PanelFits, xs: np.ndarray, ys: np.ndarray) -> None:
     """The fitted basin ridge (where determined); the damage frontier: in each α column a bar
     at the λ where the error first exceeds the column's best by the margin, and its
-    least-squares line where determined; a legend below the panel."""
+    least-squares line where determined. Labelled for the figure's one legend (``LEGEND``)."""
     if fit.basin.determined:
         _fit_line(ax, fit.basin, xs, ys, "fitted basin ridge", color="red", linestyle="--",
                   linewidth=1.4)
@@ -108,45 +118,56 @@ def _fit_marks(ax, fit: stats.PanelFits, xs: np.ndarray, ys: np.ndarray) -> None
     if fit.frontier.determined:
         _fit_line(ax, fit.frontier, xs, ys, "frontier fit", color="orangered", linestyle=":",
                   linewidth=1.4)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.09), fontsize=6, framealpha=0.8)
 
 
 def heatmap_panel(ax, sub: pd.DataFrame, top: set, norm: Normalize, ylabel: str,
-                  title: str, fit: stats.PanelFits | None = None) -> None:
+                  title: str, fit: stats.PanelFits | None = None,
+                  xlabel: str = "learning rate α (log scale)", cmap=None) -> None:
     """One panel: seaborn heatmap of error (%) over the lambda x alpha grid, low lambda at the
-    bottom, cell values printed, the chosen cell bold, the top 10 circled; with the panel's
-    ``fit``, the basin ridge and the damage frontier drawn on it."""
+    bottom, cell values printed, the chosen cell bold, the top 10 circled, the seeds of a
+    multi-seed cell in its corner; with the panel's ``fit``, the basin ridge and the damage
+    frontier drawn on it. An empty label is not drawn (the figure labels its axes once)."""
     sub = sub[np.isfinite(sub["lr"]) & np.isfinite(sub["lam"])]  # unknown lambda: not drawn
     grid = sub.assign(err=np.where(sub["failed"], np.nan, 100 * sub["test_error"]))
     z = grid.pivot_table(index="lam", columns="lr", values="err", aggfunc="first",
                          dropna=False).sort_index(ascending=False)
-    sns.heatmap(z, ax=ax, cmap=colormaps[CMAP].with_extremes(bad="0.85"), norm=norm, cbar=False,
-                xticklabels=[tick_label(v) for v in z.columns], linewidths=0.5,
-                yticklabels=[tick_label(v) for v in z.index], linecolor="white")
+    cmap = cmap if cmap is not None else colormaps[CMAP].with_extremes(bad="0.85", over=OVER)
+    sns.heatmap(z, ax=ax, cmap=cmap, norm=norm, cbar=False, linewidths=0.5,
+                xticklabels=tick_labels(z.columns), yticklabels=tick_labels(z.index),
+                linecolor="white")
     ix = {v: i + 0.5 for i, v in enumerate(z.columns)}
     iy = {v: i + 0.5 for i, v in enumerate(z.index)}
     ranked = frames.ranked(sub)
     best = ranked[frames.selection_metric(sub)].idxmin() if not ranked.empty else None
-    size = max(4.5, min(7.5, 56 / max(z.shape)))
+    size = 7.0  # a cell is CELL_IN whatever the grid: the figure grows with it
     for row in sub.itertuples():
         _marks(ax, ix[row.lr], iy[row.lam], row, norm, (row.lr, row.lam) in top,
                row.Index == best, size)
     if fit is not None:
         _fit_marks(ax, fit, np.log2(z.columns.to_numpy(float)), np.log2(z.index.to_numpy(float)))
     ax.tick_params(labelsize=7, rotation=0)
-    ax.set_xlabel("learning rate α (log scale)", fontsize=8)
-    ax.set_ylabel(ylabel + " (log scale)", fontsize=8)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel + (" (log scale)" if ylabel and len(z.index) > 1 else ""), fontsize=8)
     ax.set_title(title, fontsize=8.5)
 
 
-def _panel_title(sub: pd.DataFrame, noise: stats.Noise, fit: stats.PanelFits | None) -> str:
-    """Panel, update rule, noise: the seed sd, or with one seed the basin fit's residual sd."""
-    first = sub.iloc[0]
+def _panel_title(sub: pd.DataFrame, noise: stats.Noise, fit: stats.PanelFits | None,
+                 width_in: float) -> str:
+    """The method's name and the noise (the seed sd, or with one seed the basin fit's residual
+    sd), wrapped to the panel's width."""
     level = noise.short()
     if fit is not None and not math.isfinite(noise.sigma) and math.isfinite(fit.basin.resid_sd):
-        level += f"; basin fit residual sd {100 * fit.basin.resid_sd:.2f} pts"
-    return f"{first['panel']}\n{DECAY_NOTE.get(first['decay'], first['decay'])}\n{level}"
+        level = f"1 seed; fit residual sd {100 * fit.basin.resid_sd:.2f} pts"
+    return wrap(f"{names.panel(sub['panel'].iloc[0])}\n{level}", width_in, 8.5)
+
+
+def _panel_caption(sub: pd.DataFrame, fit: stats.PanelFits | None) -> str:
+    first = sub.iloc[0]
+    text = f"{names.panel(first['panel'])} ({names.RULE.get(first['decay'], first['decay'])})"
+    if fit is None:
+        return text + "."
+    return (text + f": basin ridge slope {fit.basin.text()}; damage frontier at a margin of "
+            f"+{100 * fit.margin:.1f} pts, its slope {fit.frontier.text()}.")
 
 
 def plot_heatmaps(table: pd.DataFrame, per_run: pd.DataFrame, out: Path) -> list[Path]:
@@ -155,12 +176,15 @@ def plot_heatmaps(table: pd.DataFrame, per_run: pd.DataFrame, out: Path) -> list
     nrows, ncols = max(p[0] for p in pos.values()) + 1, max(p[1] for p in pos.values()) + 1
     n_lr = table.groupby("panel")["lr"].nunique().max()
     n_lam = table.groupby("panel")["lam"].nunique().max()
-    width = max(7.0, ncols * (1.2 + CELL_IN[0] * n_lr) + 1.2)
-    height = max(4.5, nrows * (1.9 + CELL_IN[1] * n_lam) + 1.0)
+    panel_in = max(PANEL_MIN_IN, 0.8 + CELL_IN[0] * n_lr)
+    title = _heatmap_title(table)
+    width = max(ncols * panel_in + 2.2, max(map(len, title.splitlines())) * 0.6 * 10 / 72 + 0.5)
+    height = max(4.0, nrows * (1.5 + CELL_IN[1] * n_lam) + 1.6)
     fig = Figure(figsize=(width, height), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
-    norm, clipped = _norm(table)
+    colours = scale(table)
     top = frames.top_k(table, 10, by=frames.selection_metric(table))
+    captions = []
     for panel, (r, c) in pos.items():
         sub = table[table["panel"] == panel]  # circle the top 10 only if there are more
         chosen = top[top["panel"] == panel] if len(frames.ranked(sub)) > 10 else top[:0]
@@ -168,35 +192,59 @@ def plot_heatmaps(table: pd.DataFrame, per_run: pd.DataFrame, out: Path) -> list
         fit = stats.panel_fits(sub, runs) if (sub["lam"] > 0).any() else None
         noise = fit.noise if fit else stats.noise(runs)
         heatmap_panel(axes[r, c], sub, set(zip(chosen["lr"], chosen["lam"], strict=True)),
-                      norm, lam_label(table), _panel_title(sub, noise, fit), fit)
+                      colours.norm, "", _panel_title(sub, noise, fit, panel_in - 0.5), fit,
+                      cmap=colours.cmap)
+        captions.append(_panel_caption(sub, fit))
     for ax in axes.flat:
         if not ax.has_data():
             ax.set_axis_off()
-    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=CMAP), ax=axes, shrink=0.8,
-                       extend="max" if clipped else "neither")
-    bar.set_label(ERROR_LABEL)
-    clip = f"; colours above {norm.vmax:.1f}% are clipped" if clipped else ""
-    fig.suptitle(wrap(_heatmap_title(table, frames.selection_metric(table)) + clip, width),
-                 fontsize=10)
-    return save(fig, out, "heatmaps")
+    colours.colorbar(fig, axes)
+    fig.supylabel(lam_label(table) + " (log scale)", fontsize=9)
+    handles, labels = legend_entries(axes.flat)
+    generic = [next((v for k, v in LEGEND.items() if lab.startswith(k)), lab) for lab in labels]
+    keep = dict(zip(generic, handles, strict=True))  # one entry per kind of mark
+    if "top 10 of the panel" in keep:  # its circles are drawn in the cell's ink: show black
+        keep["top 10 of the panel"] = Line2D([], [], marker="o", markersize=9, linestyle="",
+                                             markerfacecolor="none", markeredgecolor="black")
+    legend_below(fig, list(keep.values()), list(keep), ncols=4)
+    fig.suptitle(title, fontsize=10)
+    return save(fig, out, "heatmaps", _heatmap_caption(table, colours, captions))
 
 
-def _heatmap_title(table: pd.DataFrame, metric: str) -> str:
-    def one(col: str) -> str:
-        return ", ".join(str(v) for v in pd.unique(table[col]))
+def _heatmap_title(table: pd.DataFrame) -> str:
+    """Short: the study, the error and what it was measured on."""
+    counts = sorted(int(v) for v in pd.unique(table["seeds"]))
+    seeds = f"{counts[0]} seed{'s' * (counts[0] > 1)}" if len(counts) == 1 else \
+        f"{counts[0]}-{counts[-1]} seeds"
+    epochs = ", ".join(names.epochs(e) for e in pd.unique(table["epochs"]))
+    return (f"{ERROR_LABEL[0].upper()}{ERROR_LABEL[1:]} after {epochs}\n"
+            f"{names.values(table['dataset'])}, {names.values(table['model'])}, "
+            f"{names.values(table['schedule'])} schedule; {seeds} per cell")
 
-    on = "validation error" if metric == "val_error" else "test error"
-    counts = sorted(pd.unique(table["seeds"]))
-    seeds = "1 seed" if counts == [1] else \
-        f"mean of {', '.join(str(v) for v in counts)} seeds"
-    return (f"{one('study')}: {ERROR_LABEL} after {one('epochs')} epochs ({one('dataset')}, "
-            f"{one('model')}, {one('schedule')} schedule), {seeds} per cell\n"
-            "numbers = error in %; σ = seed-to-seed sd of a cell, pooled over the panel's "
-            "cells with 2+ seeds (near each column's best where stated); circled = top-10 "
-            f"of the panel by {on}; bold = chosen; hatched = diverged (chance); grey = failed; "
-            "dashed = fitted basin ridge (where determined); "
-            "orange bars = damage frontier (the λ where a column's error first exceeds its "
-            "best by the margin; dotted = its fit where determined)")
+
+def _heatmap_caption(table: pd.DataFrame, colours: Scale, panels: list[str]) -> str:
+    on = "validation error" if frames.selection_metric(table) == "val_error" else "test error"
+    counts = sorted(int(v) for v in pd.unique(table["seeds"]))
+    seeds = "one seed per cell" if counts == [1] else \
+        f"the mean over {', '.join(str(v) for v in counts)} seeds per cell"
+    lo, hi = colours.norm.vmin, colours.norm.vmax
+    clipped = (f" Colours cover every value shown ({lo:.1f}-{hi:.1f}%)"
+               + (f", linear in two pieces: half the colours up to {colours.knee:.1f}% (the "
+                  f"{KNEE}th percentile, a white line on the colour bar), half above it"
+                  if colours.knee is not None else "")
+               + (f"; {colours.outliers} diverged or near-chance cell(s) are drawn in pink "
+                  "above the scale, their value printed." if colours.outliers else "."))
+    return (f"{names.values(table['study'])}: {_heatmap_title(table).replace(chr(10), '; ')}. "
+            "Each panel is one method over the grid of learning rate "
+            f"α and weight decay λ; the number in a cell is its final {ERROR_LABEL}, {seeds}; a "
+            "small number in a cell's corner is its seeds where more than one. σ is the "
+            "seed-to-seed sd of a cell, pooled over the panel's cells with 2+ seeds (near each "
+            f"column's best where stated). Circled: the panel's top 10 by {on}; bold: the "
+            "chosen cell; hatched: diverged (counted at chance); grey: failed. Dashed red: the "
+            "fitted basin ridge (where determined); orange bars: the damage frontier, the λ "
+            "where a column's error first exceeds its best by the margin; dotted: its "
+            "least-squares fit (where determined)." + clipped + "\n\n"
+            + "\n".join(f"- {line}" for line in panels))
 
 
 def plot_coordinates(table: pd.DataFrame, out: Path) -> list[Path] | None:
@@ -208,8 +256,10 @@ def plot_coordinates(table: pd.DataFrame, out: Path) -> list[Path] | None:
     subs = [s for s in subs if not s.empty]
     if not subs:
         return None
-    norm, _ = _norm(table)
-    fig = Figure(figsize=(9.5, 3.6 * len(subs) + 0.6), layout="constrained")
+    colours = scale(table)  # the heatmaps' scale; its outliers counted among these cells
+    shown = 100 * pd.concat([frames.ranked(s) for s in subs])["test_error"].to_numpy(float)
+    colours = dataclasses.replace(colours, outliers=int((shown > colours.norm.vmax).sum()))
+    fig = Figure(figsize=(9.5, 3.6 * len(subs) + 1.0), layout="constrained")
     axes = fig.subplots(len(subs), 2, squeeze=False)
     for row, sub in zip(axes, subs, strict=True):
         ok = frames.ranked(sub)
@@ -218,17 +268,27 @@ def plot_coordinates(table: pd.DataFrame, out: Path) -> list[Path] | None:
                                 ok["decay"].iloc[0], to)
             x, y = np.log2(ok["lr"].to_numpy(float)), np.log2(lam)
             side = min(16.0, 190 / (np.ptp(y) + 1), 250 / (np.ptp(x) + 1))  # points
-            ax.scatter(x, y, c=100 * ok["test_error"], cmap=CMAP, norm=norm, marker="s",
-                       s=side**2, edgecolors="white", linewidths=0.5)
+            ax.scatter(x, y, c=100 * ok["test_error"], cmap=colours.cmap, norm=colours.norm,
+                       marker="s", s=side**2, edgecolors="white", linewidths=0.5)
             here = "native grid" if units.native(ok["decay"].iloc[0]) == to else "re-plotted"
-            ax.set(xlabel="log₂ α", ylabel=f"log₂ {units.COORDS[to]}",
-                   title=f"{sub['panel'].iloc[0]} in {to} units ({here})")
+            ax.set_xlabel("log₂ α", fontsize=9)
+            ax.set_ylabel(f"log₂ λ_{to}", fontsize=9)
+            ax.set_title(wrap(f"{names.panel(sub['panel'].iloc[0])}: {to} units ({here})",
+                              3.6, 9), fontsize=9)
             ax.grid(alpha=0.3)
-            for axis in (ax.xaxis, ax.yaxis):
+            ax.tick_params(labelsize=8)
+            for axis, values, limits in ((ax.xaxis, x, ax.set_xlim), (ax.yaxis, y, ax.set_ylim)):
                 axis.set_major_locator(MaxNLocator(integer=True))
-    fig.colorbar(ScalarMappable(norm=norm, cmap=CMAP), ax=axes, shrink=0.8).set_label(
-        ERROR_LABEL)
-    fig.suptitle(wrap("One surface, two coordinate systems: λ_paper = α·λ_torch, so a "
-                      "separable basin in one is a diagonal (slope −1) in the other", 9.5),
-                 fontsize=10)
-    return save(fig, out, "coordinates")
+                if np.ptp(values) < 2:  # one α (or λ): an integer axis around it
+                    limits(np.floor(values.min()) - 1, np.ceil(values.max()) + 1)
+    colours.colorbar(fig, axes)
+    fig.suptitle("One surface, two coordinate systems: λ_paper = α·λ_torch", fontsize=10)
+    caption = ("Each decoupled panel in the paper's units (λ_paper: θ ← θ − η_t λ θ) and in "
+               "PyTorch's (λ_torch: torch.optim.AdamW, θ ← θ − α η_t λ θ); a square is a cell "
+               "coloured by its final " + ERROR_LABEL + ". Since λ_paper = α·λ_torch, the grid "
+               "of one is sheared in the other, and a basin that is separable (slope 0) in one "
+               "is a diagonal (slope −1) in the other." + (
+                   f" {colours.outliers} diverged or near-chance cell(s) above "
+                   f"{colours.norm.vmax:.1f}% are drawn in pink above the colour scale."
+                   if colours.outliers else ""))
+    return save(fig, out, "coordinates", caption)

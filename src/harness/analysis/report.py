@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.analysis import claims, curves, figures, frames, heatmaps, stats, units
+from harness.analysis import claims, curves, figures, frames, heatmaps, names, stats, units
 from harness.analysis.frames import fmt_value
 from harness.fsutil import atomic_write, atomic_write_text
 
@@ -49,7 +49,9 @@ def _setup(runs: pd.DataFrame, table: pd.DataFrame) -> str:
              {"setting": figures.lam_label(table) + " grid", "value": _values(table["lam"])},
              {"setting": "seeds", "value": _values(runs["seed"])},
              {"setting": "cells (grid points)",
-              "value": f"{len(table)}; runs {runs['run_id'].nunique()}: {statuses}"}]
+              "value": f"{len(table)}; runs {runs['run_id'].nunique()}: {statuses}"},
+             {"setting": "methods (panels)", "value": ", ".join(
+                 names.panel(p) for p in frames.panels(table))}]
     prov = [{"field": k, "value": _values(runs[k]) if k in runs else "unknown"}
             for k in ("git_sha", "harness_version", "torch_version", "device", "cpu_model",
                       "cpu_threads")]
@@ -68,7 +70,7 @@ def _selection(table: pd.DataFrame) -> str:
 def _best(table: pd.DataFrame) -> str:
     best = frames.best_cells(table)
     tau = units.tau_epochs(best)
-    rows = [{"panel": b["panel"], "α": fmt_value(b["lr"]),
+    rows = [{"panel": names.panel(b["panel"]), "α": fmt_value(b["lr"]),
              figures.lam_label(table): fmt_value(b["lam"]),
              "λ in paper units": _paper(b), "τ (epochs)": "" if math.isnan(t) else f"{t:.3g}",
              ERROR_LABEL: f"{100 * b['test_error']:.2f}",
@@ -96,11 +98,12 @@ def _separability(table: pd.DataFrame, per_run: pd.DataFrame) -> str:
         fit = stats.panel_fits(sub, runs)
         slopes = {f"+{100 * m:g} pts": stats.frontier_slope(sub, m) for m in SENSITIVITY}
         if any(f.determined for f in slopes.values()):
-            margins.append({"panel": panel, **{k: f.text() for k, f in slopes.items()}})
+            margins.append({"panel": names.panel(panel),
+                            **{k: f.text() for k, f in slopes.items()}})
         basin, overall = fit.basin, stats.noise(runs)
         spread = "" if overall.cells <= fit.noise.cells else \
             f"; over all {overall.cells} cells with 2+ seeds σ = {100 * overall.sigma:.2f} pts"
-        rows.append({"panel": panel, "basin ridge slope [95%]": basin.text(),
+        rows.append({"panel": names.panel(panel), "basin ridge slope [95%]": basin.text(),
                      "reading": basin.reading(), "cells in fit": basin.n,
                      "fit residual sd (pts)": "" if math.isnan(basin.resid_sd)
                      else f"{100 * basin.resid_sd:.2f}",
@@ -153,11 +156,18 @@ def _coordinates(table: pd.DataFrame) -> str:
         if a.empty or b.empty:
             continue
         both = units.overlap(a, b)
-        lines.append(f"- {opt}: {len(both)} cell(s) of {opt} / decoupled_lr are cells of {opt} "
-                     "/ decoupled in paper units" + (
+        lines.append(f"- {names.optimizer(opt)}: {len(both)} cell(s) of "
+                     f"{names.method(opt, 'decoupled_lr')} are cells of "
+                     f"{names.method(opt, 'decoupled')} in paper units" + (
                          f"; largest |difference| {100 * both['difference'].abs().max():.2f} "
                          "points" if len(both) else ""))
     return text + ("\n\n" + "\n".join(lines) if lines else "")
+
+
+def _named(line: str) -> str:
+    """``"sgd / l2: ..."`` -> ``"SGD+L2: ..."``."""
+    panel, _, rest = line.partition(": ")
+    return f"{names.panel(panel)}: {rest}"
 
 
 def _problems(table: pd.DataFrame, problems: list[str]) -> str:
@@ -165,8 +175,8 @@ def _problems(table: pd.DataFrame, problems: list[str]) -> str:
     head = (f"{len(problems)} file(s) skipped: " + "; ".join(
         f"{n} × {r}" for r, n in reasons.most_common())) if problems else ""
     issues = [f"skipped file: {p}" for p in problems] + [
-        f"grid edge: {w}" for w in frames.edge_warnings(table)] + [
-        f"failed cell: {r['panel']} α={fmt_value(r['lr'])} λ={fmt_value(r['lam'])}: "
+        f"grid edge: {_named(w)}" for w in frames.edge_warnings(table)] + [
+        f"failed cell: {names.panel(r['panel'])} α={fmt_value(r['lr'])} λ={fmt_value(r['lam'])}: "
         f"{r['error_message'] or 'no message'}" for _, r in table[table["failed"]].iterrows()]
     n_div = int(table["diverged"].sum())
     if n_div:
@@ -175,9 +185,18 @@ def _problems(table: pd.DataFrame, problems: list[str]) -> str:
     return "## Problems\n\n" + (head + "\n\n" if head else "") + body
 
 
+def _figure(key: str, file: str, out: Path | None) -> str:
+    """The image, its PDF and its caption (``<figure>.caption.txt``, written with it)."""
+    caption = figures.caption_of(out / file) if out is not None else ""
+    quoted = "\n".join(f"> {line}" if line else ">" for line in
+                       f"**Figure.** {caption}".splitlines())
+    return (f"![{key}]({file}) ([PDF]({Path(file).with_suffix('.pdf')}))"
+            + (f"\n\n{quoted}" if caption else ""))
+
+
 def markdown(name: str, runs: pd.DataFrame, table: pd.DataFrame, per_run: pd.DataFrame,
-             problems: list[str], figs: dict[str, str]) -> str:
-    """The self-contained report.md text."""
+             problems: list[str], figs: dict[str, str], out: Path | None = None) -> str:
+    """The self-contained report.md text (``out``: where the figures and captions are)."""
     captions = {"heatmaps": "Test error heatmaps (paper Figs. 1-2)",
                 "learning_curves": "Learning curves of each panel's chosen cell (paper Fig. 3)",
                 "decay_curves": "Test error against weight decay at each α",
@@ -187,11 +206,11 @@ def markdown(name: str, runs: pd.DataFrame, table: pd.DataFrame, per_run: pd.Dat
              "2019). Errors are top-1 test error after the last epoch, in %; a diverged run "
              "counts at chance level; σ is the seed-to-seed standard deviation of a cell's "
              "final error, pooled over cells.", _setup(runs, table)]
-    parts += [f"## {captions[k]}\n\n![{k}]({f}) ([PDF]({Path(f).with_suffix('.pdf')}))"
-              for k, f in figs.items() if k != "coordinates"]
+    parts += [f"## {captions[k]}\n\n{_figure(k, f, out)}" for k, f in figs.items()
+              if k != "coordinates"]
     parts += [_best(table), _separability(table, per_run), _coordinates(table)]
     if "coordinates" in figs:
-        parts.append(f"![coordinates]({figs['coordinates']})")
+        parts.append(_figure("coordinates", figs["coordinates"], out))
     claim_rows = [{"claim": c.name, "paper": c.paper_statement, "measured here": c.measured,
                    "verdict": f"**{c.verdict}**"} for c in claims.claims(table, per_run)]
     parts += ["## The paper's claims\n\n" + _md(claim_rows), _problems(table, problems)]
@@ -223,5 +242,6 @@ def write_report(study_dir: str | Path, out_dir: str | Path | None = None) -> Pa
     if table["epochs"].nunique() > 1:
         figs["transfer"] = curves.plot_transfer(table, out)[0].name
     path = out / "report.md"
-    atomic_write_text(path, markdown(study_dir.name, runs, table, per_run, problems, figs))
+    atomic_write_text(path, markdown(study_dir.name, runs, table, per_run, problems, figs,
+                                          out))
     return path
