@@ -525,12 +525,17 @@ def measure_convs(model_name: str, s: Settings, out: list[dict],
                   publish: Callable[[], None] = lambda: None) -> list[dict]:
     """ensemble.conv_microbench of every grouped conv shape of the model packed K = the
     largest of s.packs, batch s.batch_size; each shape's dict (or, when it raises, its
-    `error`) appended to `out` as measured, then `publish()`. None when K is 1 (no grouped
+    `error`) appended to `out` as measured, then `publish()`. Nothing when K is 1 (no grouped
     conv)."""
     packs = max(s.packs)
     if packs == 1:
         return out
-    shapes = ensemble.packed_conv_shapes(build_model(model_name, packs=packs), s.batch_size)
+    try:
+        shapes = ensemble.packed_conv_shapes(build_model(model_name, packs=packs).eval(),
+                                              s.batch_size)
+    except Exception as err:  # noqa: BLE001 - the bench goes on
+        _log(f"{model_name} conv shapes at K={packs}: {_one_line(err)}")
+        return out
     benchmark = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = s.device.type == "cuda"
     try:
