@@ -4,6 +4,11 @@ comparison of a GPU study's parquet files with a CPU rerun of some of its cells.
     python benchmarks/gpu_check.py audit [--device cuda] [--model M]  # exit 1 on a sync
     python benchmarks/gpu_check.py cells RESULTS_DIR STUDY N  # N cells' overrides, one a line
     python benchmarks/gpu_check.py compare GPU_RUNS CPU_RUNS  # exit 1 beyond bf16 tolerance
+    python benchmarks/gpu_check.py summary BENCH_JSON...  # targets met or not, GPU-hours
+
+summary: benchmarks/bench_summary.py's lines for each bench report (one cut short by a timeout
+too): each speed target and whether it is met, the pack against the vmap ensemble, grouped vs
+dense convs, the estimated GPU-hours of fig2_decay and fig2_lite at the measured rates.
 
 audit: a pack of 4 cells of --model (ResNet-20 unless given; Adam, decoupled, cosine) takes 2
 warm-up steps, then 5 steps under torch.cuda.set_sync_debug_mode("error") (any host-device
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -125,6 +131,19 @@ def compare(gpu: Path, cpu: Path) -> int:
     return 1 if bad else 0
 
 
+def summary(reports: list[Path]) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks import bench_summary
+
+    for path in reports:
+        report = json.loads(path.read_text())
+        print(f"bench summary of {path.name} ({report['device']}, "
+              f"{len(report['results'])} rows):")
+        for line in bench_summary.summary_lines(report):
+            print(f"  {line}")
+    return 0 if reports else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -138,9 +157,13 @@ def main(argv: list[str] | None = None) -> int:
     m = sub.add_parser("compare")
     m.add_argument("gpu", type=Path)
     m.add_argument("cpu", type=Path)
+    r = sub.add_parser("summary")
+    r.add_argument("reports", type=Path, nargs="*")
     args = parser.parse_args(argv)
     if args.command == "audit":
         return audit(torch.device(args.device), args.model)
+    if args.command == "summary":
+        return summary(args.reports)
     if args.command == "cells":
         return cells(args.results, args.study, args.n)
     return compare(args.gpu, args.cpu)

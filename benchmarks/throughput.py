@@ -8,21 +8,35 @@ values), in one process, per model:
              ToTensor, Normalize), a DataLoader with workers (pinned memory on CUDA), fp32, eager,
              torch.optim.SGD(lr=0.1, momentum=0.9, weight_decay=5e-4), one model; `steps`
              batches timed after `warmup` batches.
-    strong   the strongest single-model loop a careful user writes: data and augmentation on
-             the device (harness.train.data's batches), bf16 autocast and channels_last on CUDA,
-             fused torch.optim.SGD (foreach on a CPU), torch.compile of the model on CUDA (and
-             on a CPU with --compile); one model.
+    strong:eager, strong:compile, strong:cudagraphs
+             the single-model loops a careful user writes, one model each: data and
+             augmentation on the device (harness.train.data's batches), bf16 autocast and
+             channels_last on CUDA, fused torch.optim.SGD (foreach on a CPU); eager with
+             cudnn.benchmark (on CUDA), torch.compile(model) (mode default; on a CPU only with
+             --compile), torch.compile(model, mode="reduce-overhead") (CUDA graphs: CUDA only).
+             torch._dynamo.reset() before each. A configuration that does not apply here is a
+             "skipped" row, one that raises a "failed" row; both say why in `note`.
+    strong   the best of the strong:* rows that ran (`note` names it): every ratio_vs_strong
+             divides by it.
     harness  `harness.train.loop.train` on K cells packed as one wide model (K = 1: the single-cell
              path): data and augmentation on the device, bf16 autocast and channels_last on GPU,
              harness SGD. Epochs of L = min(warmup, steps) batches: ceil(warmup / L) warm-up
              epochs, then ceil(steps / L) timed epochs, timed by the wall clock from the last
              warm-up epoch's records to the last timed epoch's (no evaluation in between).
              K grows along `--packs` until CUDA runs out of memory; that K is recorded with
-             status "oom".
+             status "oom"; one that raises anything else is a "failed" row (`note`: its first
+             line) and ends that method's K too.
+    vmap     the same K models the way PyTorch's model-ensembling recipe trains them
+             (benchmarks/ensemble.py: stack_module_state + vmap(functional_call), one SGD over
+             the stacked parameters), on the strong loop's data, bf16 and channels_last.
 
 `harness+compile` rows: the same with train.compile=default (the compile falls in the warm-up
-epochs). Every images_per_s is images trained in the timed window / its wall time, each image
-counted once per model that trained on it: one model for naive and strong, the cells alive at
+epochs). `conv_microbench` (the JSON's own list): every grouped conv of the packed model at the
+largest K, forward + backward against the dense conv of equal FLOPs (benchmarks/ensemble.py).
+The summary printed after the table (benchmarks/bench_summary.py, also in the JSON) says
+whether each speed target is met and the GPU-hours of the fig2 studies at the measured rates.
+Every images_per_s is images trained in the timed window / its wall time, each image counted
+once per model that trained on it: one model for naive and strong, K for vmap, the cells alive at
 each timed epoch's start for a pack of K (a batch of B images is K * B images, not more).
 ratio_vs_naive and ratio_vs_strong divide it by the naive and strong loops'; roofline_fraction
 divides it by ROOFLINE_IMAGES_PER_S (ResNet-20 ~630k img/s, Shake-Shake 2x64d ~41k on an H100;
@@ -70,6 +84,9 @@ from harness.train import data as data_mod
 from harness.train.loop import train
 from harness.train.models import MODELS, build_model
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run by path (harness bench)
+from benchmarks import bench_summary, ensemble  # noqa: E402
+
 # Dense (no sparsity) bf16 tensor-core peak FLOP/s, matched in order against the device name.
 PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = (
     ("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("A100", 312e12))
@@ -80,6 +97,7 @@ ROOFLINE_IMAGES_PER_S: tuple[tuple[str, dict[str, float]], ...] = (
     ("H100", {"resnet20": 630e3, "shake_shake_26_2x64d": 41e3}))
 LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 5e-4  # naive SGD; weight_decay is its L2 lambda
 GIB = 2**30
+STRONG_CONFIGS = ("eager", "compile", "cudagraphs")
 
 
 @dataclass(frozen=True)
@@ -97,15 +115,16 @@ class Settings:
 @dataclass(frozen=True)
 class Result:
     model: str
-    method: str                 # naive | strong | harness | harness+compile
+    method: str                 # naive | strong[:config] | harness | harness+compile | vmap
     K: int                      # cells trained at once
-    status: str                 # ok | oom
+    status: str                 # ok | oom | failed | skipped
     images_per_s: float | None  # summed over the K cells
     peak_memory_gib: float | None
     mfu: float | None
     ratio_vs_naive: float | None
     ratio_vs_strong: float | None = None
     roofline_fraction: float | None = None
+    note: str | None = None     # why failed or skipped; which configuration a strong row is
 
 
 @dataclass(frozen=True)
@@ -203,33 +222,81 @@ def naive_images_per_s(model_name: str, s: Settings) -> float:
     return s.steps * s.batch_size / (time.perf_counter() - tic)
 
 
-def strong_images_per_s(model_name: str, s: Settings) -> float:
-    """Images per second of the careful single-model loop (see the module docstring)."""
-    cuda = s.device.type == "cuda"
-    ds = data_mod.load_dataset("synthetic", train_subset=(s.warmup + s.steps) * s.batch_size,
+def strong_skip_reason(config: str, s: Settings) -> str | None:
+    """Why the strong:`config` loop does not run with these settings, None when it does."""
+    if config == "cudagraphs" and s.device.type != "cuda":
+        return "CUDA graphs need a CUDA device"
+    if config == "compile" and s.device.type != "cuda" and not s.compile:
+        return "torch.compile on a CPU only with --compile"
+    return None
+
+
+def _batches(s: Settings, batches: int):
+    """`batches` device batches of the synthetic set (channels_last on CUDA), drawn by a
+    fixed generator: the data of the strong and vmap loops."""
+    ds = data_mod.load_dataset("synthetic", train_subset=batches * s.batch_size,
                                test_subset=s.batch_size, device=s.device)
-    model = build_model(model_name).to(s.device).train()
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM,
-                                weight_decay=WEIGHT_DECAY, **({"fused": True} if cuda else
-                                                              {"foreach": True}))
-    forward = torch.compile(model) if cuda or s.compile else model
     generator = torch.Generator(device=s.device).manual_seed(0)
-    tic = time.perf_counter()
-    for i, (x, y) in enumerate(data_mod.train_batches(ds, s.batch_size, generator)):
-        if i == s.warmup:
-            _sync(s.device)
-            tic = time.perf_counter()
+    for x, y in data_mod.train_batches(ds, s.batch_size, generator):
+        yield (x.contiguous(memory_format=torch.channels_last) if s.device.type == "cuda"
+               else x), y
+
+
+def strong_images_per_s(model_name: str, s: Settings, config: str = "eager") -> float:
+    """Images per second of the careful single-model loop strong:`config` (eager, compile or
+    cudagraphs; see the module docstring)."""
+    cuda = s.device.type == "cuda"
+    torch._dynamo.reset()
+    benchmark = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = cuda
+    try:
+        model = build_model(model_name).to(s.device).train()
         if cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(s.device.type, dtype=torch.bfloat16, enabled=cuda):
-            loss = F.cross_entropy(forward(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    _sync(s.device)
-    return s.steps * s.batch_size / (time.perf_counter() - tic)
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM,
+                                    weight_decay=WEIGHT_DECAY, **({"fused": True} if cuda else
+                                                                  {"foreach": True}))
+        forward = {"eager": lambda: model, "compile": lambda: torch.compile(model),
+                   "cudagraphs": lambda: torch.compile(model, mode="reduce-overhead")}[config]()
+        tic = time.perf_counter()
+        for i, (x, y) in enumerate(_batches(s, s.warmup + s.steps)):
+            if i == s.warmup:
+                _sync(s.device)
+                tic = time.perf_counter()
+            if config == "cudagraphs":
+                torch.compiler.cudagraph_mark_step_begin()
+            with torch.autocast(s.device.type, dtype=torch.bfloat16, enabled=cuda):
+                loss = F.cross_entropy(forward(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        _sync(s.device)
+        return s.steps * s.batch_size / (time.perf_counter() - tic)
+    finally:
+        torch.backends.cudnn.benchmark = benchmark
+
+
+def vmap_images_per_s(model_name: str, packs: int, s: Settings) -> float:
+    """Images per second (K x B per batch) of `packs` models trained by
+    ensemble.VmapEnsemble on the strong loop's data (bf16, cudnn.benchmark on CUDA)."""
+    cuda = s.device.type == "cuda"
+    torch._dynamo.reset()
+    benchmark = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = cuda
+    try:
+        models = [build_model(model_name).to(s.device).train() for _ in range(packs)]
+        ens = ensemble.VmapEnsemble(models, LR, MOMENTUM, WEIGHT_DECAY, autocast=cuda)
+        del models
+        tic = time.perf_counter()
+        for i, (x, y) in enumerate(_batches(s, s.warmup + s.steps)):
+            if i == s.warmup:
+                _sync(s.device)
+                tic = time.perf_counter()
+            ens.step(x, y)
+        _sync(s.device)
+        return packs * s.steps * s.batch_size / (time.perf_counter() - tic)
+    finally:
+        torch.backends.cudnn.benchmark = benchmark
 
 
 def bench_cells(model_name: str, packs: int, epoch_steps: int, epochs: int,
@@ -293,23 +360,31 @@ def measure_packs(model_name: str, s: Settings, flops: float, peak: float | None
                   method: str = "harness",
                   on_row: Callable[[Result], None] = lambda row: None) -> list[Result]:
     """One `method` Result per K in s.packs, each passed to `on_row` once measured; the first K
-    that runs out of memory ends the list. flops: per training image; peak: the device's
-    FLOP/s; naive: the naive loop's images/s."""
+    that runs out of memory (an "oom" row) or raises anything else (a "failed" row, its
+    error's first line in `note`: a compile error must not end the bench) ends the list.
+    flops: per training image; peak: the device's FLOP/s; naive: the naive loop's images/s."""
     measure = measure or harness_images_per_s  # read when called: a bench test replaces it
     results: list[Result] = []
     for packs in s.packs:
         try:
             rate, memory = _measured(lambda k=packs: measure(model_name, k, s), s.device)
-        except RuntimeError as err:
-            if not _out_of_memory(err):
-                raise
-            results.append(Result(model_name, method, packs, "oom", None, None, None, None))
+        except Exception as err:  # noqa: BLE001 - every error is a row; Ctrl-C still stops
+            status = "oom" if isinstance(err, RuntimeError) and _out_of_memory(err) else "failed"
+            results.append(Result(model_name, method, packs, status, None, None, None, None,
+                                  note=_one_line(err)))
             on_row(results[-1])
-            _log(f"{model_name} {method} K={packs}: out of memory; not trying larger K")
+            _log(f"{model_name} {method} K={packs}: {status}: {results[-1].note}; "
+                 "not trying larger K")
             break
         results.append(_result(model_name, method, packs, rate, memory, flops, peak, naive))
         on_row(results[-1])
     return results
+
+
+def _one_line(err: BaseException) -> str:
+    """`Type: first line of the message`, at most 300 characters."""
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"[:300]
 
 
 def _out_of_memory(err: RuntimeError) -> bool:
@@ -319,10 +394,10 @@ def _out_of_memory(err: RuntimeError) -> bool:
 
 
 def _result(model: str, method: str, packs: int, rate: float, memory: float | None,
-            flops: float, peak: float | None, naive: float) -> Result:
+            flops: float, peak: float | None, naive: float, note: str | None = None) -> Result:
     mfu = flops * rate / peak if peak else None
     _log(f"{model} {method} K={packs}: {rate:.1f} images/s")
-    return Result(model, method, packs, "ok", rate, memory, mfu, rate / naive)
+    return Result(model, method, packs, "ok", rate, memory, mfu, rate / naive, note=note)
 
 
 def _log(line: str) -> None:
@@ -331,11 +406,13 @@ def _log(line: str) -> None:
 
 def run_bench(s: Settings) -> dict:
     """Measure every model and K; rewrite the report after every row (a run cut short keeps
-    every row it measured) and return it (see the module docstring)."""
+    every row it measured) and return it with its summary (see the module docstring)."""
     name, cuda = device_name(s.device), s.device.type == "cuda"
     peak = peak_flops(name) if cuda else None
     flops: dict[str, FlopCount] = {}
-    results: list[Result] = []
+    done: list[Result] = []      # the rows of the models finished
+    rows: list[Result] = []      # the rows of the model being measured
+    convs: list[dict] = []
 
     def report() -> dict:
         return {
@@ -350,38 +427,93 @@ def run_bench(s: Settings) -> dict:
                          "warmup": s.warmup, "batch_size": s.batch_size,
                          "device": str(s.device), "compile": s.compile},
             "flops_per_image": {m: dataclasses.asdict(f) for m, f in flops.items()},
-            "results": [dataclasses.asdict(r) for r in results]}
+            "results": [dataclasses.asdict(r) for r in done + rows],
+            "conv_microbench": convs}
 
-    def emit(row: Result) -> None:
-        results.append(row)
-        done = report()
-        _write_json(done, s.out / f"{done['device_slug']}.json")
+    def publish(model_rows: list[Result]) -> None:
+        rows[:] = model_rows
+        current = report()
+        _write_json(current, s.out / f"{current['device_slug']}.json")
 
     for model_name in s.models:
         flops[model_name] = count_flops(model_name)
-        measure_model(model_name, s, flops[model_name].training, peak, name, emit)
-    return report()
+        measure_model(model_name, s, flops[model_name].training, peak, name, publish)
+        done.extend(rows)
+        rows.clear()
+        measure_convs(model_name, s, convs, lambda: publish([]))
+    final = report()
+    final["summary"] = bench_summary.summary_lines(final)
+    _write_json(final, s.out / f"{final['device_slug']}.json")
+    return final
+
+
+def measure_strong(model_name: str, s: Settings, per_image: float, peak: float | None,
+                   add: Callable[[Result], None]) -> float | None:
+    """The strong:<config> rows (each passed to `add`), then the strong row, the best of those
+    that ran (its `note` names it); returns its rate, None when none ran."""
+    best: Result | None = None
+    for config in STRONG_CONFIGS:
+        method = f"strong:{config}"
+        if reason := strong_skip_reason(config, s):
+            add(Result(model_name, method, 1, "skipped", None, None, None, None, note=reason))
+            continue
+        try:
+            rate, memory = _measured(lambda c=config: strong_images_per_s(model_name, s, c),
+                                     s.device)
+        except Exception as err:  # noqa: BLE001 - a failed configuration is a row
+            status = "oom" if isinstance(err, RuntimeError) and _out_of_memory(err) else "failed"
+            add(Result(model_name, method, 1, status, None, None, None, None,
+                       note=_one_line(err)))
+            _log(f"{model_name} {method}: {status}: {_one_line(err)}")
+            continue
+        add(_result(model_name, method, 1, rate, memory, per_image, peak, 1.0))
+        if best is None or rate > best.images_per_s:
+            best = Result(model_name, "strong", 1, "ok", rate, memory, None, None,
+                          note=f"best of {', '.join(STRONG_CONFIGS)}: {method}")
+    if best is None:
+        add(Result(model_name, "strong", 1, "failed", None, None, None, None,
+                   note="no strong configuration ran"))
+        return None
+    add(_result(model_name, "strong", 1, best.images_per_s, best.peak_memory_gib, per_image,
+                peak, 1.0, note=best.note))
+    return best.images_per_s
 
 
 def measure_model(model_name: str, s: Settings, per_image: float, peak: float | None,
-                  name: str, emit: Callable[[Result], None] = lambda row: None) -> list[Result]:
-    """The naive, strong and harness rows of one model, with ratios and roofline fraction;
-    `emit` gets each row as soon as it is measured (naive's once strong's is)."""
+                  name: str,
+                  publish: Callable[[list[Result]], None] = lambda rows: None) -> list[Result]:
+    """The naive, strong:*, strong, harness, vmap (and harness+compile) rows of one model,
+    with ratios and roofline fraction; `publish` gets the model's rows after each one is
+    measured (ratio_vs_strong is filled in once the strong row is known)."""
     roof = roofline(name, model_name) if s.device.type == "cuda" else None
-    naive, naive_memory = _measured(lambda: naive_images_per_s(model_name, s), s.device)
-    strong, memory = _measured(lambda: strong_images_per_s(model_name, s), s.device)
     rows: list[Result] = []
+    ratios = {"naive": None, "strong": None}
 
-    def add(row: Result) -> None:
-        rows.append(dataclasses.replace(
-            row, ratio_vs_strong=None if row.images_per_s is None else row.images_per_s / strong,
-            roofline_fraction=None if row.images_per_s is None or roof is None
-            else row.images_per_s / roof))
-        emit(rows[-1])
+    def fill(row: Result) -> Result:
+        rate, naive, strong = row.images_per_s, ratios["naive"], ratios["strong"]
+        return dataclasses.replace(
+            row, ratio_vs_naive=None if rate is None or not naive else rate / naive,
+            ratio_vs_strong=None if rate is None or not strong else rate / strong,
+            roofline_fraction=None if rate is None or roof is None else rate / roof)
 
-    add(_result(model_name, "naive", 1, naive, naive_memory, per_image, peak, naive))
-    add(_result(model_name, "strong", 1, strong, memory, per_image, peak, naive))
+    def add(row: Result | None = None) -> None:
+        rows[:] = [fill(r) for r in rows + ([row] if row else [])]
+        publish(list(rows))
+
+    try:
+        naive, naive_memory = _measured(lambda: naive_images_per_s(model_name, s), s.device)
+    except Exception as err:  # noqa: BLE001
+        add(Result(model_name, "naive", 1, "failed", None, None, None, None,
+                   note=_one_line(err)))
+    else:
+        ratios["naive"] = naive
+        add(_result(model_name, "naive", 1, naive, naive_memory, per_image, peak, naive))
+    ratios["strong"] = measure_strong(model_name, s, per_image, peak, add)
+    add()  # every row so far again, now with its ratio to the strong row
+    naive = ratios["naive"] or math.nan
     measure_packs(model_name, s, per_image, peak, naive, on_row=add)
+    measure_packs(model_name, s, per_image, peak, naive, method="vmap",
+                  measure=vmap_images_per_s, on_row=add)
     if s.compile:
         measure_packs(model_name, s, per_image, peak, naive, method="harness+compile",
                       measure=lambda m, k, st: harness_images_per_s(m, k, st, "default"),
@@ -389,27 +521,72 @@ def measure_model(model_name: str, s: Settings, per_image: float, peak: float | 
     return rows
 
 
+def measure_convs(model_name: str, s: Settings, out: list[dict],
+                  publish: Callable[[], None] = lambda: None) -> list[dict]:
+    """ensemble.conv_microbench of every grouped conv shape of the model packed K = the
+    largest of s.packs, batch s.batch_size; each shape's dict (or, when it raises, its
+    `error`) appended to `out` as measured, then `publish()`. Nothing when K is 1 (no grouped
+    conv)."""
+    packs = max(s.packs)
+    if packs == 1:
+        return out
+    try:
+        shapes = ensemble.packed_conv_shapes(build_model(model_name, packs=packs).eval(),
+                                              s.batch_size)
+    except Exception as err:  # noqa: BLE001 - the bench goes on
+        _log(f"{model_name} conv shapes at K={packs}: {_one_line(err)}")
+        return out
+    benchmark = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = s.device.type == "cuda"
+    try:
+        for shape in shapes:
+            try:
+                row = ensemble.conv_microbench(shape, s.device, reps=max(1, min(s.steps, 20)))
+            except Exception as err:  # noqa: BLE001
+                row = dict(shape, error=_one_line(err))
+            out.append(dict(row, model=model_name))
+            _log(f"{model_name} conv {shape}: " + (row.get("error") or
+                 f"grouped / dense time {row['grouped_over_dense']:.2f}"))
+            publish()
+    finally:
+        torch.backends.cudnn.benchmark = benchmark
+    return out
+
+
 def _write_json(report: dict, path: Path) -> None:
     atomic_write_text(path, json.dumps(report, indent=2) + "\n")
 
 
 def format_table(report: dict) -> str:
-    """The results as an aligned text table, one row per measurement."""
+    """The results as an aligned text table, one row per measurement (a row's note after it),
+    then the grouped vs dense conv microbenchmark."""
     def num(value: float | None, fmt: str) -> str:
         return "-" if value is None else format(value, fmt)
 
     rows = [("model", "method", "K", "images/s", "vs naive", "vs strong", "peak GiB", "MFU",
              "roofline")]
     for r in report["results"]:
-        rate = "OOM" if r["status"] == "oom" else num(r["images_per_s"], ",.0f")
+        rate = r["status"].upper() if r["status"] != "ok" else num(r["images_per_s"], ",.0f")
         rows.append((r["model"], r["method"], str(r["K"]), rate, num(r["ratio_vs_naive"], ".2f"),
                      num(r.get("ratio_vs_strong"), ".2f"), num(r["peak_memory_gib"], ".2f"),
                      num(r["mfu"], ".1%"), num(r.get("roofline_fraction"), ".1%")))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in
                        enumerate(zip(row, widths, strict=True))) for row in rows]
+    notes = [None] + [r.get("note") for r in report["results"]]
+    lines = [line + (f"  {note}" if note else "") for line, note in zip(lines, notes,
+                                                                          strict=True)]
     head = f"{report['device']} | torch {report['torch_version']}"
-    return "\n".join([head, lines[0], "-" * len(lines[0]), *lines[1:]])
+    convs = [f"{c['model']} K={c['K']} conv {c['in_channels'] // c['K']}->"
+             f"{c['out_channels'] // c['K']} {c['kernel']}x{c['kernel']}/{c['stride']} at "
+             f"{c['size']}px x{c['count']}: " + (c["error"] if "error" in c else
+             f"grouped {c['grouped_s'] * 1e3:.2f} ms ({c['grouped_tflops']:.2f} TFLOP/s), "
+             f"dense {c['dense_s'] * 1e3:.2f} ms ({c['dense_tflops']:.2f} TFLOP/s), "
+             f"grouped/dense {c['grouped_over_dense']:.2f}")
+             for c in report.get("conv_microbench", [])]
+    conv_head = ["grouped vs dense conv, forward + backward, batch "
+                 f"{report.get('settings', {}).get('batch_size')}:"] if convs else []
+    return "\n".join([head, lines[0], "-" * len(lines[0]), *lines[1:], *conv_head, *convs])
 
 
 # --- command line ---------------------------------------------------------------------------
@@ -467,6 +644,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_args(sys.argv[1:] if argv is None else argv)
     report = run_bench(settings)
     print(format_table(report))
+    print("\n".join(report["summary"]))
     print(f"wrote {settings.out / (report['device_slug'] + '.json')}")
     return 0
 

@@ -15,7 +15,8 @@
 #            carried wheels, then every import the stages need: one failing ends the run
 #   tests    pytest -m gpu (bf16 packs vs fp32 packs, channels_last end to end, no sync)
 #   audit    a packed train step under torch.cuda.set_sync_debug_mode("error")
-#   bench    python -m harness bench; its JSON is rewritten after every row
+#   bench    python -m harness bench; its JSON is rewritten after every row; then its
+#            summary (targets met or not, GPU-hours of the fig2 studies) goes into summary.txt
 #   study    a short real Fashion-MNIST study on the GPU, two of its cells again on the CPU,
 #            compared (benchmarks/gpu_check.py compare)
 # DIR ($OUT when --out is not given) then holds 4 files, none more than one folder down:
@@ -132,6 +133,16 @@ study() {  # a panel of 2 x 2 cells on the device, then 2 of them on the CPU
   "$PY" benchmarks/gpu_check.py compare "$WORK/study/gpu/gpucheck/runs" "$WORK/study/cpu/gpucheck/runs"
 }
 
+bench_summary() {  # the bench's targets and GPU-hours, from its JSON (a cut-short one too)
+  local left=$((DEADLINE - SECONDS)) reports=("$OUT"/bench/*.json)
+  [ -e "${reports[0]}" ] && [ $left -ge 5 ] || return 0
+  [ $left -le 20 ] || left=20
+  timeout -k 2 "$left" "$PY" benchmarks/gpu_check.py summary "${reports[@]}" \
+    >> "$WORK/summary.txt" 2>> "$OUT/stages.log" \
+    || echo "bench summary failed (stages.log)" >> "$WORK/summary.txt"
+  pack
+}
+
 export DRY WHEELS DATA PY SITE WORK
 export -f install study
 if ! stage install 30 install; then
@@ -142,11 +153,13 @@ if [ $DRY -eq 1 ]; then
   stage tests 120 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py tests/train/test_memory.py
   stage audit 60 "$PY" benchmarks/gpu_check.py audit --device cpu --model small
   stage bench 120 "$PY" -m harness bench --dry-run --device cpu --out "$OUT/bench"
+  bench_summary
   stage study 300 study
 else  # 30 + 40 + 30 + 130 + 60 = 290 s of limits
   stage tests 40 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py tests/train/test_memory.py
   stage audit 30 "$PY" benchmarks/gpu_check.py audit --device cuda
   stage bench 130 "$PY" -m harness bench --out "$OUT/bench" --steps 20 --warmup 5 --packs 1 4 16
+  bench_summary
   stage study 60 study
 fi
 echo "gpu-check: $([ $failed -eq 0 ] && echo passed || echo FAILED) in $SECONDS s" >> "$WORK/summary.txt"

@@ -160,7 +160,9 @@ def test_gpu_check_runs_from_a_prepared_copy_as_on_the_device(tmp_path) -> None:
     assert files == ["bench/cpu.json", "gpu-check.tar.gz", "stages.log", "summary.txt"]
     assert all(len(Path(f).parts) <= 3 and re.fullmatch(r"[A-Za-z0-9._/-]+", f)
                for f in files)
-    assert len(json.loads((out / "bench" / "cpu.json").read_text())["results"]) == 4
+    assert len(json.loads((out / "bench" / "cpu.json").read_text())["results"]) == 9
+    assert "target packed resnet20 >= 3x its best single-model loop: " in summary
+    assert "fig2_lite: 336 cells, 504,000,000 images of resnet20" in summary
     with tarfile.open(out / "gpu-check.tar.gz") as tar:
         assert {"./summary.txt", "./stages.log"} <= set(tar.getnames())
     assert (out / "stages.log").read_text().count("loss ok, error ok") == 2
