@@ -236,7 +236,7 @@ def _batches(s: Settings, batches: int):
     fixed generator: the data of the strong and vmap loops."""
     ds = data_mod.load_dataset("synthetic", train_subset=batches * s.batch_size,
                                test_subset=s.batch_size, device=s.device)
-    generator = torch.Generator(device=s.device).manual_seed(0)
+    generator = torch.Generator().manual_seed(0)  # batches are drawn on the CPU (data.py)
     for x, y in data_mod.train_batches(ds, s.batch_size, generator):
         yield (x.contiguous(memory_format=torch.channels_last) if s.device.type == "cuda"
                else x), y
