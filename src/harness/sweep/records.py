@@ -72,7 +72,8 @@ def _checkout_sha(package: Path) -> str | None:
         init = Path(git("rev-parse", "--show-toplevel")) / "src" / "harness" / "__init__.py"
         if not (init.is_file() and init.samefile(package / "__init__.py")):
             return None                     # an unrelated repository around site-packages
-        dirty = git("status", "--porcelain", "--untracked-files=no")
+        # no index refresh: a harness killed mid-call must not leave .git/index.lock behind
+        dirty = git("--no-optional-locks", "status", "--porcelain", "--untracked-files=no")
         return git("rev-parse", "HEAD") + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
