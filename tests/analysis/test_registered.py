@@ -107,11 +107,14 @@ def test_the_pilot_rule_is_one_point_of_seed_mean_validation_error():
     rows = [_run("sgd", "none", 0.125, 0.0, s, v) for s, v in ((0, 0.130), (1, 0.134))]
     rows += [_run("sgd", "decoupled", 0.125, 0.125, s, v) for s, v in ((0, 0.121), (1, 0.122))]
     rows += [_run("sgd", "l2", 0.125, 0.125, s, v) for s, v in ((0, 0.125), (1, 0.127))]
-    v = reg.pilot(pd.DataFrame(rows))
+    [v] = reg.pilot(pd.DataFrame(rows))
     assert v.verdict == "go on" and "gain +1.05 points" in v.measured
+    assert v.claim == "pilot, 12 epochs"
+    longer = [dict(r, epochs=24) for r in rows]
     rows[2]["val_error"] = rows[3]["val_error"] = 0.124
-    v = reg.pilot(pd.DataFrame(rows))
-    assert v.verdict == "raise the budget" and "gain +0.80 points" in v.measured
+    short, long = reg.pilot(pd.DataFrame(rows + longer))
+    assert short.verdict == "raise the budget" and "gain +0.80 points" in short.measured
+    assert (long.claim, long.verdict) == ("pilot, 24 epochs", "go on")
 
 
 def _claim1_runs(l2_slope: float, w_slope: float, rng) -> pd.DataFrame:

@@ -193,3 +193,18 @@ def test_transfer_figure_for_a_study_over_two_budgets(tmp_path: Path) -> None:
     assert "## Best normalized weight decay per training budget\n\n![transfer](transfer.png)" \
         in text
     assert_real_png(tmp_path / "budgets" / "report" / "transfer.png")
+
+
+def test_a_registered_study_is_judged_by_its_registered_rules(tmp_path: Path) -> None:
+    """pilot_cpu's report applies REPRODUCTION.md's pilot rule (harness.analysis.registered),
+    not the generic claims table."""
+    runs = tmp_path / "pilot_cpu" / "runs"
+    for seed, (base, best) in enumerate(((0.130, 0.118), (0.126, 0.116))):
+        planted.write(runs, planted.cell_frame(base + 0.005, val=base, lr=0.125, lam=0.0,
+                                               decay="none", seed=seed, study="pilot_cpu"))
+        planted.write(runs, planted.cell_frame(best + 0.005, val=best, lr=0.125, lam=0.125,
+                                               decay="decoupled", seed=seed, study="pilot_cpu"))
+    text = report.write_report(tmp_path / "pilot_cpu").read_text()
+    assert "## The paper's claims, by the registered rules" in text
+    assert "| pilot, 3 epochs |" in text and "gain +1.10 points" in text
+    assert "**go on**" in text and "## The paper's claims\n" not in text

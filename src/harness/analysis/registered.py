@@ -186,14 +186,21 @@ def _cell_means(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return runs.groupby(keys, dropna=False)[["val_error", "test_error"]].mean().reset_index()
 
 
-def pilot(per_run: pd.DataFrame) -> Verdict:
-    """Go on if the best decay cell's seed-mean validation error is PILOT_GAIN below lambda=0's."""
+def pilot(per_run: pd.DataFrame) -> list[Verdict]:
+    """Per epoch budget: go on if the best decay cell's seed-mean validation error is
+    PILOT_GAIN below lambda = 0's (a budget raised because a smaller one fell short is a row
+    of its own)."""
+    return [_pilot(runs, int(epochs)) for epochs, runs in per_run.groupby("epochs")]
+
+
+def _pilot(per_run: pd.DataFrame, epochs: int) -> Verdict:
     runs = _usable(per_run)
     means = _cell_means(runs, ["decay", "lam"])
     base = means[(means["decay"] == "none") | (means["lam"] == 0)]
     decayed = means[(means["decay"] != "none") & (means["lam"] > 0)]
     if base.empty or decayed.empty:
-        return Verdict("pilot", "needs lambda = 0 and decay cells", "not testable here")
+        return Verdict(f"pilot, {epochs} epochs", "needs lambda = 0 and decay cells",
+                       "not testable here")
     best = decayed.loc[decayed["val_error"].idxmin()]
     gain = float(base["val_error"].iloc[0] - best["val_error"])
     sigma, dof = pooled_sd(runs.assign(x=runs["decay"], y=runs["lam"], z=runs["val_error"]))
@@ -202,7 +209,8 @@ def pilot(per_run: pd.DataFrame) -> Verdict:
             f"(seed means): gain {100 * gain:+.2f} points; single-run sd {100 * sigma:.2f} "
             f"points ({dof} dof) [rule: go on if the gain is at least {100 * PILOT_GAIN:.0f} "
             "point]")
-    return Verdict("pilot", text, "go on" if gain >= PILOT_GAIN else "raise the budget")
+    return Verdict(f"pilot, {epochs} epochs", text,
+                   "go on" if gain >= PILOT_GAIN else "raise the budget")
 
 
 def _xyz(runs: pd.DataFrame, x: str) -> pd.DataFrame:
@@ -322,3 +330,15 @@ def claim4(per_run: pd.DataFrame) -> Verdict:
     return Verdict("4", f"{_slope_text(s, 'T')}, reads {reading} [predictions: 0 the "
                    "paper's normalization, +0.5 raw lambda, -0.5 a constant EMA timescale]",
                    verdict)
+
+
+def verdicts(study: str, per_run: pd.DataFrame) -> list[Verdict] | None:
+    """The registered verdicts of `study` (`frames.finals` of its runs); None for a study the
+    registration does not cover (its report applies harness.analysis.claims instead)."""
+    if study == "pilot_cpu":
+        return pilot(per_run)
+    if study == "claims_cpu":
+        return [claim1(per_run), *claims23(per_run)]
+    if study == "budgets_cpu":
+        return [claim4(per_run)]
+    return None

@@ -19,7 +19,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.analysis import claims, curves, figures, frames, heatmaps, names, stats, units
+from harness.analysis import (
+    claims,
+    curves,
+    figures,
+    frames,
+    heatmaps,
+    names,
+    registered,
+    stats,
+    units,
+)
 from harness.analysis.frames import fmt_value
 from harness.fsutil import atomic_write, atomic_write_text
 
@@ -211,10 +221,23 @@ def markdown(name: str, runs: pd.DataFrame, table: pd.DataFrame, per_run: pd.Dat
     parts += [_best(table), _separability(table, per_run), _coordinates(table)]
     if "coordinates" in figs:
         parts.append(_figure("coordinates", figs["coordinates"], out))
-    claim_rows = [{"claim": c.name, "paper": c.paper_statement, "measured here": c.measured,
-                   "verdict": f"**{c.verdict}**"} for c in claims.claims(table, per_run)]
-    parts += ["## The paper's claims\n\n" + _md(claim_rows), _problems(table, problems)]
+    parts += [_claims(name, table, per_run), _problems(table, problems)]
     return "\n\n".join(parts) + "\n"
+
+
+def _claims(name: str, table: pd.DataFrame, per_run: pd.DataFrame) -> str:
+    """The paper's claims: by the rules REPRODUCTION.md registered for this study before its
+    runs (harness.analysis.registered), else by harness.analysis.claims."""
+    found = registered.verdicts(name, per_run)
+    if found is not None:
+        rows = [{"claim": v.claim, "measured here": v.measured, "verdict": f"**{v.verdict}**"}
+                for v in found]
+        return ("## The paper's claims, by the registered rules\n\nThe statistics and criteria "
+                "of REPRODUCTION.md (\"Pre-registered: the four-claim study\"), committed "
+                "before these runs; a verdict needs all of its registered runs.\n\n" + _md(rows))
+    rows = [{"claim": c.name, "paper": c.paper_statement, "measured here": c.measured,
+             "verdict": f"**{c.verdict}**"} for c in claims.claims(table, per_run)]
+    return "## The paper's claims\n\n" + _md(rows)
 
 
 def write_report(study_dir: str | Path, out_dir: str | Path | None = None) -> Path:
