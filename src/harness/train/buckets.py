@@ -7,7 +7,9 @@ device) shared by all of them. Per-cell values (packed models: alpha and lambda 
 cell k owning p[k*n:(k+1)*n] along dim 0) are laid out once per bucket as one tensor of each
 parameter's shape, dtype and device, so that foreach kernels take them elementwise; the
 optimizer builds its buckets again only when a value changes (a masked cell, a new lambda, a
-param gaining a gradient), never in the steady state.
+param gaining a gradient), never in the steady state. A masked cell is laid out again in place
+(`Bucket.remask`): the tensors a compiled step reads stay the same objects, so masking a cell
+builds no new graph.
 """
 
 from __future__ import annotations
@@ -29,16 +31,34 @@ class Bucket:
         self.params, self.states, self.step = params, states, step
         self.lr, self.weight_decay = lr, weight_decay  # alpha and lambda, fixed per layout
         self.cell_values = cell_values  # name -> (K,) float64 CPU vector, mask applied
+        self.dead: Tensor | None = None  # a pack's (K,) bool device mask of masked cells
         self.scalars: dict[str, Tensor] = {}
         self._laid: dict[tuple[str, ...], list[Tensor]] = {}
 
     def cells(self, names: tuple[str, ...]) -> list[Tensor]:
         if names not in self._laid:
-            vector = self.cell_values[names[0]]
-            for name in names[1:]:
-                vector = vector * self.cell_values[name]
-            self._laid[names] = [_lay_out(vector, p) for p in self.params]
+            self._laid[names] = [_lay_out(self._product(names), p) for p in self.params]
         return self._laid[names]
+
+    def remask(self, values: dict[str, Tensor]) -> None:
+        """Take `values` (`cell_values` with a new mask: the same names) into this bucket in
+        place, its laid-out tensors included (one copy to the device each, here, not in a
+        step)."""
+        if set(values) != set(self.cell_values):
+            raise ValueError(f"remask got values {sorted(values)}; valid: "
+                             f"{sorted(self.cell_values)} (build the buckets again instead)")
+        for name, vector in values.items():
+            self.cell_values[name].copy_(vector)
+        for names, laid in self._laid.items():
+            vector = self._product(names)
+            for tensor, p in zip(laid, self.params, strict=True):
+                tensor.copy_(_lay_out(vector, p))
+
+    def _product(self, names: tuple[str, ...]) -> Tensor:
+        vector = self.cell_values[names[0]]
+        for name in names[1:]:
+            vector = vector * self.cell_values[name]
+        return vector
 
     def scalar(self, names: tuple[str, ...]) -> Tensor:
         out = self.scalars[names[0]]
