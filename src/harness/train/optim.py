@@ -254,7 +254,7 @@ class ChainOptimizer(torch.optim.Optimizer):
 
     def _step_bucket(self, bucket: Bucket, group: dict[str, Any], eta: Tensor) -> None:
         """Run the chain once over the bucket."""
-        bucket.step.add_(1.0)
+        bucket.counter.add_(1.0)  # t <- t + 1 (the (1,) counter: see harness.train.buckets)
         bucket.scalars.clear()
         bucket.scalars["eta"] = eta.to(bucket.params[0].dtype)
         ctx = StepContext(
