@@ -10,7 +10,7 @@ DATA      ?=
 DATA_ARG  := $(if $(DATA),dataset.root=$(DATA))
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint demo sweep sweep-plan report bench clean
+.PHONY: help install test test-fast test-torch211 lint demo sweep sweep-plan report bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -30,6 +30,22 @@ test: $(BIN)/harness ## run every test, slow ones included (CPU, about 15 minute
 
 test-fast: $(BIN)/harness ## run the tests not marked slow
 	$(BIN)/python -m pytest -q -m 'not slow'
+
+# The device runs torch 2.11: its compile tests run here in a side venv that holds only torch
+# 2.11 (PyPI's wheel, --no-deps; for Linux x86_64 PyPI has only the CUDA 13 build, which runs on
+# a CPU) and sees everything else, the CUDA libraries included, through a .pth file naming
+# $(VENV)'s site-packages, after its own: one 530 MB download, no second copy of the rest.
+SIDE      ?= .venv-torch211
+SIDE_TORCH ?= 2.11.0
+COMPILE_TESTS ?= tests/train/test_compiled.py tests/train/test_step.py
+test-torch211: $(BIN)/harness ## the compile tests under torch 2.11, the device's (side venv $(SIDE))
+	test -x $(SIDE)/bin/python || $(BIN)/python -m venv $(SIDE)  # the same Python as $(VENV)
+	$(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' \
+		> "$$($(SIDE)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/zz_project_venv.pth"
+	$(SIDE)/bin/python -c 'import torch, sys; sys.exit(torch.__version__.split("+")[0] != "$(SIDE_TORCH)")' \
+		2>/dev/null || $(SIDE)/bin/pip install -q --no-deps 'torch==$(SIDE_TORCH)'
+	PYTHONPATH=src $(SIDE)/bin/python -c 'import torch; print("torch", torch.__version__, torch.__file__)'
+	PYTHONPATH=src $(SIDE)/bin/python -m pytest -q $(COMPILE_TESTS)
 
 lint: $(BIN)/harness ## ruff over src and tests
 	$(BIN)/python -m ruff check src tests

@@ -2,12 +2,17 @@
 `harness.train.optim` (the values a chain step of `harness.train.optim_steps` reads).
 
 A bucket holds the params of a group that have a gradient and share device, dtype and step
-count, their optimizer states, and one step-count tensor t (float64, 0-dim, on the params'
-device) shared by all of them. Per-cell values (packed models: alpha and lambda as K-vectors,
-cell k owning p[k*n:(k+1)*n] along dim 0) are laid out once per bucket as one tensor of each
-parameter's shape, dtype and device, so that foreach kernels take them elementwise; the
-optimizer builds its buckets again only when a value changes (a masked cell, a new lambda, a
-param gaining a gradient), never in the steady state.
+count, their optimizer states, and one step count t shared by all of them: a float64 (1,)
+tensor on the params' device (`Bucket.counter`, the one a step adds 1 to), each param's
+state["step"] a 0-dim view of it (torch.optim's form, for state_dicts). The step itself reads
+t as counter.view(()) made inside it: torch 2.11's compiled step drops in-place updates of a
+0-dim float64 CPU tensor it is given (measured: Adam's t stayed 1), not those of a (1,) one.
+Per-cell values (packed models: alpha and lambda as K-vectors, cell k owning p[k*n:(k+1)*n]
+along dim 0) are laid out once per bucket as one tensor of each parameter's shape, dtype and
+device, so that foreach kernels take them elementwise; the optimizer builds its buckets again
+only when a value changes (a new lambda, a param gaining a gradient), never in the steady
+state. A masked cell is laid out again in place (`Bucket.remask`): the tensors a compiled step
+reads stay the same objects, so masking a cell builds no new graph.
 """
 
 from __future__ import annotations
@@ -26,19 +31,43 @@ class Bucket:
 
     def __init__(self, params: list[Tensor], states: list[dict[str, Any]], step: Tensor,
                  lr: Coef, weight_decay: Coef, cell_values: dict[str, Tensor]) -> None:
-        self.params, self.states, self.step = params, states, step
+        self.params, self.states = params, states
+        self.counter = step._base if _is_counter_view(step) else step.reshape(1).clone()
         self.lr, self.weight_decay = lr, weight_decay  # alpha and lambda, fixed per layout
         self.cell_values = cell_values  # name -> (K,) float64 CPU vector, mask applied
+        self.dead: Tensor | None = None  # a pack's (K,) bool device mask of masked cells
         self.scalars: dict[str, Tensor] = {}
         self._laid: dict[tuple[str, ...], list[Tensor]] = {}
 
+    @property
+    def step(self) -> Tensor:
+        """t, a 0-dim view of `counter` (made anew at each access: see the module docstring)."""
+        return self.counter.view(())
+
     def cells(self, names: tuple[str, ...]) -> list[Tensor]:
         if names not in self._laid:
-            vector = self.cell_values[names[0]]
-            for name in names[1:]:
-                vector = vector * self.cell_values[name]
-            self._laid[names] = [_lay_out(vector, p) for p in self.params]
+            self._laid[names] = [_lay_out(self._product(names), p) for p in self.params]
         return self._laid[names]
+
+    def remask(self, values: dict[str, Tensor]) -> None:
+        """Take `values` (`cell_values` with a new mask: the same names) into this bucket in
+        place, its laid-out tensors included (one copy to the device each, here, not in a
+        step)."""
+        if set(values) != set(self.cell_values):
+            raise ValueError(f"remask got values {sorted(values)}; valid: "
+                             f"{sorted(self.cell_values)} (build the buckets again instead)")
+        for name, vector in values.items():
+            self.cell_values[name].copy_(vector)
+        for names, laid in self._laid.items():
+            vector = self._product(names)
+            for tensor, p in zip(laid, self.params, strict=True):
+                tensor.copy_(_lay_out(vector, p))
+
+    def _product(self, names: tuple[str, ...]) -> Tensor:
+        vector = self.cell_values[names[0]]
+        for name in names[1:]:
+            vector = vector * self.cell_values[name]
+        return vector
 
     def scalar(self, names: tuple[str, ...]) -> Tensor:
         out = self.scalars[names[0]]
@@ -77,10 +106,17 @@ def build_buckets(group: dict[str, Any], state: dict[Tensor, dict[str, Any]],
         shared = (counters[count] if isinstance(count, int) else
                   torch.tensor(count, dtype=torch.float64, device=device))
         states = [state[p] for p in params]
+        bucket = Bucket(params, states, shared, lr, weight_decay, values)
+        shared = shared if _is_counter_view(shared) else bucket.counter.view(())
         for s in states:
             s["step"] = shared
-        buckets.append(Bucket(params, states, shared, lr, weight_decay, values))
+        buckets.append(bucket)
     return buckets
+
+
+def _is_counter_view(step: Tensor) -> bool:
+    """True when `step` is already a bucket's state["step"]: a 0-dim view of a (1,) counter."""
+    return step.dim() == 0 and step._base is not None and step._base.shape == (1,)
 
 
 def cell_values(group: dict[str, Any], packs: int, mask: Tensor | None) -> dict[str, Tensor]:

@@ -33,7 +33,14 @@ harness.train.schedules). A step without eta_t is an error.
 Packed models: `lr` and `weight_decay` may be 1-D tensors of length K, one value per packed
 model, where model k's part of every parameter p is p[k*n:(k+1)*n] along dim 0 (the leading
 dim of p is divisible by K); lr_t of cell k = lr[k] * eta_t. `mask_cell(k)` makes cell k
-inert (a diverged cell): its alpha and lambda count as 0, its moments are zeroed.
+inert (a diverged cell): its alpha and lambda count as 0, its moments are zeroed, and from then
+on every step sets its slice of every gradient to 0 before the chain reads it (`mask_grads`,
+from a (K,) bool device mask), so its update is exactly 0 however NaN its gradients come out:
+
+    g_k <- 0;  theta_k <- theta_k - eta_t*(0 * d(0) + 0 * theta_k) = theta_k
+
+A compiled step always runs that masking (it reads the device mask, all False while every cell
+trains: the same values), so masking a cell changes only tensors in place and builds no graph.
 
 Device-resident step: the params of each group are bucketed and the per-cell values laid out
 once (`harness.train.buckets`); the step count t is a float64 0-dim tensor per bucket on the
@@ -56,7 +63,7 @@ from harness.spec import optimizer as optimizer_spec
 from harness.spec.decay import DECAY_MODES, EXCLUDE_KINDS
 from harness.spec.optimizer import HYPERPARAMETERS, OPTIMIZERS
 from harness.spec.values import Number, SpecError, one_of
-from harness.train.buckets import Bucket, build_buckets, is_zero
+from harness.train.buckets import Bucket, build_buckets, cell_values, is_zero
 from harness.train.optim_steps import (
     DIRECTIONS,
     Coef,
@@ -111,6 +118,7 @@ class ChainOptimizer(torch.optim.Optimizer):
         hyper = optimizer_spec.check(optimizer, hyper)  # every one given, each in range
         defaults = {"lr": lr, "weight_decay": _as_value("weight_decay", weight_decay), **hyper}
         self.cell_mask: Tensor | None = None  # (K,) bool on the CPU; False: a masked cell
+        self._dead: dict[torch.device, Tensor] = {}  # the same, negated, on each params' device
         self._plans: dict[int, tuple[tuple, list[Bucket]]] = {}
         self._prepared: list[tuple[Bucket, dict[str, Any]]] = []
         super().__init__(params, defaults)
@@ -150,7 +158,15 @@ class ChainOptimizer(torch.optim.Optimizer):
         mask = torch.ones(packs, dtype=torch.bool) if self.cell_mask is None else self.cell_mask
         mask[k] = False
         self.cell_mask = mask
-        self._plans.clear()
+        for dead in self._dead.values():
+            dead[k] = True  # in place: a compiled step reads this very tensor
+        for index, (_, buckets) in list(self._plans.items()):
+            values = cell_values(self.param_groups[index], packs, mask)
+            if all(set(b.cell_values) == set(values) for b in buckets):
+                for bucket in buckets:
+                    bucket.remask(values)  # in place: no new bucket, so no new graph
+            else:  # a group of float values turns per-cell: built again at the next step
+                del self._plans[index]
         for group in self.param_groups:
             for p in group["params"]:
                 n = p.shape[0] // packs
@@ -186,30 +202,59 @@ class ChainOptimizer(torch.optim.Optimizer):
         """The device half of a step: the chain over every bucket of the last prepare(), with
         eta_t = `eta` (a 0-dim tensor on the params' device)."""
         _check_eta(eta, {bucket.params[0].device for bucket, _ in self._prepared})
+        self.mask_grads()
         for bucket, group in self._prepared:
             self._step_bucket(bucket, group, eta)
 
+    @torch.no_grad()
+    def mask_grads(self) -> None:
+        """g_k <- 0 (an assignment: NaN becomes 0) in every gradient of the last prepare(), for
+        each masked cell k, read from the (K,) bool device mask: nothing from the host. Eager,
+        only once a cell is masked (a pack's steady-state step dispatches no more ops than a
+        solo one); compiled, always, so that masking a cell later builds no new graph. Every
+        step calls it; a GradScaler's caller calls it before scaler.step (its inf check must
+        not see a dead cell's NaN)."""
+        if not (torch.compiler.is_compiling() or self.cell_mask is not None):
+            return
+        for bucket, _ in self._prepared:
+            if bucket.dead is None:
+                continue
+            packs = bucket.dead.numel()
+            for p in bucket.params:
+                mask = bucket.dead.view(packs, *([1] * p.dim()))
+                p.grad.unflatten(0, (packs, -1)).masked_fill_(mask, 0.0)
+
     def _plan(self, index: int, group: dict[str, Any], assume_grads: bool) -> list[Bucket]:
-        """The group's buckets, rebuilt only when the params with a gradient, a per-cell value
-        or the mask changed (host-side checks only: no device read in the steady state)."""
+        """The group's buckets, rebuilt only when the params with a gradient or a per-cell value
+        changed (host-side checks only: no device read in the steady state)."""
         for p in group["params"]:
             if p.grad is not None and p.grad.is_sparse:
                 raise ValueError("sparse gradients are not supported; valid: dense gradients")
         present = [p.requires_grad if assume_grads else p.grad is not None
                    for p in group["params"]]
-        key = (tuple(present), _signature(group["lr"]), _signature(group["weight_decay"]),
-               _signature(self.cell_mask))
+        key = (tuple(present), _signature(group["lr"]), _signature(group["weight_decay"]))
         cached = self._plans.get(index)
-        if cached is None or cached[0] != key:
+        if cached is None or cached[0] != key:  # mask_cell lays a new mask out in place
             decayed = not (is_zero(group["weight_decay"]) or self.decay == "none")
-            cached = key, build_buckets(group, self.state, present, decayed, self.packs,
-                                        self.cell_mask)
+            packs = self.packs
+            buckets = build_buckets(group, self.state, present, decayed, packs, self.cell_mask)
+            for bucket in buckets:
+                bucket.dead = self._dead_on(bucket.params[0].device) if packs > 1 else None
+            cached = key, buckets
             self._plans[index] = cached
         return cached[1]
 
+    def _dead_on(self, device: torch.device) -> Tensor:
+        """The (K,) bool mask of masked cells on `device`, one tensor per device for good."""
+        if device not in self._dead:
+            alive = torch.ones(self.packs, dtype=torch.bool) if self.cell_mask is None \
+                else self.cell_mask
+            self._dead[device] = (~alive).to(device)
+        return self._dead[device]
+
     def _step_bucket(self, bucket: Bucket, group: dict[str, Any], eta: Tensor) -> None:
         """Run the chain once over the bucket."""
-        bucket.step.add_(1.0)
+        bucket.counter.add_(1.0)  # t <- t + 1 (the (1,) counter: see harness.train.buckets)
         bucket.scalars.clear()
         bucket.scalars["eta"] = eta.to(bucket.params[0].dtype)
         ctx = StepContext(

@@ -11,9 +11,10 @@ per-channel BatchNorm, the batched linear and the foreach optimizer ops never mi
 gives model k the gradient of its own loss only: K packed cells train like K solo runs.
 
 A diverged cell (non-finite loss) is masked by `mask_diverged`: the optimizer counts its lr and
-weight_decay as 0 (`ChainOptimizer.mask_cell`), its grads and moments are zeroed now and its
-grads at every later backward (one hook per parameter reading a device mask of dead cells), so
-its update is exactly 0 and nothing of it reaches the other slices.
+weight_decay as 0 (`ChainOptimizer.mask_cell`), its moments are zeroed now and the optimizer sets
+its grads to 0 at every later step before reading them (`ChainOptimizer.mask_grads`, from a
+device mask: no hook, so the same in a compiled step), so its update is exactly 0 and nothing of
+it reaches the other slices.
 
 How many cells fit on a device (`train.pack=auto`): harness.train.memory.
 """
@@ -150,39 +151,18 @@ def packed_loss(logits: Tensor, y: Tensor, active: Tensor) -> tuple[Tensor, Tens
 def mask_diverged(optimizer: ChainOptimizer, model: nn.Module, k: int) -> None:
     """Make cell k inert from now on, the other cells unchanged.
 
-    The optimizer counts its lr and weight_decay as 0 and zeroes its slice of every moment
-    (Adam's m and v, SGD's buffer: lr 0 times a NaN moment would still be NaN); its grads are
-    zeroed now and after every later backward by one hook per parameter that reads a device
-    mask of dead cells (its NaN activations make NaN grads even though its loss is left out).
-    Its update is then exactly 0: its params stay as they were (Adam/RMSprop with eps = 0
-    would still give 0/0 there), and since every op is per slice nothing of it reaches the
-    other cells. Call again after rebuilding the model or optimizer (resume)."""
+    The optimizer counts its lr and weight_decay as 0, zeroes its slice of every moment (Adam's
+    m and v, SGD's buffer: lr 0 times a NaN moment would still be NaN) and, at every later
+    step, its slice of every gradient before the chain reads it (`ChainOptimizer.mask_grads`:
+    its NaN activations make NaN grads even though its loss is left out); its current grads are
+    zeroed here too. Its update is then exactly 0 (g_k = 0, m_k = v_k = 0, alpha_k = lambda_k =
+    0): its params stay as they were, and since every op is per slice nothing of it reaches the
+    other cells. The mask lives in the optimizer: call again after rebuilding it (resume)."""
     optimizer.mask_cell(k)  # checks k and that the optimizer is packed
     packs = optimizer.packs
-    dead = _dead_cells(model, packs)
-    dead[k] = True
     for p in model.parameters():
         if p.grad is not None:
             _part(p.grad, k, packs).zero_()  # an assignment, not a product: NaN becomes 0
-
-
-def _dead_cells(model: nn.Module, packs: int) -> Tensor:
-    """The model's (K,) bool device mask of masked cells; registers the grad hooks once."""
-    dead = model.__dict__.get("_dead_cells")
-    if dead is None:
-        device = next(model.parameters()).device
-        dead = torch.zeros(packs, dtype=torch.bool, device=device)
-        model.__dict__["_dead_cells"] = dead
-        for p in model.parameters():
-            p.register_post_accumulate_grad_hook(_zero_dead_grads(dead, packs))
-    return dead
-
-
-def _zero_dead_grads(dead: Tensor, packs: int):
-    def hook(p: Tensor) -> None:
-        mask = dead.view(packs, *([1] * p.dim()))
-        p.grad.unflatten(0, (packs, -1)).masked_fill_(mask, 0.0)
-    return hook
 
 
 # --- per-model metrics ------------------------------------------------------------------------

@@ -69,6 +69,8 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor,
         apply(eta)
     elif run.scaler.is_enabled():
         run.scaler.scale(total).backward()
+        run.optimizer.prepare()
+        run.optimizer.mask_grads()  # before the scaler's inf check: a dead cell's are NaN
         run.scaler.step(run.optimizer, eta=eta)
         run.scaler.update()
     else:
