@@ -15,6 +15,7 @@ import tarfile
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -23,7 +24,7 @@ from harness.config import compose
 from harness.config import job as cf
 from harness.train import data as data_mod
 from harness.train import loop as train_mod
-from tests.conftest import CLI_ENV, ROOT
+from tests.conftest import CLI_ENV, ROOT, TINY, harness_cli
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -175,3 +176,31 @@ def test_gpu_check_runs_from_a_prepared_copy_as_on_the_device(tmp_path) -> None:
     assert "stopped: the install stage failed" in (bare / "summary.txt").read_text()
     assert "hydra is not installed here" in (bare / "stages.log").read_text()
     assert _out_files(bare) == ["gpu-check.tar.gz", "stages.log", "summary.txt"]
+
+
+def test_the_study_comparison_passes_a_rerun_and_fails_a_lambda_swapped_between_cells(
+        tmp_path, capsys) -> None:
+    """gpu_check compare on two real CPU studies of the same two cells: a rerun is within the
+    stated tolerance; the same runs with their lambdas trained the other way round (each run
+    filed under the other cell's run_id, as a pack slicing lambda wrongly would record them)
+    fail it, in the weight norm the swap moves."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gpu_check import compare
+
+    for name in ("a", "b"):
+        done = harness_cli(["run", "-m", *TINY, "decay.weight_decay=0.0,0.2", "study=cmp",
+                            f"run.results_dir={name}"], tmp_path)
+        assert done.returncode == 0, done.stderr
+    a, b = tmp_path / "a/cmp/runs", tmp_path / "b/cmp/runs"
+    assert compare(a, b) == 0
+    assert "within tolerance" in capsys.readouterr().out
+    first, second = sorted(b.glob("*.parquet"))
+    swapped = tmp_path / "swapped"
+    swapped.mkdir()
+    for src, dst in ((first, second), (second, first)):
+        df = pd.read_parquet(src)
+        df["weight_decay"] = pd.read_parquet(dst)["weight_decay"].to_numpy()
+        df.to_parquet(swapped / dst.name)  # trained with src's lambda, recorded as dst
+    assert compare(a, swapped) == 1
+    out = capsys.readouterr().out
+    assert out.count("DIFFERS in param_norm") == 2, out
