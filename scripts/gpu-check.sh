@@ -13,7 +13,8 @@
 # has its own limit, cut to what is left):
 #   install  pip install --no-index --no-deps --target $GPU_CHECK_SITE (/tmp/site) of the
 #            carried wheels, then every import the stages need: one failing ends the run
-#   tests    pytest -m gpu (bf16 packs vs fp32 packs, channels_last end to end, no sync)
+#   tests    pytest -m gpu (bf16 packs vs fp32 packs, channels_last end to end, no sync,
+#            the compiled step equals the eager one through a cell diverging)
 #   audit    a packed train step under torch.cuda.set_sync_debug_mode("error")
 #   bench    python -m harness bench; its JSON is rewritten after every row; then its
 #            summary (targets met or not, GPU-hours of the fig2 studies) goes into summary.txt
@@ -150,13 +151,13 @@ if ! stage install 30 install; then
   pack; exit 1
 fi
 if [ $DRY -eq 1 ]; then
-  stage tests 120 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py tests/train/test_memory.py
+  stage tests 120 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py tests/train/test_memory.py tests/train/test_compiled.py
   stage audit 60 "$PY" benchmarks/gpu_check.py audit --device cpu --model small
   stage bench 120 "$PY" -m harness bench --dry-run --device cpu --out "$OUT/bench"
   bench_summary
   stage study 300 study
 else  # 30 + 40 + 30 + 130 + 60 = 290 s of limits
-  stage tests 40 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py tests/train/test_memory.py
+  stage tests 40 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py tests/train/test_memory.py tests/train/test_compiled.py
   stage audit 30 "$PY" benchmarks/gpu_check.py audit --device cuda
   stage bench 130 "$PY" -m harness bench --out "$OUT/bench" --steps 20 --warmup 5 --packs 1 4 16
   bench_summary

@@ -36,17 +36,18 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def pack_of_two(compile_mode: str):
+def pack_of_two(compile_mode: str, device: str = "cpu"):
     """Two cells (Adam, decoupled decay, cosine schedule over 12 steps) that differ in lr."""
     (cfg,) = compose.cells([
         "model=small", "dataset=synthetic", "dataset.train_subset=96", "dataset.test_subset=32",
         "optimizer=adam", "decay=decoupled", "decay.weight_decay=1e-2", "schedule=cosine",
-        "train.epochs=2", "train.batch_size=16", "train.eval_batch_size=32", "train.device=cpu",
+        "train.epochs=2", "train.batch_size=16", "train.eval_batch_size=32",
+        f"train.device={device}",
         f"train.compile={compile_mode}", "logger=none"])
     cells = [dataclasses.replace(cfg, optimizer=dataclasses.replace(cfg.optimizer, lr=lr))
              for lr in (1e-2, 3e-3)]
-    ds = data_mod.load_dataset("synthetic", train_subset=96, test_subset=32)
-    run = train_mod.setup(cells, ds, torch.device("cpu"))
+    ds = data_mod.load_dataset("synthetic", train_subset=96, test_subset=32, device=device)
+    run = train_mod.setup(cells, ds, torch.device(device))
     run.model.double()  # the same Parameter objects, still channels_last; no state exists yet
     return run
 
@@ -76,14 +77,20 @@ def etas_used(run) -> set[float]:
     return {float(bucket.scalars["eta"]) for bucket, _ in run.optimizer._prepared}
 
 
+CUDA = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
+                                            reason="needs a CUDA device")]
+
+
 @pytest.mark.slow
-def test_compiled_step_equals_eager_through_a_cell_diverging() -> None:
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+def test_compiled_step_equals_eager_through_a_cell_diverging(device: str) -> None:
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
-    compiled, eager = pack_of_two("default"), pack_of_two("false")
+    compiled, eager = pack_of_two("default", device), pack_of_two("false", device)
     batches = list(data_mod.train_batches(eager.ds, 16, torch.Generator().manual_seed(0)))
     assert len(batches) == 6 and all(len(y) == 16 for _, y in batches)  # full batches only
-    sums = {id(run): torch.zeros(2, dtype=torch.float64) for run in (compiled, eager)}
+    sums = {id(run): torch.zeros(2, dtype=torch.float64, device=device)
+            for run in (compiled, eager)}
     frozen: dict[int, list[torch.Tensor]] = {}
     for t in range(STEPS):
         x, y = batches[t % len(batches)]
