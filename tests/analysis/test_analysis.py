@@ -136,8 +136,14 @@ def test_noise_and_paired_difference():
     d = stats.difference(a, b)
     assert d.paired and d.n == 3
     assert d.mean == pytest.approx(0.04 / 3) and d.se == pytest.approx(0.01 / 3)
-    assert d.resolved and d.text() == "+1.33 ± 0.33 pts (paired seeds, n=3)"
+    # 4 SE at n = 3 is not resolved: the 95% t interval has t(0.975, 2 dof) = 4.30
+    assert d.half == pytest.approx(4.302652729911275 * 0.01 / 3)
+    assert not d.resolved
+    assert d.text() == "+1.33 ± 0.33 SE, 95% ± 1.43 pts (paired seeds, n=3)"
+    b_far = b.assign(test_error=b["test_error"] - 0.01)  # the same spread, 1 point further
+    assert stats.difference(a, b_far).resolved  # 2.33 > 1.43
     assert not stats.difference(a.head(1), b.head(1)).resolved  # one seed: SE unknown
+    assert stats.t975(30) == pytest.approx(2.0423, abs=1e-4) and math.isnan(stats.t975(0))
 
 
 def adam_study(e0: float, l2: list[float], w: list[float], seeds: int = 3,

@@ -5,8 +5,8 @@ Every verdict follows a stated criterion from numbers printed beside their noise
 "Not testable" when the optimum sits on the grid edge, when there is no noise estimate (one
 seed), or when the noise exceeds the effect. Cells are chosen on ``val_error`` when the parquet
 records it, on the test error otherwise (the measured text then says so), and scored on the
-test error. Differences are paired over seeds (``stats.difference``); "resolved" means larger
-than twice the standard error.
+test error. Differences are paired over seeds (``stats.difference``); "resolved" means 0 lies
+outside the difference's 95% t interval (n - 1 degrees of freedom).
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def _claim_adam_gain(table: pd.DataFrame, per_run: pd.DataFrame) -> Claim:
     return Claim("2. AdamW gains over lambda=0, Adam+L2 does not",
                  "Adam gains nothing from L2 over lambda=0; AdamW gains clearly "
                  "(15% relative at alpha=0.001)",
-                 measured + " [criterion (resolved = more than 2 standard errors): supported "
+                 measured + " [criterion (resolved = 0 outside the 95% t interval): supported "
                  "if AdamW's gain and its lead over Adam+L2 are both resolved and positive; "
                  "contradicted if Adam+L2 is resolved better than AdamW, or Adam+L2's gain is "
                  "resolved while AdamW's lead is not; not testable if a best λ is on the grid "
@@ -167,8 +167,8 @@ def _claim_adamw_rivals_sgd(table: pd.DataFrame, per_run: pd.DataFrame) -> Claim
         edges = [f"{name}'s best is at the {e}" for name, e in (("AdamW", edge_w),
                                                                  ("SGD(W)", edge_s)) if e]
         verdict = UNTESTABLE if edges or not math.isfinite(d.se) else \
-            SUPPORTED if d.mean + 2 * d.se <= limit else \
-            CONTRADICTED if d.mean - 2 * d.se > limit else UNTESTABLE
+            SUPPORTED if d.mean + d.half <= limit else \
+            CONTRADICTED if d.mean - d.half > limit else UNTESTABLE
         verdicts.append(verdict)
         lines.append(f"{ctx}best AdamW {100 * bw['test_error']:.2f}% ({_where(bw)}) vs best "
                      f"SGD(W) ({bs['decay']}) {100 * bs['test_error']:.2f}% ({_where(bs)}): "
@@ -176,8 +176,9 @@ def _claim_adamw_rivals_sgd(table: pd.DataFrame, per_run: pd.DataFrame) -> Claim
                      + "".join(f"; {e}" for e in edges) + f"; cells {_selection_note(by)}")
     measured = "; ".join(lines) or "needs adam/decoupled and sgd/l2 or sgd/decoupled panels"
     return Claim("3. AdamW rivals SGD(W)", "AdamW's best test error rivals SGD(W)'s",
-                 measured + " [criterion: supported if AdamW − SGD(W) + 2 SE ≤ 10% of SGD(W)'s "
-                 "error; contradicted if AdamW − SGD(W) − 2 SE > 10%; otherwise, or on a grid "
+                 measured + " [criterion: supported if AdamW − SGD(W) + its 95% t half-width ≤ "
+                 "10% of SGD(W)'s error; contradicted if AdamW − SGD(W) − that half-width > 10%; "
+                 "otherwise, or on a grid "
                  "edge or with one seed, not testable]", _combine(verdicts))
 
 

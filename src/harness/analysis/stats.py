@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import stats as sps
 
 from harness.analysis.frames import USABLE, ranked, signed
 
@@ -30,16 +31,11 @@ MIN_CELLS = 10       # a quadratic surface has 6 coefficients; 10 cells leave 4 
 BOOTSTRAP = 400      # resamples of the window's cells (all seeds of a cell go together)
 MARGIN = 0.02        # damage frontier: error first exceeds the column's best by 2 points...
 NOISE_MARGIN = 3.0   # ...or by 3 noise sigmas, whichever is larger
-_T975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26,
-         10: 2.23, 12: 2.18, 15: 2.13, 20: 2.09, 30: 2.04}
 
 
 def t975(dof: int) -> float:
-    """Student t quantile 0.975 (two-sided 95%), conservative between tabulated dofs."""
-    if dof < 1:
-        return math.nan
-    keys = [k for k in _T975 if k <= dof]
-    return 1.96 if dof > 30 else _T975[max(keys)]
+    """Student t quantile 0.975 (two-sided 95%) with `dof` degrees of freedom (scipy)."""
+    return float(sps.t.ppf(0.975, dof)) if dof >= 1 else math.nan
 
 
 @dataclass(frozen=True)
@@ -276,12 +272,19 @@ class Diff:
     paired: bool
 
     @property
+    def half(self) -> float:
+        """Half the 95% t interval: t(0.975, n - 1) x SE (n - 1 dof, paired or the smaller
+        group's when unpaired: conservative)."""
+        return t975(self.n - 1) * self.se
+
+    @property
     def resolved(self) -> bool:
-        """The difference exceeds twice its standard error (about 95%)."""
-        return math.isfinite(self.se) and abs(self.mean) > 2 * self.se
+        """0 lies outside the difference's 95% t interval."""
+        return math.isfinite(self.half) and abs(self.mean) > self.half
 
     def text(self) -> str:
-        se = f" ± {100 * self.se:.2f}" if math.isfinite(self.se) else " (SE unknown)"
+        se = (f" ± {100 * self.se:.2f} SE, 95% ± {100 * self.half:.2f}"
+              if math.isfinite(self.half) else " (SE unknown)")
         kind = "paired seeds" if self.paired else "unpaired"
         return f"{signed(100 * self.mean)}{se} pts ({kind}, n={self.n})"
 
