@@ -25,8 +25,8 @@ def test_demo_sweep_and_report_on_real_data(tmp_path):
     assert len(cells) == 50 and set(cells["panel"]) == {"sgd / l2", "adam / decoupled"}
     assert cells["test_error"].between(0, 1).all() and cells["test_error"].min() < 0.75
     text = (out / "report.md").read_text()
-    for needed in ("heatmaps.png", "learning_curves.png", "Separability", "sgd / l2",
-                   "adam / decoupled", "Fashion"):
+    for needed in ("heatmaps.png", "learning_curves.png", "Separability", "SGD+L2",
+                   "AdamW", "Fashion"):  # the report's method names (analysis.names)
         assert needed.lower() in text.lower(), needed
     image = matplotlib.image.imread(out / "heatmaps.png")
     assert image.shape[0] > 300 and image.shape[1] > 500 and image.std() > 0.05
