@@ -107,8 +107,13 @@ def test_the_pilot_rule_is_one_point_of_seed_mean_validation_error():
     rows = [_run("sgd", "none", 0.125, 0.0, s, v) for s, v in ((0, 0.130), (1, 0.134))]
     rows += [_run("sgd", "decoupled", 0.125, 0.125, s, v) for s, v in ((0, 0.121), (1, 0.122))]
     rows += [_run("sgd", "l2", 0.125, 0.125, s, v) for s, v in ((0, 0.125), (1, 0.127))]
+    rows += [_run("sgd", decay, 0.125, lam, s, 0.13) for decay in ("l2", "decoupled")
+             for lam in (0.03125, 0.5) for s in (0, 1)]  # the registered 14 runs
     [v] = reg.pilot(pd.DataFrame(rows))
     assert v.verdict == "go on" and "gain +1.05 points" in v.measured
+    [partial] = reg.pilot(pd.DataFrame(rows[:6]))
+    assert partial.verdict == "incomplete (6 of 14 registered runs)"
+    assert partial.measured.startswith("so far: ")
     assert v.claim == "pilot, 12 epochs"
     longer = [dict(r, epochs=24) for r in rows]
     rows[2]["val_error"] = rows[3]["val_error"] = 0.124
@@ -132,6 +137,9 @@ def test_claim1_is_supported_by_a_coupled_l2_and_a_separable_sgdw_and_contradict
     assert v.verdict == "supported", v.measured
     assert "SGD+L2: slope -1.0" in v.measured and "reads coupled" in v.measured
     assert reg.claim1(_claim1_runs(0.0, -1.0, rng)).verdict == "contradicted"
+    runs = _claim1_runs(-1.0, 0.0, rng)
+    partial = reg.claim1(runs[~((runs.decay == "l2") & (runs.seed == 1))])
+    assert partial.verdict == "SGD+L2 incomplete (15 of 30 registered runs)", partial
     assert reg.claim1(_claim1_runs(-1.0, -0.5, rng)).verdict in ("not decided", "contradicted")
 
 

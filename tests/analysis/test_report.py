@@ -207,4 +207,5 @@ def test_a_registered_study_is_judged_by_its_registered_rules(tmp_path: Path) ->
     text = report.write_report(tmp_path / "pilot_cpu").read_text()
     assert "## The paper's claims, by the registered rules" in text
     assert "| pilot, 3 epochs |" in text and "gain +1.10 points" in text
-    assert "**go on**" in text and "## The paper's claims\n" not in text
+    assert "**incomplete (4 of 14 registered runs)**" in text  # no verdict before its runs
+    assert "## The paper's claims\n" not in text

@@ -166,6 +166,9 @@ def paired(a: pd.Series, b: pd.Series) -> Paired:
 # REPRODUCTION.md registered them. Errors are fractions; the texts print points.
 
 PILOT_GAIN = 0.01        # the pilot: the best decay must beat lambda = 0 by 1 point on validation
+PILOT_RUNS = 14          # its registered runs per budget: 7 cells x 2 seeds
+CLAIM1_RUNS = 30         # per method: 3 alpha columns x 5 lambdas x 2 seeds (before extensions)
+CLAIM4_RUNS = 42         # AdamW: 3 budgets x 7 lambdas x 2 seeds
 EQUIVALENCE = 0.01       # claim 2: Adam+L2's gain within +-1 point
 NON_INFERIOR = 0.10      # claim 3: AdamW within 10% (relative) of SGDW's test error
 FULL_SEEDS = 5           # claims 2 and 3: the chosen cells' seeds
@@ -209,6 +212,9 @@ def _pilot(per_run: pd.DataFrame, epochs: int) -> Verdict:
             f"(seed means): gain {100 * gain:+.2f} points; single-run sd {100 * sigma:.2f} "
             f"points ({dof} dof) [rule: go on if the gain is at least {100 * PILOT_GAIN:.0f} "
             "point]")
+    if len(runs) < PILOT_RUNS:
+        return Verdict(f"pilot, {epochs} epochs", f"so far: {text}",
+                       f"incomplete ({len(runs)} of {PILOT_RUNS} registered runs)")
     return Verdict(f"pilot, {epochs} epochs", text,
                    "go on" if gain >= PILOT_GAIN else "raise the budget")
 
@@ -238,7 +244,12 @@ def claim1(per_run: pd.DataFrame) -> Verdict:
         s = optimum_slope(_xyz(r, "lr"))
         readings[name] = coupling_reading(s)
         parts.append(f"{name}: {_slope_text(s, 'alpha')}, reads {readings[name]}")
-    if "not testable here" in readings.values():
+        if len(r) < CLAIM1_RUNS:
+            readings[name] = f"incomplete ({len(r)} of {CLAIM1_RUNS} registered runs)"
+    incomplete = [f"{n} {v}" for n, v in readings.items() if v.startswith("incomplete")]
+    if incomplete:
+        verdict = "; ".join(incomplete)
+    elif "not testable here" in readings.values():
         verdict = "not testable here"
     elif readings["SGD+L2"] == "separable" or readings["SGDW"] == "coupled":
         verdict = "contradicted"
@@ -323,6 +334,9 @@ def claim4(per_run: pd.DataFrame) -> Verdict:
         return Verdict("4", "needs AdamW cells at two or more budgets", "not testable here")
     s = optimum_slope(_xyz(r, "epochs"))
     reading = transfer_reading(s)
+    if len(r) < CLAIM4_RUNS:
+        return Verdict("4", f"so far: {_slope_text(s, 'T')}, reads {reading}",
+                       f"incomplete ({len(r)} of {CLAIM4_RUNS} registered runs)")
     verdict = ("supported" if reading.startswith("+0.0") else "not decided" if
                reading in ("not decided", "not testable here") else "contradicted")
     if reading == "not testable here":
