@@ -53,7 +53,8 @@ def plot_learning_curves(runs: pd.DataFrame, table: pd.DataFrame, out: Path) -> 
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     handles, labels = err_ax.get_legend_handles_labels()
-    err_ax.get_legend().remove()
+    if err_ax.get_legend():  # none when no chosen cell has a finite test error (all diverged)
+        err_ax.get_legend().remove()
     legend_below(fig, handles, labels, ncols=2)
     fig.suptitle(f"Learning curves of each panel's chosen cell ({names.values(table['study'])})",
                  fontsize=10)
