@@ -18,8 +18,9 @@ CELL = [*TINY, "study=s", "run.results_dir=results", "train.epochs=3",
         "dataset.train_subset=1024"]
 
 
-@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_signal_mid_cell_is_one_line_and_the_rerun_resumes(tmp_path, sig, code):
+def started_mid_cell(tmp_path) -> tuple[subprocess.Popen, object]:
+    """A real `harness run` of CELL, returned once its first checkpoint exists (or it ended,
+    or 300 s passed), with the checkpoints folder."""
     env = dict(os.environ, **CLI_ENV)
     proc = subprocess.Popen([sys.executable, "-m", "harness", "run", *CELL], cwd=tmp_path,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -27,6 +28,12 @@ def test_a_signal_mid_cell_is_one_line_and_the_rerun_resumes(tmp_path, sig, code
     deadline = time.time() + 300
     while not list(ckpts.glob("*.pt")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.1)
+    return proc, ckpts
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_mid_cell_is_one_line_and_the_rerun_resumes(tmp_path, sig, code):
+    proc, ckpts = started_mid_cell(tmp_path)
     assert list(ckpts.glob("*.pt")), "no checkpoint appeared"
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
@@ -47,13 +54,7 @@ def test_a_signal_mid_cell_is_one_line_and_the_rerun_resumes(tmp_path, sig, code
 def test_a_second_signal_while_stopping_is_still_one_line(tmp_path, first, second, code):
     """Ctrl-C pressed twice, or a scheduler's TERM and then an INT, while the first one is
     still unwinding: the same one line and exit code as one signal, never a traceback."""
-    env = dict(os.environ, **CLI_ENV)
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", *CELL], cwd=tmp_path,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ckpts = tmp_path / "results/s/checkpoints"
-    deadline = time.time() + 300
-    while not list(ckpts.glob("*.pt")) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.1)
+    proc, _ = started_mid_cell(tmp_path)
     proc.send_signal(first)
     for _ in range(20):  # the second signal lands somewhere in the first one's unwinding
         time.sleep(0.005)

@@ -18,6 +18,7 @@ from harness.train import data as data_mod
 from harness.train import diverge
 from harness.train import loop as train_mod
 from harness.train.packed import _part
+from tests.train.test_step import one_thread  # noqa: F401 - autouse: one CPU thread
 
 # The runs are float64 (the model converted after setup, before its first step): the live cell's
 # parameters then differ by at most ~1e-14 between them (measured on torch 2.14: Inductor's fused
@@ -28,12 +29,6 @@ RTOL, ATOL = 1e-9, 1e-12
 STEPS, DIES_AFTER = 10, 4  # steps in all; cell 1 gets its NaN after this many
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def pack_of_two(compile_mode: str, device: str = "cpu"):
