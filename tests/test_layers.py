@@ -3,10 +3,11 @@
     spec -> config -> train -> sweep -> analysis -> cli
 
 A module imports only from its own stage and the stages before it (no arrow back up), and
-`harness.fsutil` (atomic writes), the one module beside the stages, imports nothing of the
-harness. spec/, config/ and analysis/ never import torch, not even through another module or
-inside a function: a spec and a config are checked, and a report is built, without it. Every
-import is a plain `import` statement (no importlib), so this graph is the whole graph.
+`harness.fsutil` (atomic writes) and `harness.stops` (signals), the two modules beside the
+stages, import nothing of the harness. spec/, config/ and analysis/ never import torch, not
+even through another module or inside a function: a spec and a config are checked, and a
+report is built, without it. Every import is a plain `import` statement (no importlib), so
+this graph is the whole graph.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def _module(path: Path) -> str:
 
 
 def _stage(module: str) -> int:
-    """-1 for the package root (harness, harness.__main__, harness.fsutil), else its index."""
+    """-1 for the package root (harness, __main__, fsutil, stops), else its index."""
     parts = module.split(".")
     return STAGES.index(parts[1]) if len(parts) > 1 and parts[1] in STAGES else -1
 
@@ -60,7 +61,7 @@ def _harness_imports(module: str) -> set[str]:
 
 def test_every_stage_is_a_package_and_nothing_else_sits_at_the_root():
     root = sorted(p.name for p in SRC.iterdir() if not p.name.startswith(("_", ".")))
-    assert root == sorted([*STAGES, "fsutil.py"])
+    assert root == sorted([*STAGES, "fsutil.py", "stops.py"])
     for stage in STAGES:
         assert (SRC / stage / "__init__.py").is_file()
 
@@ -73,8 +74,9 @@ def test_no_import_runs_back_up_the_stages():
     assert back == []
 
 
-def test_fsutil_imports_nothing_of_the_harness():
-    assert _harness_imports("harness.fsutil") == set()
+@pytest.mark.parametrize("module", ["harness.fsutil", "harness.stops"])
+def test_the_modules_beside_the_stages_import_nothing_of_the_harness(module):
+    assert _harness_imports(module) == set()
 
 
 def test_no_dynamic_imports():

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     if command == "run":  # a signal while Hydra and torch import is one line too
-        from harness.cli import stops
+        from harness import stops
 
         return stops.guarded("harness run", lambda: int(_command(command)(rest) or 0))
     return int(_command(command)(rest) or 0)

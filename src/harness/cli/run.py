@@ -45,8 +45,8 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
+from harness import stops
 from harness.cli import outcomes as ledger
-from harness.cli import stops
 from harness.config import compose
 from harness.config.job import Config
 from harness.config.validate import ConfigError, check_batch_size, expand, planned_images
@@ -238,6 +238,14 @@ def _launch(args: argparse.Namespace, parser: argparse.ArgumentParser,
                 folder.rmdir()
 
 
+def _bad_input(err: Exception) -> int:
+    """One line and exit 2; but an error raised while a signal's exception unwound through
+    Hydra or OmegaConf (whose cleanup can raise over it) is that signal's, not bad input."""
+    stops.check()
+    print(f"harness run: error: {err}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str]) -> int:
     """`harness run [Hydra flags] [overrides]`; returns the exit code: 0, 1 (a cell failed or
     went unrecorded), 2 (bad input, nothing run), 130 / 143 (SIGINT / SIGTERM: one line; the
@@ -254,8 +262,7 @@ def _main(argv: list[str]) -> int:
     try:  # Hydra reads a relative --config-path from its caller's file; here it is the cwd's
         args.config_path = args.config_path and compose.primary_path(args.config_path)
     except ConfigError as err:
-        print(f"harness run: error: {err}", file=sys.stderr)
-        return 2
+        return _bad_input(err)
     if any(getattr(args, flag) for flag in SHOW_ONLY):
         _hydra(args, parser)
         return 0
@@ -269,15 +276,13 @@ def _main(argv: list[str]) -> int:
         if not plan:
             _check_writable(cells)
     except (ConfigError, data.DataError) as err:
-        print(f"harness run: error: {err}", file=sys.stderr)
-        return 2
+        return _bad_input(err)
     scratch = tempfile.mkdtemp(prefix="harness-plan-") if plan else None
     args.overrides = [*args.overrides, *_output_dirs(scratch)]
     try:
         outcomes, images, lost = _launch(args, parser, cells, plan)
     except ConfigError as err:  # e.g. a batch larger than an npz training set
-        print(f"harness run: error: {err}", file=sys.stderr)
-        return 2
+        return _bad_input(err)
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)

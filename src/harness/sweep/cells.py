@@ -38,6 +38,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from harness import stops
 from harness.config.job import Config
 from harness.config.validate import ConfigError, check_batch_size
 from harness.sweep.force import Force, begin
@@ -288,8 +289,8 @@ def _train_and_record(cfgs: list[Config], ds: data_mod.Dataset | None,
         except ConfigError:
             raise
         except Exception as err:  # noqa: BLE001 - a failing cell must not stop the sweep
-            if _preempted(err):  # keep the checkpoints for the requeued job
-                raise
+            if _preempted(err) or stops.stopped():  # keep the checkpoints for the rerun
+                raise  # (an error raised over a signal's exception is the signal's)
             _fail([r for r, _ in pairs], err, with_traceback=ds is not None)
         # recorded now, not after the pack's other groups: a later preemption loses nothing
         outcomes |= {rec.cfg.run_id: rec.finish() for rec, _ in pairs}
@@ -383,6 +384,8 @@ def _run_group(group: list[Config], outcomes: dict[str, str], mirror: WandbMirro
     except ConfigError:
         raise
     except Exception as err:  # noqa: BLE001 - recorded per cell below
+        if stops.stopped():
+            raise
         error = f"{type(err).__name__}: {err}"
     while any(c.run_id not in outcomes for c in group):
         with contextlib.ExitStack() as stack:

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 import torch
 
+from harness import stops
 from harness.config.job import Config
 from harness.spec.records import EpochMetrics
 from harness.train import data as data_mod
@@ -170,6 +171,7 @@ def run_epoch(run: Run, epoch: int, progress: bool = False) -> list[Epoch | None
     tic = time.perf_counter()
     for i, (x, y) in enumerate(data_mod.train_batches(ds, cfg.train.batch_size, run.generator,
                                                       augment=cfg.dataset.augment)):
+        stops.check()  # a signal whose exception a library swallowed stops here
         x = x.contiguous(memory_format=torch.channels_last)
         compiling = run.compiled is None and run.compile_s == 0.0
         before = time.perf_counter()
