@@ -26,7 +26,7 @@ $(BIN)/harness: pyproject.toml
 	touch $@
 
 test: $(BIN)/harness ## run every test, slow ones included (CPU, about 15 minutes on 2 cores)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=20  # the 20 slowest: where the 15 minutes go
 
 test-fast: $(BIN)/harness ## run the tests not marked slow
 	$(BIN)/python -m pytest -q -m 'not slow'
