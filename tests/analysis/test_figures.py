@@ -326,3 +326,14 @@ def test_committed_studies_figures_read_well(name: str, tmp_path: Path) -> None:
     assert {"heatmaps", "learning_curves"} <= set(figs)
     problems = {stem: layout_problems(fig) for stem, fig in figs.items()}
     assert {k: v for k, v in problems.items() if v} == {}
+
+
+@pytest.mark.parametrize("name,lam", [("one_panel", "λ"), ("long_names", "λ_norm")])
+def test_coordinates_name_the_lambda_they_draw(rendered, name, lam):
+    """A normalized study's coordinates are λ_norm's (claim1_cpu's read "paper λ"; issue 26)."""
+    study, figs = rendered[name]
+    labels = {ax.yaxis.label.get_text() for ax in figs["coordinates"].axes
+              if ax.yaxis.label.get_text().startswith("log₂")}
+    assert labels == {f"log₂ {lam} (paper units)", f"log₂ {lam} (torch units)"}
+    caption = (study / "report" / "coordinates.caption.txt").read_text()
+    assert ("drawn in λ_norm" in caption) == (lam == "λ_norm")

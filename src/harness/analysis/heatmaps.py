@@ -263,6 +263,7 @@ def plot_coordinates(table: pd.DataFrame, out: Path) -> list[Path] | None:
     axes = fig.subplots(len(subs), 2, squeeze=False)
     for row, sub in zip(axes, subs, strict=True):
         ok = frames.ranked(sub)
+        lam_name = "λ_norm" if bool(sub["normalized"].iloc[0]) else "λ"  # normalized: λ_norm's
         for ax, to in zip(row, ("paper", "torch"), strict=True):
             lam = units.convert(ok["lam"].to_numpy(float), ok["lr"].to_numpy(float),
                                 ok["decay"].iloc[0], to)
@@ -272,7 +273,7 @@ def plot_coordinates(table: pd.DataFrame, out: Path) -> list[Path] | None:
                        marker="s", s=side**2, edgecolors="white", linewidths=0.5)
             here = "native grid" if units.native(ok["decay"].iloc[0]) == to else "re-plotted"
             ax.set_xlabel("log₂ α", fontsize=9)
-            ax.set_ylabel(f"log₂ λ_{to}", fontsize=9)
+            ax.set_ylabel(f"log₂ {lam_name} ({to} units)", fontsize=9)
             ax.set_title(wrap(f"{names.panel(sub['panel'].iloc[0])}: {to} units ({here})",
                               3.6, 9), fontsize=9)
             ax.grid(alpha=0.3)
@@ -287,8 +288,11 @@ def plot_coordinates(table: pd.DataFrame, out: Path) -> list[Path] | None:
                "PyTorch's (λ_torch: torch.optim.AdamW, θ ← θ − α η_t λ θ); a square is a cell "
                "coloured by its final " + ERROR_LABEL + ". Since λ_paper = α·λ_torch, the grid "
                "of one is sheared in the other, and a basin that is separable (slope 0) in one "
-               "is a diagonal (slope −1) in the other." + (
-                   f" {colours.outliers} diverged or near-chance cell(s) above "
-                   f"{colours.norm.vmax:.1f}% are drawn in pink above the colour scale."
-                   if colours.outliers else ""))
+               "is a diagonal (slope −1) in the other.")
+    if any(bool(s["normalized"].iloc[0]) for s in subs):
+        caption += (" A panel with normalized decay is drawn in λ_norm, for which the same "
+                    "identity holds (both units scale by √(b/(B·T))).")
+    if colours.outliers:
+        caption += (f" {colours.outliers} diverged or near-chance cell(s) above "
+                    f"{colours.norm.vmax:.1f}% are drawn in pink above the colour scale.")
     return save(fig, out, "coordinates", caption)
