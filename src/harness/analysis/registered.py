@@ -224,7 +224,7 @@ def _xyz(runs: pd.DataFrame, x: str) -> pd.DataFrame:
                          "seed": runs["seed"], "z": runs["val_error"]})
 
 
-def _slope_text(s: OptimumSlope, of: str) -> str:
+def slope_text(s: OptimumSlope, of: str) -> str:
     optima = ", ".join(f"2^{y:.2f} at {of} 2^{x:g}" for x, y in s.optima)
     edges = f"; argmin on the grid edge at {of} " + ", ".join(f"2^{x:g}" for x in
                                                              s.unbracketed) \
@@ -243,7 +243,7 @@ def claim1(per_run: pd.DataFrame) -> Verdict:
             return Verdict("1", f"needs {name} cells", "not testable here")
         s = optimum_slope(_xyz(r, "lr"))
         readings[name] = coupling_reading(s)
-        parts.append(f"{name}: {_slope_text(s, 'alpha')}, reads {readings[name]}")
+        parts.append(f"{name}: {slope_text(s, 'alpha')}, reads {readings[name]}")
         if len(r) < CLAIM1_RUNS:
             readings[name] = f"incomplete ({len(r)} of {CLAIM1_RUNS} registered runs)"
     incomplete = [f"{n} {v}" for n, v in readings.items() if v.startswith("incomplete")]
@@ -335,13 +335,13 @@ def claim4(per_run: pd.DataFrame) -> Verdict:
     s = optimum_slope(_xyz(r, "epochs"))
     reading = transfer_reading(s)
     if len(r) < CLAIM4_RUNS:
-        return Verdict("4", f"so far: {_slope_text(s, 'T')}, reads {reading}",
+        return Verdict("4", f"so far: {slope_text(s, 'T')}, reads {reading}",
                        f"incomplete ({len(r)} of {CLAIM4_RUNS} registered runs)")
     verdict = ("supported" if reading.startswith("+0.0") else "not decided" if
                reading in ("not decided", "not testable here") else "contradicted")
     if reading == "not testable here":
         verdict = reading
-    return Verdict("4", f"{_slope_text(s, 'T')}, reads {reading} [predictions: 0 the "
+    return Verdict("4", f"{slope_text(s, 'T')}, reads {reading} [predictions: 0 the "
                    "paper's normalization, +0.5 raw lambda, -0.5 a constant EMA timescale]",
                    verdict)
 
