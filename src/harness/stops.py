@@ -83,8 +83,9 @@ def _raising() -> Iterator[None]:
     try:
         yield
     finally:
+        # no signal came (nor ended a nested guard, which leaves SIG_IGN): as before
         if stopped() is None and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-            for sig, handler in previous.items():  # no signal came: as before
+            for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
 
