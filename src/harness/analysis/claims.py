@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
 from harness.analysis import frames, registered, stats
@@ -201,9 +200,7 @@ def _claim_transfer(table: pd.DataFrame, per_run: pd.DataFrame) -> Claim:
                        & ~per_run["failed"]]
         if runs["epochs"].nunique() < 2:
             continue
-        s = registered.optimum_slope(pd.DataFrame({
-            "x": np.log2(runs["epochs"].astype(float)), "y": np.log2(runs["lam"]),
-            "seed": runs["seed"], "z": runs[by]}))
+        s = registered.optimum_slope(registered.xyz(runs, "epochs", by))
         reading = registered.transfer_reading(s)
         verdicts.append(SUPPORTED if reading.startswith("+0.0") else
                         NOT_SUPPORTED if reading[:1] in "+-" else UNTESTABLE)

@@ -219,9 +219,10 @@ def _pilot(per_run: pd.DataFrame, epochs: int) -> Verdict:
                    "go on" if gain >= PILOT_GAIN else "raise the budget")
 
 
-def _xyz(runs: pd.DataFrame, x: str) -> pd.DataFrame:
+def xyz(runs: pd.DataFrame, x: str, z: str = "val_error") -> pd.DataFrame:
+    """`optimum_slope`'s input: x = log2 of column `x`, y = log2 lambda, z = the score `z`."""
     return pd.DataFrame({"x": np.log2(runs[x].astype(float)), "y": np.log2(runs["lam"]),
-                         "seed": runs["seed"], "z": runs["val_error"]})
+                         "seed": runs["seed"], "z": runs[z]})
 
 
 def slope_text(s: OptimumSlope, of: str) -> str:
@@ -241,7 +242,7 @@ def claim1(per_run: pd.DataFrame) -> Verdict:
         r = runs[(runs["optimizer"] == "sgd") & (runs["decay"] == decay) & (runs["lam"] > 0)]
         if r.empty:
             return Verdict("1", f"needs {name} cells", "not testable here")
-        s = optimum_slope(_xyz(r, "lr"))
+        s = optimum_slope(xyz(r, "lr"))
         readings[name] = coupling_reading(s)
         parts.append(f"{name}: {slope_text(s, 'alpha')}, reads {readings[name]}")
         if len(r) < CLAIM1_RUNS:
@@ -332,7 +333,7 @@ def claim4(per_run: pd.DataFrame) -> Verdict:
     r = runs[(runs["optimizer"] == "adam") & (runs["decay"] == "decoupled") & (runs["lam"] > 0)]
     if r["epochs"].nunique() < 2:
         return Verdict("4", "needs AdamW cells at two or more budgets", "not testable here")
-    s = optimum_slope(_xyz(r, "epochs"))
+    s = optimum_slope(xyz(r, "epochs"))
     reading = transfer_reading(s)
     if len(r) < CLAIM4_RUNS:
         return Verdict("4", f"so far: {slope_text(s, 'T')}, reads {reading}",
