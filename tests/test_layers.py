@@ -114,3 +114,23 @@ def test_torch_free_stages_import_without_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
+
+
+PLUGIN = ROOT / "src" / "hydra_plugins" / "harness_sweeper" / "__init__.py"
+
+
+def test_hydra_only_through_its_public_interface():
+    """Issue 22: no module of the harness, nor its sweeper plugin, reaches into Hydra's private
+    modules (hydra._internal or a name with a leading underscore); its flags table in
+    cli/run.py is held against Hydra's parser in tests/cli/test_cli.py."""
+    private = [f"{p.relative_to(ROOT)}:{line} imports {name}"
+               for p in [*MODULES.values(), PLUGIN] for line, name in _imports(p)
+               if name.split(".")[0] == "hydra"
+               and any(part.startswith("_") for part in name.split("."))]
+    assert private == []
+
+
+def test_the_sweeper_plugin_imports_nothing_of_the_harness():
+    """Hydra imports every module of its plugin namespace when it starts: the sweeper stays
+    Hydra glue, and the harness reaches it through the task it is given."""
+    assert [name for _, name in _imports(PLUGIN) if name.split(".")[0] == "harness"] == []

@@ -140,6 +140,9 @@ def test_claim1_is_supported_by_a_coupled_l2_and_a_separable_sgdw_and_contradict
     runs = _claim1_runs(-1.0, 0.0, rng)
     partial = reg.claim1(runs[~((runs.decay == "l2") & (runs.seed == 1))])
     assert partial.verdict == "SGD+L2 incomplete (15 of 30 registered runs)", partial
+    l2_only = reg.claim1(runs[runs.decay == "l2"])  # SGDW not started: incomplete, not untestable
+    assert l2_only.verdict == "SGDW incomplete (0 of 30 registered runs)", l2_only
+    assert "SGDW: no finished run yet" in l2_only.measured
     assert reg.claim1(_claim1_runs(-1.0, -0.5, rng)).verdict in ("not decided", "contradicted")
 
 

@@ -207,3 +207,20 @@ def test_config_path_is_the_primary_config_folder_relative_to_the_cwd(tmp_path, 
     code, out, err = cli(capsys, "run", "--config-path", "primary", "--cfg", "job")
     assert code == 0, err
     assert yaml.safe_load(out)["study"] == "copied"
+
+
+def test_the_flags_moved_first_are_hydra_own():
+    """harness run puts Hydra's flags (and their values) before the overrides; its table of the
+    flags that take a value is Hydra's parser's, and a flag between overrides works."""
+    from hydra._internal.utils import get_args_parser  # the test may look; the harness may not
+
+    from harness.cli import run
+
+    takes = {o for a in get_args_parser()._actions if a.nargs is None for o in a.option_strings}
+    optional = {o for a in get_args_parser()._actions if a.nargs == "?"
+                for o in a.option_strings}
+    assert takes == set(run.HYDRA_VALUE_FLAGS) and optional == {"--info", "-i"}
+    [info] = [a for a in get_args_parser()._actions if "--info" in a.option_strings]
+    assert tuple(info.choices) == run.INFO
+    assert run._split(["a=1", "--cfg", "job", "b=2", "-m", "--info", "c=3", "-i", "plugins"]) == (
+        ["--cfg", "job", "-m", "--info", "-i", "plugins"], ["a=1", "b=2", "c=3"])

@@ -1,18 +1,16 @@
 """harness.cli.outcomes + harness run's checks (issue 22): a cell's outcome is the strongest any
-job saw, a ledger that cannot be written is one line and exit 1, a results dir that cannot be
-written is one line and exit 2 before anything runs."""
+job saw, a job that fails or never comes back is one line and exit 1, a results dir that cannot
+be written is one line and exit 2 before anything runs."""
 
 from __future__ import annotations
 
 import errno
-import json
 import tempfile
-import uuid
-from pathlib import Path
 
 import pytest
 
-from harness.cli.run import main
+from harness.cli import outcomes
+from harness.cli.run import Task, main
 from tests.conftest import TINY
 
 
@@ -28,58 +26,74 @@ JOBS = [{"a": "completed", "b": "claimed", "c": "claimed", "d": "planned"},
         {"a": "skipped", "b": "completed", "c": "diverged", "d": "planned"}]
 
 
-@pytest.mark.parametrize("order", [(0, 1, 2), (2, 1, 0), (1, 2, 0)])
-def test_collect_takes_the_strongest_outcome_whatever_the_order(tmp_path, order):
-    from harness.cli import outcomes
+def job_return(outcomes=None, error=None):
+    from hydra.core.utils import JobReturn, JobStatus
 
-    for name, i in zip(("x", "y", "z"), order, strict=True):
-        (tmp_path / f"{name}.json").write_text(json.dumps({"outcomes": JOBS[i], "images": 1}))
-    got, images, lost = outcomes.collect(tmp_path, ["a", "b", "c", "d", "e"])
+    job = JobReturn()
+    job.status = JobStatus.FAILED if error else JobStatus.COMPLETED
+    job.return_value = error or {"outcomes": outcomes, "images": 1}
+    return job
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (2, 1, 0), (1, 2, 0)])
+def test_collect_takes_the_strongest_outcome_whatever_the_order(order):
+    task = Task()
+    task.expected = ["a", "b", "c", "d", "e"]
+    task.collect([None] * 2, returns=[job_return(JOBS[i]) for i in order[:2]])
+    task.collect([None], returns=[job_return(JOBS[order[2]])])
+    got = task.summary()
     assert got == {"a": "completed", "b": "failed", "c": "diverged", "d": "done",
                    "e": "unrecorded"}
-    assert images == 3 and not lost
+    assert task.images == 3 and not task.lost
     assert outcomes.failed(got)
     assert not outcomes.failed({"a": "completed", "b": "claimed"})
 
 
-@pytest.fixture
-def ordered_uuids(monkeypatch):
-    """uuid4 in increasing order: the second job's ledger file sorts after the first's."""
-    count = iter(range(1, 1_000_000))
-    monkeypatch.setattr(uuid, "uuid4", lambda: uuid.UUID(int=next(count)))
+def test_a_failed_job_and_a_lost_batch_are_one_line_each():
+    task = Task()
+    task.expected = ["a", "b"]
+    task.collect([None, None], returns=[job_return({"a": "completed"}),
+                                        job_return(error=RuntimeError("out of memory\nmore"))])
+    task.collect([None] * 3, error=OSError("submitit: job 17 died"))
+    assert task.lost == ["a job failed: RuntimeError: out of memory",
+                         "the launcher lost 3 jobs: OSError: submitit: job 17 died"]
+    assert task.summary() == {"a": "completed", "b": "unrecorded"}
 
 
-def test_two_workers_of_one_cell_report_it_completed(tmp_path, monkeypatch, capsys,
-                                                      ordered_uuids):
+@pytest.mark.parametrize("workers", ["0,1", "1,0"])
+def test_two_workers_of_one_cell_report_it_completed(tmp_path, monkeypatch, capsys, workers):
     """run.worker=0,1: the first job trains the cell, the second finds it done (skipped);
-    the summary says completed, not whichever ledger file sorts last."""
+    the summary says completed, whichever job comes back last."""
     monkeypatch.chdir(tmp_path)
-    assert run(tmp_path, "-m", "run.worker=0,1") == 0
+    assert run(tmp_path, "-m", f"run.worker={workers}") == 0
     out = capsys.readouterr().out
     assert "skipped: already completed" in out
     assert "harness run: 1 cells: 1 completed\n" in out
 
 
-def test_a_ledger_that_cannot_be_written_is_one_line_and_exit_1(tmp_path, monkeypatch,
-                                                                 capsys):
-    write_text = Path.write_text
+def test_a_job_that_raises_is_one_line_its_cells_unrecorded_and_exit_1(tmp_path, monkeypatch,
+                                                                        capsys):
+    """The sweeper hands a failed job's return to the task: the other job's cell completes,
+    the command says which job failed, counts its cell unrecorded and exits 1."""
+    from harness.sweep import cells
 
-    def full_disk(self, *args, **kwargs):
-        if ".outcomes" in self.parts:
-            raise OSError(errno.ENOSPC, "No space left on device", str(self))
-        return write_text(self, *args, **kwargs)
+    train = cells.run_cells
+
+    def second_job_breaks(cfgs, mirror=None):
+        if cfgs[0].optimizer.lr == 0.01:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return train(cfgs, mirror)
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(Path, "write_text", full_disk)
-    assert run(tmp_path) == 1
+    monkeypatch.setattr(cells, "run_cells", second_job_breaks)
+    assert run(tmp_path, "-m", "optimizer.lr=0.1,0.01") == 1
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err
-    [line] = [x for x in captured.err.splitlines() if "error" in x]
-    assert "cannot write the outcomes ledger" in line and "No space left on device" in line
-    assert str(tmp_path / "results" / ".outcomes") in line
-    assert "harness run: 1 cells: 1 completed" in captured.out  # what is known
+    [line] = [x for x in captured.err.splitlines() if x.startswith("harness run: error")]
+    assert line == ("harness run: error: a job failed: RuntimeError: CUDA error: an illegal "
+                    "memory access was encountered")
+    assert "harness run: 2 cells: 1 completed, 1 unrecorded" in captured.out
     assert len(list((tmp_path / "results" / "t" / "runs").glob("*.parquet"))) == 1
-    assert not (tmp_path / "results" / ".outcomes").exists()
 
 
 def one_error_line(capsys) -> str:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
+import io
 import math
 
 import pytest
-from hydra._internal.utils import get_args_parser
 
+from harness.cli import checks, run
 from harness.config import compose
 from harness.config import job as config
 from harness.config.job import Config
@@ -16,9 +18,26 @@ from harness.config.validate import ConfigError, expand
 from tests.conftest import ROOT
 
 
+class _Checked(BaseException):
+    """Ends `harness run` at its check, carrying the cells it composed (nothing launched)."""
+
+
 def validate(argv):
-    """compose.validate on a command line as `harness run` parses it."""
-    return compose.validate(get_args_parser().parse_args(argv))
+    """The cells `harness run argv` composes and expands (through hydra.main, its sweeper and
+    its callback) before any job starts; its one-line refusal as a ConfigError. The data and
+    results checks are left out: a study's cells compose whatever data this machine has."""
+    def composed_only(configs):
+        raise _Checked(list({c.run_id: c for cfg in configs for c in checks.cells(cfg)}.values()))
+
+    err = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stderr(err):
+        patch.setattr(checks, "check", composed_only)
+        try:
+            code = run.main(argv)
+        except _Checked as checked:
+            return checked.args[0]
+    assert code == 2, err.getvalue()
+    raise ConfigError(err.getvalue().strip().removeprefix("harness run: error: "))
 
 
 BASE = ["study=s", "dataset=synthetic", "model=small", "optimizer=adam", "optimizer.lr=1e-3",

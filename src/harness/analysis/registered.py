@@ -240,8 +240,10 @@ def claim1(per_run: pd.DataFrame) -> Verdict:
     readings, parts = {}, []
     for decay, name in (("l2", "SGD+L2"), ("decoupled", "SGDW")):
         r = runs[(runs["optimizer"] == "sgd") & (runs["decay"] == decay) & (runs["lam"] > 0)]
-        if r.empty:
-            return Verdict("1", f"needs {name} cells", "not testable here")
+        if r.empty:  # the registered panel has no finished run yet
+            readings[name] = f"incomplete (0 of {CLAIM1_RUNS} registered runs)"
+            parts.append(f"{name}: no finished run yet")
+            continue
         s = optimum_slope(xyz(r, "lr"))
         readings[name] = coupling_reading(s)
         parts.append(f"{name}: {slope_text(s, 'alpha')}, reads {readings[name]}")

@@ -1,22 +1,25 @@
-"""The only Hydra entry: `harness run <overrides>` trains every cell it is given.
+"""The only Hydra entry: `harness run [Hydra flags] <overrides>` trains every cell it is given.
 
-    argv --Hydra's own parser--> compose.validate (every cell) --> data.check (each dataset)
-         --> Hydra (single run or -m sweep, any launcher) --> _task(cfg)
-         --> config.expand(cfg): one Config per (lr, weight_decay) --> cells.run_cells(...)
+    argv --> hydra.main (Hydra's parser; its flags first, then the overrides)
+      single run:  CheckRun.on_run_start(cfg) --> Task(cfg)
+      -m sweep:    hydra_plugins.harness_sweeper: compose every job --> Task.check(configs)
+                   --> any launcher --> Task(cfg) in each job --> Task.collect(returns)
+    Task(cfg): config.expand(cfg), one Config per (lr, weight_decay) --> cells.run_cells(...)
 
 Hydra's command line works as Hydra documents it (`--help`, `--cfg job|hydra`, `--info`, `-m`,
-`--config-name`, `--config-dir`, `-sc install=bash`); those that only show something go straight
-to Hydra. Before a run, every configuration is composed and validated and every dataset is checked
-once, and (unless it is a plan) each study's folder is found writable, so bad input, missing
-data or a results dir that cannot be written ends the command with one line (exit 2) and
-nothing is written. A plan (`run.plan=true`) needs no data, downloads nothing and writes
-nothing (its Hydra folders live in a temporary folder): it prints the plan, then a line per
-dataset missing saying how to get it, and exits 0. Each Hydra job, on whichever launcher,
-writes its cells' outcomes into this command's ledger directory (`$HARNESS_OUTCOMES`, under the
-results dir, removed at the end; cli/outcomes.py); `main` prints the summary of exactly those
-cells, each the strongest outcome any job saw, and exits 1 if one failed or went unrecorded.
-SIGINT or SIGTERM in this process (its jobs on the basic launcher included) ends it with one
-line, exit 130 / 143: the cells' checkpoints stay for the rerun, the ledger goes.
+`--config-name`, `--config-dir`, `-sc install=bash`); `--config-path` is relative to the
+directory the command starts in. Before a job starts, every job's configuration is composed
+and checked (harness.cli.checks: values, models, decay.exclude, data, batch sizes, writable
+results), so bad input, missing data or a results dir that cannot be written ends the command
+with one line (exit 2) and nothing is written: Hydra's errors come back as exceptions (its
+documented HYDRA_FULL_ERROR=1, set for the call) and become one line (compose.explain). A
+plan (`run.plan=true`) needs no data, downloads nothing and writes nothing (its Hydra folders
+live in a temporary folder): it prints the plan, and a line per dataset missing saying how to
+get it, and exits 0. The outcomes of the cells come back as the jobs' return values (from
+whichever launcher) to the one `Task` of this command, which prints the summary of exactly the
+cells checked, each the strongest outcome any job saw (cli/outcomes.py), and exits 1 if one
+failed or went unreported. SIGINT or SIGTERM in this process (its jobs on the basic launcher
+included) ends it with one line, exit 130 / 143: the cells' checkpoints stay for the rerun.
 
 Relative paths (run.results_dir, dataset.root, dataset.path, logger.wandb.dir, the ./data
 searched for datasets) mean the directory the command was started in, whatever
@@ -29,34 +32,32 @@ without chdir, and a second command finds the cells of the first.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import errno
-import functools
+import itertools
 import os
 import shutil
 import sys
 import tempfile
-import time
-import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from harness import stops
-from harness.cli import outcomes as ledger
+from harness.cli import checks
+from harness.cli import outcomes as merged
 from harness.config import compose
-from harness.config.job import Config
-from harness.config.validate import ConfigError, check_batch_size, expand, planned_images
+from harness.config.validate import ConfigError, expand, planned_images
+from harness.sweep.recorder import WandbMirror
 from harness.train import data
-from harness.train.models import MODELS
 
-if TYPE_CHECKING:
-    from harness.sweep.recorder import WandbMirror
-
-SHOW_ONLY = ("help", "hydra_help", "cfg", "info", "shell_completion")
+# Hydra 1.3's flags that take a value (`harness run --help`; tests/cli/test_cli.py holds this
+# against Hydra's parser); --info takes one of INFO, or none.
+HYDRA_VALUE_FLAGS = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name",
+                     "-cn", "--config-dir", "-cd", "--experimental-rerun")
+INFO = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
+HYDRA_FLAGS_WITH_PATH = ("--config-path", "-cp", "--config-dir", "-cd")
+PLAN = ("run.plan=true", "+run.plan=true", "++run.plan=true")
 
 
 @contextlib.contextmanager
@@ -82,28 +83,68 @@ def _in_launch_dir() -> Iterator[None]:
         os.chdir(here)
 
 
-def _task(cfg: DictConfig, mirror: WandbMirror | None = None,
-          unwritten: list[dict[str, str]] | None = None) -> dict[str, str]:
-    from harness.sweep.cells import run_cells
+class Task:
+    """The function Hydra runs for each job (the object given to `hydra.main`), and what one
+    `harness run` learns from its jobs: every cell checked (`expected`), the strongest outcome
+    any job reported for each, the images a plan would train, and a line per job whose
+    outcomes never came back (`lost`). It is pickled to jobs that a launcher runs elsewhere;
+    their returns come back through the sweeper's `collect`."""
 
-    raw = OmegaConf.to_container(cfg, resolve=True)
-    cells = expand(raw)
-    with _in_launch_dir():
-        outcomes = run_cells(cells, mirror)
-    images = sum(planned_images(c) or 0 for c in cells if outcomes[c.run_id] == "planned")
-    ledger.write(outcomes, images, [] if unwritten is None else unwritten)
-    return outcomes
+    def __init__(self) -> None:
+        self.mirror = WandbMirror()  # one per command: W&B's first failure holds for the rest
+        self.expected: list[str] = []
+        self.outcomes: dict[str, str] = {}
+        self.images = 0
+        self.lost: list[str] = []
+
+    def __call__(self, cfg: DictConfig) -> dict[str, Any]:
+        """Train one job's cells; its report: {"outcomes": {run_id: outcome}, "images": n}."""
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        from harness.sweep.cells import run_cells
+
+        cells = expand(OmegaConf.to_container(cfg, resolve=True))
+        with _in_launch_dir():
+            outcomes = run_cells(cells, self.mirror)
+        images = sum(planned_images(c) or 0 for c in cells if outcomes[c.run_id] == "planned")
+        report = {"outcomes": outcomes, "images": images}
+        if HydraConfig.get().mode == RunMode.RUN:  # no sweeper: this job is the command
+            self.expected = list(outcomes)
+            self._add(report)
+        return report
+
+    def check(self, configs: list[DictConfig]) -> None:
+        """The sweeper's check of every job before any is launched (checks.check)."""
+        cells, missing = checks.check(configs)
+        self.expected = [c.run_id for c in cells]
+        for line in missing:
+            print(f"harness run: plan: data missing: {line}")
+
+    def collect(self, configs: Sequence[DictConfig], returns: Sequence[Any] = (),
+                error: BaseException | None = None) -> None:
+        """One batch of jobs came back (`returns`, JobReturns) or its launcher failed."""
+        if error is not None:
+            self.lost.append(f"the launcher lost {len(configs)} jobs: {_line(error)}")
+        for job in returns:
+            try:
+                self._add(job.return_value)  # a failed job raises its exception here
+            except Exception as err:  # noqa: BLE001 - one line for the summary
+                self.lost.append(f"a job failed: {_line(err)}")
+
+    def _add(self, report: dict[str, Any]) -> None:
+        merged.merge(self.outcomes, report["outcomes"])
+        self.images += report["images"]
+
+    def summary(self) -> dict[str, str]:
+        """Each checked cell's outcome; a cell no job reported is `unrecorded`."""
+        return {run_id: self.outcomes.get(run_id, "unrecorded") for run_id in self.expected} \
+            | self.outcomes
 
 
-def _hydra(args: argparse.Namespace, parser: argparse.ArgumentParser,
-           task: Callable[[DictConfig], dict[str, str]] = _task) -> None:
-    """Hand the parsed command line to Hydra, as `@hydra.main` does with sys.argv."""
-    from hydra._internal.utils import _run_hydra
-
-    compose.register()
-    _run_hydra(args=args, args_parser=parser, task_function=task,
-               config_path=compose.primary_path(args.config_path),
-               config_name=compose.CONFIG_NAME)
+def _line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
 def _output_dirs(plan: str | None) -> list[str]:
@@ -117,125 +158,72 @@ def _output_dirs(plan: str | None) -> list[str]:
             "hydra.output_subdir=null", "hydra/launcher=basic"]
 
 
-def _check_data(cells: list[Config], plan: bool = False) -> list[str]:
-    """Each dataset the cells use, once: found, readable, or downloaded now (data.check);
-    and no batch larger than its training set. A plan downloads nothing and needs no data:
-    it returns one line per dataset missing (what data.check says, how to get it)."""
-    sizes, missing = {}, []
-    for d in sorted({c.dataset for c in cells}, key=repr):
-        try:
-            sizes[d] = data.check(d.name, root=d.root, path=d.path,
-                                  download=d.download and not plan,
-                                  train_subset=d.train_subset, test_subset=d.test_subset,
-                                  val_split=d.val_split, val_subset=d.val_subset)
-        except data.DataError as err:
-            if not plan:
-                raise
-            fetch = "; dataset.download is true, so the run itself downloads it first" \
-                if d.download else ""
-            missing.append(f"{err}{fetch}")
-    for c in cells:
-        if c.dataset in sizes:
-            check_batch_size(c.train.batch_size, sizes[c.dataset])
-    return list(dict.fromkeys(missing))
-
-
-def _check_models(cells: list[Config]) -> None:
-    """Each model a cell names is a network the registry can build (a YAML of the model group
-    without its module, or a name typed in a YAML, ends here in one line)."""
-    for name in sorted({c.model.name for c in cells}):
-        if name not in MODELS:
-            raise ConfigError(f"model={name!r} is not valid; choose one of: "
-                              f"{', '.join(sorted(MODELS))}")
-
-
-def _check_exclude(cells: list[Config]) -> None:
-    """Each decay.exclude entry matches a parameter of its cells' model (each model built once,
-    on the meta device, only to read its parameters): a kind or pattern that matches nothing
-    ends the command in one line naming what it could match."""
-    import torch
-
-    from harness.spec.values import SpecError
-    from harness.train.models import build_model
-    from harness.train.optim import excluded_names
-
-    for name, exclude in sorted({(c.model.name, c.decay.exclude) for c in cells
-                                 if c.decay.exclude}):
-        try:
-            with torch.device("meta"):
-                model = build_model(name)
-        except Exception:  # noqa: BLE001 - a model that cannot be built fails its cells
+def _split(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Hydra's flags (each with its value) and the overrides, each in the order typed. Hydra's
+    parser takes its flags before or after the overrides but not between them, and the harness
+    adds overrides of its own: the flags go first."""
+    flags: list[str] = []
+    overrides: list[str] = []
+    words = iter(argv)
+    for word in words:
+        if not word.startswith("-"):  # an override: key=value, +key=, ++key=, ~key
+            overrides.append(word)
             continue
-        try:
-            excluded_names(model, exclude, f"model={name}")
-        except SpecError as err:
-            raise ConfigError(str(err)) from None
+        flags.append(word)
+        if word in HYDRA_VALUE_FLAGS:
+            flags.extend(itertools.islice(words, 1))
+        elif word in ("--info", "-i"):
+            value = next(words, None)
+            if value in INFO:
+                flags.append(value)
+            elif value is not None:
+                overrides.append(value)
+    return flags, overrides
 
 
-def _check_writable(cells: list[Config]) -> None:
-    """Each study's runs/ folder can be created and written (a results dir that is a file,
-    on a read-only file system, or a study name too long for it: one line, before any job).
-    What this creates to find out is removed again."""
-    for study in sorted({Path(c.run.results_dir).absolute() / c.study for c in cells}):
-        runs, made = study / "runs", []
-        try:
-            for folder in (*reversed(runs.parents), runs):
-                try:
-                    folder.mkdir()
-                    made.append(folder)
-                except FileExistsError:
-                    if not folder.is_dir():
-                        raise ConfigError(f"{folder} is a file, not a folder: remove it or "
-                                          "choose another run.results_dir") from None
-            fd, probe = tempfile.mkstemp(prefix=".write-check-", dir=runs)
-            os.close(fd)
-            os.unlink(probe)
-        except OSError as err:
-            hint = ("choose a shorter study name" if err.errno == errno.ENAMETOOLONG else
-                    "choose a writable run.results_dir")
-            raise ConfigError(f"cannot write {err.filename or runs}: "
-                              f"{err.strerror or err}; {hint}") from None
-        finally:
-            for folder in reversed(made):
-                with contextlib.suppress(OSError):
-                    folder.rmdir()
+def _paths(argv: list[str]) -> list[str]:
+    """argv with the folder after --config-path / --config-dir absolute (Hydra reads a relative
+    --config-path from its caller's file; here it means the cwd's); one line if not a folder."""
+    argv = list(argv)
+    for i, word in enumerate(argv):
+        flag, eq, value = word.partition("=")
+        if flag not in HYDRA_FLAGS_WITH_PATH or not (eq or i + 1 < len(argv)):
+            continue
+        given = value if eq else argv[i + 1]
+        path = os.path.abspath(os.path.expanduser(given))
+        if flag in ("--config-path", "-cp"):
+            path = compose.primary_path(given)
+        elif not os.path.isdir(path):
+            raise ConfigError(f"--config-dir {given} is not a directory; give a folder "
+                              "holding your YAML files (e.g. DIR/experiment/mine.yaml)")
+        if eq:
+            argv[i] = f"{flag}={path}"
+        else:
+            argv[i + 1] = path
+    return argv
 
 
-def _launch(args: argparse.Namespace, parser: argparse.ArgumentParser,
-            cells: list[Config], plan: bool) -> tuple[dict[str, str], int, bool]:
-    """Run Hydra with a fresh ledger under the results dir (a plan's, which writes nothing
-    there, in a temporary folder); the outcomes of its jobs (outcomes.collect). Whatever ends
-    it (a signal too), the ledger goes, and the results dir if this made it and it is empty."""
-    from harness.sweep.recorder import WandbMirror
+@contextlib.contextmanager
+def _as_hydra_command(argv: list[str]) -> Iterator[None]:
+    """sys.argv as hydra.main reads it, and Hydra's errors raised, not printed (its documented
+    HYDRA_FULL_ERROR), while inside; the sweeper and the packaged studies registered."""
+    from hydra.core.plugins import Plugins
 
-    results = Path(cells[0].run.results_dir).absolute()
-    existed = results.exists()
-    if plan:
-        ledger_dir = Path(tempfile.mkdtemp(prefix="harness-outcomes-"))
-    else:
-        stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
-        ledger_dir = results / ".outcomes" / stamp
-        try:
-            ledger_dir.mkdir(parents=True)
-        except OSError as err:
-            raise ConfigError(f"cannot create {ledger_dir}: {err.strerror or err}") from None
-    os.environ[ledger.LEDGER] = str(ledger_dir)  # launchers pass the environment to their jobs
-    # one W&B mirror and one list of unwritten outcomes for every job Hydra runs in this
-    # process (a launcher's job elsewhere gets copies): the first failure to reach W&B holds
-    # for the rest of the command, and outcomes a full disk kept out of the ledger still count
-    unwritten: list[dict[str, str]] = []
-    task = functools.wraps(_task)(functools.partial(_task, mirror=WandbMirror(),
-                                                    unwritten=unwritten))
+    from hydra_plugins.harness_sweeper import HarnessSweeper
+
+    compose.register()
+    Plugins.instance().register(HarnessSweeper)  # found without scanning hydra_plugins
+    saved = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
+    sys.argv = [sys.argv[0], *argv]  # argv[0]: the command, as Hydra's completion names it
+    os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
-        _hydra(args, parser, task)
-        return ledger.collect(ledger_dir, [c.run_id for c in cells], unwritten)
+        yield
     finally:
-        del os.environ[ledger.LEDGER]
-        shutil.rmtree(ledger_dir, ignore_errors=True)
-        empty = [] if plan else [ledger_dir.parent] + ([] if existed else [results])
-        for folder in empty:
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        sys.argv = saved[0]
+        if saved[1] is None:
+            del os.environ["HYDRA_FULL_ERROR"]
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = saved[1]
 
 
 def _bad_input(err: Exception) -> int:
@@ -248,48 +236,51 @@ def _bad_input(err: Exception) -> int:
 
 def main(argv: list[str]) -> int:
     """`harness run [Hydra flags] [overrides]`; returns the exit code: 0, 1 (a cell failed or
-    went unrecorded), 2 (bad input, nothing run), 130 / 143 (SIGINT / SIGTERM: one line; the
+    went unreported), 2 (bad input, nothing run), 130 / 143 (SIGINT / SIGTERM: one line; the
     checkpoints stay, the same command resumes)."""
     return stops.guarded("harness run", lambda: _main(argv))
 
 
 def _main(argv: list[str]) -> int:
-    from hydra._internal.utils import get_args_parser
+    import hydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
 
-    parser = get_args_parser()
-    parser.prog = "harness run"
-    args = parser.parse_intermixed_args(argv)  # flags may follow overrides
-    try:  # Hydra reads a relative --config-path from its caller's file; here it is the cwd's
-        args.config_path = args.config_path and compose.primary_path(args.config_path)
+    flags, words = _split(argv)
+    multirun = "-m" in flags or "--multirun" in flags
+    try:
+        flags = _paths(flags)
+        compose.check_words(words)
     except ConfigError as err:
         return _bad_input(err)
-    if any(getattr(args, flag) for flag in SHOW_ONLY):
-        _hydra(args, parser)
-        return 0
-    plan = any(o.lower() in ("run.plan=true", "+run.plan=true") for o in args.overrides)
+    plan = any(w.lower() in PLAN for w in words)
+    scratch = tempfile.mkdtemp(prefix="harness-plan-") if plan else None
+    task = Task()
+    harness_hydra = ["hydra/sweeper=harness",
+                     "++hydra.callbacks.harness_checks._target_=harness.cli.checks.CheckRun"]
     try:
-        cells = compose.validate(args)
-        _check_models(cells)
-        _check_exclude(cells)
-        plan = plan or any(c.run.plan for c in cells)
-        missing = _check_data(cells, plan)
-        if not plan:
-            _check_writable(cells)
+        with _as_hydra_command([*flags, *words, *harness_hydra, *_output_dirs(scratch)]):
+            hydra.main(config_path=compose.config_path(), config_name=compose.CONFIG_NAME,
+                       version_base=None)(task)()
+    except SystemExit as done:  # Hydra's --help, an argparse error
+        return done.code if isinstance(done.code, int) else 1
+    except checks.Refused as refused:  # a single run's check (checks.CheckRun)
+        return _bad_input(refused.args[0])
     except (ConfigError, data.DataError) as err:
         return _bad_input(err)
-    scratch = tempfile.mkdtemp(prefix="harness-plan-") if plan else None
-    args.overrides = [*args.overrides, *_output_dirs(scratch)]
-    try:
-        outcomes, images, lost = _launch(args, parser, cells, plan)
-    except ConfigError as err:  # e.g. a batch larger than an npz training set
-        return _bad_input(err)
+    except (HydraException, OmegaConfBaseException) as err:
+        return _bad_input(ConfigError(compose.explain(err, words, multirun)))
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
-    print(f"harness run: {ledger.summarize(outcomes)}")
-    if plan:
+    if not task.expected and not task.outcomes:  # only showed something (--cfg, --info, -sc)
+        return 0
+    outcomes = task.summary()
+    for line in task.lost:
+        print(f"harness run: error: {line}", file=sys.stderr)
+    print(f"harness run: {merged.summarize(outcomes)}")
+    if plan or any(o in ("planned", "done") for o in outcomes.values()):
         print(f"harness run: plan: {len(outcomes)} cells, "
-              f"{sum(o == 'done' for o in outcomes.values())} done, {images:,} images to train")
-        for line in missing:
-            print(f"harness run: plan: data missing: {line}")
-    return 1 if lost or ledger.failed(outcomes) else 0
+              f"{sum(o == 'done' for o in outcomes.values())} done, "
+              f"{task.images:,} images to train")
+    return 1 if task.lost or merged.failed(outcomes) else 0

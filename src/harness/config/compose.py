@@ -1,4 +1,4 @@
-"""Hydra composition of the packaged configs, and the checks every command line passes first.
+"""The packaged configs for Hydra, and composition errors as one line.
 
 Configs ship inside the package: `configs/` is the package `harness.configs` and
 `experiments/` is `harness.experiments` (pyproject.toml maps both folders), so an installed
@@ -9,18 +9,14 @@ like `# @package _global_`), so `+experiment=demo` works without a folder or sym
 `experiment`. A user's own configs and studies come in the usual Hydra way:
 `--config-dir DIR` (DIR/experiment/mine.yaml is `+experiment=mine`) or `hydra.searchpath`.
 
-`validate(args)` composes every configuration a command line names (each combination of
-sweep values, or each value once for large sweeps, the study's own `hydra.sweeper.params`
-included) and expands it into cells; the first problem
-becomes one `ConfigError` line that says what to type instead.
+Only Hydra's public interface is used: `harness run` composes through `hydra.main` (and its
+sweeper, hydra_plugins/harness_sweeper), and `cells(overrides)` through the Compose API. Any
+composition error becomes one line (`explain`) that says what to type instead.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import itertools
-import math
 import os
 from importlib.resources import files
 from pathlib import Path
@@ -28,10 +24,9 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import MissingConfigException
-from hydra.types import RunMode
-from omegaconf import ListConfig, OmegaConf, open_dict, read_write
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from harness.config.job import Config
 from harness.config.validate import ConfigError, expand
@@ -102,56 +97,47 @@ def primary_path(given: str | None) -> str:
     return path
 
 
-def _loader(config_dir: str | None, primary: str | None = None) -> Any:
-    """The config loader Hydra itself builds for `harness run` (same search path)."""
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
-    from hydra._internal.utils import create_automatic_config_search_path
-    from hydra.core.config_search_path import SearchPathQuery
-
-    register()
-    search_path = create_automatic_config_search_path(None, None, primary or config_path())
-    if config_dir is not None:
-        path = os.path.abspath(os.path.expanduser(config_dir))
-        if not os.path.isdir(path):
-            raise ConfigError(f"--config-dir {config_dir} is not a directory; give a folder "
-                              "holding your YAML files (e.g. DIR/experiment/mine.yaml)")
-        search_path.prepend(provider="command-line", path=f"file://{path}",
-                            anchor=SearchPathQuery(provider="schema"))
-    return ConfigLoaderImpl(config_search_path=search_path)
-
-
-def _group_options(loader: Any, group: str) -> list[str]:
-    return sorted(loader.get_group_options(group))
-
-
-def _explain(err: Exception, loader: Any, config_name: str, overrides: list[str]) -> str:
-    """One line out of a Hydra/OmegaConf composition error, from the exception's fields."""
+def explain(err: Exception, overrides: list[str] | None = None, multirun: bool = True) -> str:
+    """One line out of a Hydra or OmegaConf composition error, from the exception's fields:
+    the valid options of a group, the valid keys beside a key that is not one, or how to run a
+    sweep; else the first line of its message."""
     chain = [err]
     while chain[-1].__cause__ is not None or chain[-1].__context__ is not None:
         chain.append(chain[-1].__cause__ or chain[-1].__context__)
     for e in chain:
-        if isinstance(e, MissingConfigException) and e.missing_cfg_file:
+        if isinstance(e, MissingConfigException) and e.missing_cfg_file and e.options:
             group, _, option = e.missing_cfg_file.rpartition("/")
-            if group:
-                valid = ", ".join(_group_options(loader, group)) or "none"
-                return f"{group}={option} is not valid; choose one of: {valid}"
+            return f"{group}={option} is not valid; choose one of: {', '.join(e.options)}"
     for e in chain:
-        key = getattr(e, "full_key", None)
-        if isinstance(e, (ConfigAttributeError, ConfigKeyError)) and key:
-            parent, _, _ = str(key).rpartition(".")
-            rest = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] != key]
-            try:
-                base = loader.load_configuration(config_name, rest, RunMode.RUN)
-                node = OmegaConf.select(base, parent) if parent else base
-                valid = ", ".join(sorted(str(k) for k in node if k not in ("hydra", "grid")))
-                where = f" of {parent}" if parent else ""
-                return f"{key} is not a valid key; valid keys{where}: {valid}"
-            except Exception:  # noqa: BLE001 - fall back to the message itself
-                break
+        key, parent = getattr(e, "full_key", None), getattr(e, "parent_node", None)
+        if isinstance(e, (ConfigAttributeError, ConfigKeyError)) and key and \
+                isinstance(parent, DictConfig):
+            where = str(key).rpartition(".")[0]
+            valid = ", ".join(sorted(str(k) for k in parent if k not in ("hydra", "grid")))
+            return f"{key} is not a valid key; valid keys{f' of {where}' if where else ''}: {valid}"
+    if not multirun:
+        for sweep in _sweeps(overrides or []):
+            return sweep
     return str(err).strip().splitlines()[0]
 
 
-def _check_words(overrides: list[str]) -> None:
+def _sweeps(overrides: list[str]) -> list[str]:
+    """What to type for each override that is a sweep, in a command without -m."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:  # noqa: BLE001 - a syntax error: Hydra's own message says which
+        return []
+    lines = []
+    for o in parsed:
+        if o.is_sweep_override():
+            key = o.get_key_element()
+            as_list = (f", or type {key}=[{o.input_line.split('=', 1)[1]}] for one run with a "
+                       "list" if key.lstrip("+") in LIST_KEYS else "")
+            lines.append(f"{o.input_line} is a sweep: add -m to run one job per value{as_list}")
+    return lines
+
+
+def check_words(overrides: list[str]) -> None:
     """Mistakes visible in the words themselves, before Hydra parses them: what to type."""
     for word in overrides:
         key, eq, value = word.partition("=")
@@ -163,85 +149,28 @@ def _check_words(overrides: list[str]) -> None:
                               f"{key}={os.path.expanduser('~')}{value[1:]}")
 
 
-def _sweeps(overrides: list[str], multirun: bool) -> list[list[str]]:
-    """Each override as its list of single-valued overrides (a sweep gives one per value)."""
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except Exception as err:  # noqa: BLE001 - a syntax error in an override
-        raise ConfigError(f"cannot parse overrides: {str(err).strip().splitlines()[0]}") from None
-    choices = []
-    for o in parsed:
-        if not o.is_sweep_override():
-            choices.append([o.input_line])
-            continue
-        key = o.get_key_element()
-        if not multirun:
-            as_list = (f", or type {key}=[{o.input_line.split('=', 1)[1]}] for one run with a "
-                       "list" if key.lstrip("+") in LIST_KEYS else "")
-            raise ConfigError(f"{o.input_line} is a sweep: add -m to run one job per value"
-                              f"{as_list}")
-        choices.append([f"{key}={v}" for v in o.sweep_string_iterator()])
-    return choices
-
-
-def _override_sets(choices: list[list[str]], full: int = 64) -> list[list[str]]:
-    """Every combination when there are at most `full`; else the first values together, then
-    one value changed at a time (each value composed at least once)."""
-    if math.prod(len(c) for c in choices) <= full:
-        return [list(combo) for combo in itertools.product(*choices)]
-    first = [c[0] for c in choices]
-    sets = [first]
-    for i, c in enumerate(choices):
-        sets += [first[:i] + [v] + first[i + 1:] for v in c[1:]]
-    return sets
-
-
-def _compose(loader: Any, config_name: str, overrides: list[str]) -> tuple[dict, dict]:
-    """The job's config as a resolved dict (no `hydra` node), and its hydra.sweeper.params."""
-    try:
-        cfg = loader.load_configuration(config_name, overrides, RunMode.RUN)
-        params = OmegaConf.select(cfg, "hydra.sweeper.params")
-        params = OmegaConf.to_container(params) if params is not None else {}
-        with read_write(cfg), open_dict(cfg):
-            cfg.pop("hydra", None)
-        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True), params
-    except ConfigError:
-        raise
-    except Exception as err:  # noqa: BLE001 - Hydra/OmegaConf composition errors
-        raise ConfigError(_explain(err, loader, config_name, overrides)) from None
-
-
-def _study_sweeps(params: dict, given: list[str]) -> list[str]:
-    """The study's `hydra.sweeper.params` that the command line does not override."""
-    keys = {o.lstrip("+~").split("=", 1)[0] for o in given}
-    return [f"{k}={v}" for k, v in params.items() if k not in keys]
-
-
 def raw(overrides: list[str], config_dir: str | None = None) -> dict[str, Any]:
-    """One job's composed config as a plain dict, before `validate.expand` checks it."""
-    return _compose(_loader(config_dir), CONFIG_NAME, overrides)[0]
+    """One job's composed config as a plain dict (no `hydra` node), before `validate.expand`
+    checks it, through Hydra's Compose API; `config_dir` is a folder of the user's configs
+    searched as `--config-dir` searches it (after the packaged ones)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir, initialize_config_module
+
+    register()
+    path = config_path()
+    init = (initialize_config_module(config_module="harness.configs", version_base=None)
+            if path.startswith("pkg://") else
+            initialize_config_dir(config_dir=path, version_base=None))
+    searched = [f"hydra.searchpath=[file://{os.path.abspath(config_dir)}]"] if config_dir else []
+    try:
+        with init:
+            cfg = hydra_compose(CONFIG_NAME, [*overrides, *searched])
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(explain(err, overrides, multirun=False)) from None
 
 
 def cells(overrides: list[str], config_dir: str | None = None) -> list[Config]:
     """The cells of one job composed from the packaged configs, as `harness run overrides`
     would train them (for code that builds configs without a command line, e.g. benchmarks)."""
     return expand(raw(overrides, config_dir))
-
-
-def validate(args: argparse.Namespace) -> list[Config]:
-    """Every cell the command line names, validated; raise ConfigError (one line)."""
-    _check_words(args.overrides)
-    given = _sweeps(args.overrides, args.multirun)
-    loader = _loader(args.config_dir, primary_path(args.config_path))
-    config_name = args.config_name or CONFIG_NAME
-    first, params = _compose(loader, config_name, [c[0] for c in given])
-    study = _study_sweeps(params, args.overrides)
-    if study and not args.multirun:
-        name = f"study {first['study']}" if "study" in first else "this config"
-        raise ConfigError(f"{name} sweeps {', '.join(study)}: add -m "
-                          f"(harness run -m {' '.join(args.overrides)})")
-    cells: dict[str, Config] = {}
-    for override_set in _override_sets(given + _sweeps(study, True)):
-        raw, _ = _compose(loader, config_name, override_set)
-        cells |= {c.run_id: c for c in expand(raw)}
-    return list(cells.values())
