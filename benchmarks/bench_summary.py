@@ -116,12 +116,10 @@ def conv_lines(report: dict) -> list[str]:
 def study_size(study: str) -> tuple[int, int, str]:
     """(cells, images to train, model) of `harness run -m +experiment=<study>`: the sum over
     its cells of epochs x training images."""
-    from hydra._internal.utils import get_args_parser
-
-    from harness.config import compose
+    from harness.cli.run import cells_of
     from harness.config.validate import planned_images
 
-    cells = compose.validate(get_args_parser().parse_args(["-m", f"+experiment={study}"]))
+    cells = cells_of([f"+experiment={study}"])
     (model,) = {c.model.name for c in cells}
     return len(cells), sum(planned_images(c) for c in cells), model
 

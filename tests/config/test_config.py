@@ -157,7 +157,7 @@ def test_hydra_overrides_are_validated_before_anything_runs(overrides, message):
 
 
 def test_every_study_composes_with_its_own_sweep():
-    counts = {study: len(validate(["-m", f"+experiment={study}"])) for study in compose.studies()}
+    counts = {study: len(run.cells_of([f"+experiment={study}"])) for study in compose.studies()}
     expected = {"budgets": 4 * (10 + 10), "demo": 5 * 25, "fig1_schedules": 3 * 2 * 64,
                 "fig2_decay": 5 * 64 + 2 * 8, "fig2_lite": 5 * 64 + 2 * 8,
                 "fig2_lite_cpu": 5 * 25 + 5, "restarts": 2 * 2 * 2}
@@ -211,7 +211,7 @@ def test_committed_studies_keep_their_run_ids(study):
     """Every cell the study composes today has the run_id of its committed parquet file: the
     identity (config.canonical_json) did not move under it. A study in progress: the cells it
     has finished are among those it composes."""
-    ids = {c.run_id for c in validate(["-m", f"+experiment={study}"])}
+    ids = {c.run_id for c in run.cells_of([f"+experiment={study}"])}
     committed = {p.stem for p in (ROOT / "results" / study / "runs").glob("*.parquet")}
     if study in IN_PROGRESS:
         assert ids & committed, sorted(committed)[:5]

@@ -316,11 +316,11 @@ def test_online_wandb_resumes_one_run_through_kills_and_force_opens_one_new_run(
 SLOW_EPOCHS = """
 import sys, time
 from harness.sweep import cells
-real = cells.train
+real, delay = cells.train, float(sys.argv[1])  # read now: hydra.main sets sys.argv for its run
 def slow(*args, **kwargs):
     for epoch in real(*args, **kwargs):
         yield epoch
-        time.sleep(float(sys.argv[1]))
+        time.sleep(delay)
 cells.train = slow
 from harness.cli.run import main
 sys.exit(main(sys.argv[2:]))

@@ -47,6 +47,7 @@ from harness import stops
 from harness.cli import checks
 from harness.cli import outcomes as merged
 from harness.config import compose
+from harness.config.job import Config
 from harness.config.validate import ConfigError, expand, planned_images
 from harness.sweep.recorder import WandbMirror
 from harness.train import data
@@ -241,35 +242,70 @@ def main(argv: list[str]) -> int:
     return stops.guarded("harness run", lambda: _main(argv))
 
 
-def _main(argv: list[str]) -> int:
+def _hydra(flags: list[str], words: list[str], task: Task, scratch: str | None = None) -> None:
+    """hydra.main with `task` as its job, on Hydra's flags, the overrides and the harness's
+    own (its sweeper and run check; a plan's folders in `scratch`). Bad input raises one
+    ConfigError or DataError line, before any job starts; Hydra's --help and argparse's
+    errors leave through SystemExit."""
     import hydra
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    flags, words = _split(argv)
     multirun = "-m" in flags or "--multirun" in flags
-    try:
-        flags = _paths(flags)
-        compose.check_words(words)
-    except ConfigError as err:
-        return _bad_input(err)
-    plan = any(w.lower() in PLAN for w in words)
-    scratch = tempfile.mkdtemp(prefix="harness-plan-") if plan else None
-    task = Task()
+    flags = _paths(flags)
+    compose.check_words(words)
     harness_hydra = ["hydra/sweeper=harness",
                      "++hydra.callbacks.harness_checks._target_=harness.cli.checks.CheckRun"]
     try:
         with _as_hydra_command([*flags, *words, *harness_hydra, *_output_dirs(scratch)]):
             hydra.main(config_path=compose.config_path(), config_name=compose.CONFIG_NAME,
                        version_base=None)(task)()
+    except checks.Refused as refused:  # a single run's check (checks.CheckRun)
+        raise refused.args[0] from None
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(compose.explain(err, words, multirun)) from None
+
+
+class _Composed(BaseException):  # noqa: N818 - ends a sweep at its check, as SystemExit ends
+    """The cells every job of `cells_of`'s sweep composes."""
+
+
+class _Composing(Task):
+    """A task whose sweep stops at its check with the cells composed: none launched, no data
+    or results dir looked at."""
+
+    def check(self, configs: list[DictConfig]) -> None:
+        raise _Composed(list({c.run_id: c for config in configs
+                              for c in checks.cells(config)}.values()))
+
+
+def cells_of(argv: list[str]) -> list[Config]:
+    """The cells `harness run -m argv` names, composed and expanded as a run composes them
+    (hydra.main and its sweeper), none trained and no data looked at: a study's size
+    (benchmarks/bench_summary.py), its run_ids (the pinned-ids test). Bad input raises the
+    one line the run would print (ConfigError)."""
+    flags, words = _split(argv)
+    if "-m" not in flags and "--multirun" not in flags:
+        flags = ["-m", *flags]
+    try:
+        _hydra(flags, words, _Composing())
+    except _Composed as composed:
+        return composed.args[0]
+    raise ConfigError(f"harness run {' '.join(argv)} composes no cells (it only shows "
+                      "something: --cfg, --info, --help)")
+
+
+def _main(argv: list[str]) -> int:
+    flags, words = _split(argv)
+    plan = any(w.lower() in PLAN for w in words)
+    scratch = tempfile.mkdtemp(prefix="harness-plan-") if plan else None
+    task = Task()
+    try:
+        _hydra(flags, words, task, scratch)
     except SystemExit as done:  # Hydra's --help, an argparse error
         return done.code if isinstance(done.code, int) else 1
-    except checks.Refused as refused:  # a single run's check (checks.CheckRun)
-        return _bad_input(refused.args[0])
     except (ConfigError, data.DataError) as err:
         return _bad_input(err)
-    except (HydraException, OmegaConfBaseException) as err:
-        return _bad_input(ConfigError(compose.explain(err, words, multirun)))
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
