@@ -120,11 +120,12 @@ PLUGIN = ROOT / "src" / "hydra_plugins" / "harness_sweeper" / "__init__.py"
 
 
 def test_hydra_only_through_its_public_interface():
-    """Issue 22: no module of the harness, nor its sweeper plugin, reaches into Hydra's private
-    modules (hydra._internal or a name with a leading underscore); its flags table in
-    cli/run.py is held against Hydra's parser in tests/cli/test_cli.py."""
+    """Issue 22: no module of the harness, its sweeper plugin or its benchmarks reaches into
+    Hydra's private modules (hydra._internal or a name with a leading underscore); the flags
+    table in cli/run.py is held against Hydra's parser in tests/cli/test_cli.py."""
     private = [f"{p.relative_to(ROOT)}:{line} imports {name}"
-               for p in [*MODULES.values(), PLUGIN] for line, name in _imports(p)
+               for p in [*MODULES.values(), PLUGIN, *sorted((ROOT / "benchmarks").glob("*.py"))]
+               for line, name in _imports(p)
                if name.split(".")[0] == "hydra"
                and any(part.startswith("_") for part in name.split("."))]
     assert private == []

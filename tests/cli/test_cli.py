@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -224,3 +225,23 @@ def test_the_flags_moved_first_are_hydra_own():
     assert tuple(info.choices) == run.INFO
     assert run._split(["a=1", "--cfg", "job", "b=2", "-m", "--info", "c=3", "-i", "plugins"]) == (
         ["--cfg", "job", "-m", "--info", "-i", "plugins"], ["a=1", "b=2", "c=3"])
+
+
+def test_hydra_own_plugin_scan_loads_the_sweeper(tmp_path):
+    """Where hydra_plugins is a plain folder on the path (a wheel, PYTHONPATH=src on the
+    device), Hydra's scan executes the plugin module outside sys.modules first: it must load
+    there (a dataclass with string annotations does not) and be the sweeper Hydra finds."""
+    code = ("from hydra.core.plugins import Plugins\n"
+            "from hydra.plugins.sweeper import Sweeper\n"
+            "print(sorted(c.__module__ + '.' + c.__name__ "
+            "for c in Plugins.instance().discover(Sweeper)))\n"
+            "from harness.config import compose\n"
+            "print(compose.cells(['optimizer=sgd'])[0].optimizer.name)\n")
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines() == [
+        "['hydra._internal.core_plugins.basic_sweeper.BasicSweeper', "
+        "'hydra_plugins.harness_sweeper.HarnessSweeper']", "sgd"]

@@ -14,10 +14,10 @@ back from other processes); a launcher that fails is one line from the task
 methods is swept as Hydra's basic sweeper sweeps it.
 
 Hydra finds plugins only in the `hydra_plugins` namespace (Plugins refuses others), so this
-module lives there; it imports nothing of the harness.
+module lives there; it imports nothing of the harness. No `from __future__ import annotations`:
+Hydra's plugin scan runs this module outside sys.modules, where a dataclass cannot resolve
+string annotations.
 """
-
-from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
