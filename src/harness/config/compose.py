@@ -115,10 +115,8 @@ def explain(err: Exception, overrides: list[str] | None = None, multirun: bool =
             where = str(key).rpartition(".")[0]
             valid = ", ".join(sorted(str(k) for k in parent if k not in ("hydra", "grid")))
             return f"{key} is not a valid key; valid keys{f' of {where}' if where else ''}: {valid}"
-    if not multirun:
-        for sweep in _sweeps(overrides or []):
-            return sweep
-    return str(err).strip().splitlines()[0]
+    sweeps = [] if multirun else _sweeps(overrides or [])
+    return sweeps[0] if sweeps else str(err).strip().splitlines()[0]
 
 
 def _sweeps(overrides: list[str]) -> list[str]:
