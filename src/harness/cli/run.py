@@ -49,7 +49,7 @@ from harness.cli import outcomes as merged
 from harness.config import compose
 from harness.config.job import Config
 from harness.config.validate import ConfigError, expand, planned_images
-from harness.sweep.recorder import WandbMirror
+from harness.sweep.mirror import WandbMirror
 from harness.train import data
 
 # Hydra 1.3's flags that take a value (`harness run --help`; tests/cli/test_cli.py holds this
@@ -191,10 +191,9 @@ def _paths(argv: list[str]) -> list[str]:
         if flag not in HYDRA_FLAGS_WITH_PATH or not (eq or i + 1 < len(argv)):
             continue
         given = value if eq else argv[i + 1]
-        path = os.path.abspath(os.path.expanduser(given))
         if flag in ("--config-path", "-cp"):
             path = compose.primary_path(given)
-        elif not os.path.isdir(path):
+        elif not os.path.isdir(path := os.path.abspath(os.path.expanduser(given))):
             raise ConfigError(f"--config-dir {given} is not a directory; give a folder "
                               "holding your YAML files (e.g. DIR/experiment/mine.yaml)")
         if eq:

@@ -83,12 +83,9 @@ def studies() -> list[str]:
                   if p.name.endswith(".yaml"))
 
 
-def primary_path(given: str | None) -> str:
+def primary_path(given: str) -> str:
     """Hydra's primary config path for `--config-path given` (absolute, or relative to the
-    directory the command starts in), else the packaged configs; a ConfigError if `given` is
-    not a directory."""
-    if given is None:
-        return config_path()
+    directory the command starts in); a ConfigError if `given` is not a directory."""
     path = os.path.abspath(os.path.expanduser(given))
     if not os.path.isdir(path):
         raise ConfigError(f"--config-path {given} is not a directory; give the folder holding "
