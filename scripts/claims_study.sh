@@ -5,6 +5,9 @@
 #   pilot24   the same at 24 epochs: the 12-epoch pilot fell short of its rule (REPRODUCTION.md)
 #   claim1    claims_cpu: SGD+L2 and SGDW, three alpha columns of five lambda_norm each, seeds
 #             0 and 1, each column centred on the pilot's optimum (C_L2, C_W below)
+#   extend    claims_cpu: claim 1's registered edge extensions, one octave beyond a column's
+#             edge argmin (seeds 0 and 1), repeated until every column is bracketed or has been
+#             extended three times (harness.analysis.registered.extensions)
 #   claims23  claims_cpu: Adam lambda = 0, AdamW and Adam+L2 over three alphas, seed 0
 #   seeds     claims_cpu: the cells claim 2 and 3 chose on validation, seeds 0-4 (SEEDS5 below)
 #   budgets   experiments/budgets_cpu.yaml: AdamW at 4, 12 and 36 epochs, 2 seeds (claim 4)
@@ -20,7 +23,7 @@ mkdir -p outputs
 PY=${PY:-.venv/bin/python}
 RESULTS=${RESULTS:-results}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-STAGE=${1:?usage: scripts/claims_study.sh pilot|pilot24|claim1|claims23|seeds|budgets|report}
+STAGE=${1:?usage: scripts/claims_study.sh pilot|pilot24|claim1|extend|claims23|seeds|budgets|report}
 shift
 EXTRA=("$@")
 
@@ -83,12 +86,29 @@ for optimizer, decay in registered.METHODS:
 PYTHON
 }
 
+extended() {  # one sweep per claim-1 column still to extend: its next lambda at seeds 0 and 1
+  "$PY" - "$RESULTS/claims_cpu" <<'PYTHON'
+import sys
+from harness.analysis import frames, registered
+runs, _ = frames.load_runs(sys.argv[1])
+if runs.empty:
+    sys.exit(f"claims_study: no runs in {sys.argv[1]} yet; run the stage claim1 first")
+for decay, lr, lam in registered.extensions(frames.finals(runs)):
+    panel = f"sgd_{decay}"
+    print(f"panel={panel} grid.{panel}.lr=[{lr!r}] grid.{panel}.weight_decay=[{lam!r}] seed=0,1")
+PYTHON
+}
+
 case "$STAGE" in
   pilot) echo - | stage pilot_cpu "" ;;
   pilot24) echo train.epochs=24 | stage pilot_cpu -24 ;;  # the pilot fell short at 12 epochs
   claim1)
     [ -n "$C_L2" ] && [ -n "$C_W" ] || { echo "claims_study: set C_L2 and C_W"; exit 2; }
     { columns sgd_l2 "$C_L2"; columns sgd_decoupled "$C_W"; } | stage claims_cpu -claim1 ;;
+  extend)
+    while sweeps=$(extended) || exit 1; [ -n "$sweeps" ]; do
+      echo "$sweeps" | stage claims_cpu -extend
+    done ;;
   claims23) echo "panel=adam_none,adam_decoupled,adam_l2 seed=0" | stage claims_cpu -claims23 ;;
   seeds) sweeps=$(chosen) && echo "$sweeps" | stage claims_cpu -seeds ;;
   budgets) echo - | stage budgets_cpu "" ;;

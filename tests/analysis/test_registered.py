@@ -1,6 +1,7 @@
 """The pre-registered statistics of the four-claim study (harness.analysis.registered)."""
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -100,7 +101,7 @@ def test_paired_t_intervals_equivalence_and_non_inferiority():
 def _run(optimizer, decay, lr, lam, seed, val, test=None, epochs=12):
     return {"optimizer": optimizer, "decay": decay, "lr": lr, "lam": lam, "epochs": epochs,
             "seed": seed, "val_error": val, "test_error": val if test is None else test,
-            "failed": False}
+            "failed": False, "chance": 0.9}
 
 
 def test_the_pilot_rule_is_one_point_of_seed_mean_validation_error():
@@ -185,3 +186,40 @@ def test_claim4_reads_the_budget_slope_against_its_three_predictions():
                                      epochs=2.0 ** r.x) for r in runs.itertuples()])
         v = reg.claim4(per_run)
         assert v.verdict == verdict, v.measured
+
+
+def test_amendment_a1_leaves_out_runs_at_chance_beside_the_registered_verdict():
+    """A seed at chance in one column (as seed 1 at alpha 2^-1 in claims_cpu) makes the
+    registered noise huge; A1 leaves such runs out of the statistic, not out of the counts."""
+    rng = np.random.default_rng(7)
+    runs = _claim1_runs(-1.0, 0.0, rng)
+    top = runs["lr"] == runs["lr"].max()
+    runs.loc[top & (runs["seed"] == 1), "val_error"] = 0.9015  # at chance, status completed
+    registered_, amended = reg.claim1(runs), reg.claim1(runs, amended=True)
+    assert registered_.verdict != "supported", registered_.measured
+    assert re.search(r"single-run sd [1-9]\d\.\d\d points", registered_.measured)  # tens
+    assert amended.verdict == "supported", amended.measured
+    assert reg.untrained(runs).sum() == 10 and reg.untrained(runs[~top]).sum() == 0
+    partial = runs[~((runs["decay"] == "l2") & top & (runs["seed"] == 0))]
+    assert reg.claim1(partial, amended=True).verdict == "SGD+L2 incomplete (25 of 30 " \
+        "registered runs)"  # a run that did not train still counts as run
+    [v] = [v for v in reg.verdicts("claims_cpu", runs, amended=True) if v.claim.startswith("1")]
+    assert (v.claim, v.verdict) == ("1, amended A1", "supported")
+    text = reg.untrained_text(runs)
+    assert "sgd/l2 alpha 2^-1, 12 epochs, seed 1: 5 run(s), validation error 90.1%" in text
+    assert reg.untrained_text(runs[~top]) == ""
+
+
+def test_claim1_extends_a_complete_column_whose_argmin_is_on_its_edge():
+    """One octave beyond the edge, both seeds finished first, at most EXTENSIONS times."""
+    def column(lams, best):
+        return [_run("sgd", "l2", 0.5, 2.0 ** y, s, 0.10 + 0.01 * abs(y - best))
+                for y in lams for s in (0, 1)]
+    grid = list(range(-8, -3))                                 # -8 .. -4, registered
+    assert reg.extensions(pd.DataFrame(column(grid, -6))) == []  # bracketed
+    assert reg.extensions(pd.DataFrame(column(grid, -2))) == [("l2", 0.5, 2.0 ** -3)]
+    assert reg.extensions(pd.DataFrame(column(grid, -12))) == [("l2", 0.5, 2.0 ** -9)]
+    assert reg.extensions(pd.DataFrame(column(grid, -2)[:-1])) == []  # seed 1 not finished
+    extended = list(range(-8, 0))                              # three extensions done
+    assert reg.extensions(pd.DataFrame(column(extended, 3))) == []
+    assert reg.extensions(pd.DataFrame(column(extended[:-1], 3))) == [("l2", 0.5, 0.5)]

@@ -19,6 +19,11 @@ so the interval is wider than the truth, never narrower.
 Differences of methods: paired by seed, with Student t intervals (scipy.stats.t, n - 1 df);
 equivalence by two one-sided tests at 5% (the 90% interval inside (-bound, +bound)); non-
 inferiority by the one-sided 95% upper bound below a margin.
+
+Amendment A1 (REPRODUCTION.md, committed after the rules above, when seed 1 sat at chance at
+alpha 2^-1): a run whose final validation error is at or above USABLE x chance did not train.
+`verdicts(..., amended=True)` leaves such runs out of every statistic; the registered verdicts
+(`amended=False`) stay as they were and come first in the report.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
+
+from harness.analysis.frames import USABLE
 
 REPLICATES = 2000
 NEIGHBOURS = 2           # grid points on each side of the argmin in the local fit
@@ -168,6 +175,8 @@ def paired(a: pd.Series, b: pd.Series) -> Paired:
 PILOT_GAIN = 0.01        # the pilot: the best decay must beat lambda = 0 by 1 point on validation
 PILOT_RUNS = 14          # its registered runs per budget: 7 cells x 2 seeds
 CLAIM1_RUNS = 30         # per method: 3 alpha columns x 5 lambdas x 2 seeds (before extensions)
+COLUMN = 5               # claim 1: the lambdas of a registered alpha column
+EXTENSIONS = 3           # claim 1: an edge argmin extends its column by one octave, at most 3x
 CLAIM4_RUNS = 42         # AdamW: 3 budgets x 7 lambdas x 2 seeds
 EQUIVALENCE = 0.01       # claim 2: Adam+L2's gain within +-1 point
 NON_INFERIOR = 0.10      # claim 3: AdamW within 10% (relative) of SGDW's test error
@@ -185,19 +194,31 @@ def _usable(per_run: pd.DataFrame) -> pd.DataFrame:
     return per_run[~per_run["failed"]]
 
 
+def untrained(per_run: pd.DataFrame) -> pd.Series:
+    """A1: the runs that did not train, final validation error >= USABLE x chance (a diverged
+    run counts at chance)."""
+    return ~per_run["failed"] & (per_run["val_error"] >= USABLE * per_run["chance"])
+
+
+def _scored(runs: pd.DataFrame, amended: bool) -> pd.DataFrame:
+    """The runs a statistic reads: all of them as registered, the trained ones under A1."""
+    return runs[~untrained(runs)] if amended else runs
+
+
 def _cell_means(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return runs.groupby(keys, dropna=False)[["val_error", "test_error"]].mean().reset_index()
 
 
-def pilot(per_run: pd.DataFrame) -> list[Verdict]:
+def pilot(per_run: pd.DataFrame, amended: bool = False) -> list[Verdict]:
     """Per epoch budget: go on if the best decay cell's seed-mean validation error is
     PILOT_GAIN below lambda = 0's (a budget raised because a smaller one fell short is a row
     of its own)."""
-    return [_pilot(runs, int(epochs)) for epochs, runs in per_run.groupby("epochs")]
+    return [_pilot(runs, int(epochs), amended) for epochs, runs in per_run.groupby("epochs")]
 
 
-def _pilot(per_run: pd.DataFrame, epochs: int) -> Verdict:
-    runs = _usable(per_run)
+def _pilot(per_run: pd.DataFrame, epochs: int, amended: bool) -> Verdict:
+    finished = _usable(per_run)
+    runs = _scored(finished, amended)
     means = _cell_means(runs, ["decay", "lam"])
     base = means[(means["decay"] == "none") | (means["lam"] == 0)]
     decayed = means[(means["decay"] != "none") & (means["lam"] > 0)]
@@ -212,9 +233,9 @@ def _pilot(per_run: pd.DataFrame, epochs: int) -> Verdict:
             f"(seed means): gain {100 * gain:+.2f} points; single-run sd {100 * sigma:.2f} "
             f"points ({dof} dof) [rule: go on if the gain is at least {100 * PILOT_GAIN:.0f} "
             "point]")
-    if len(runs) < PILOT_RUNS:
+    if len(finished) < PILOT_RUNS:
         return Verdict(f"pilot, {epochs} epochs", f"so far: {text}",
-                       f"incomplete ({len(runs)} of {PILOT_RUNS} registered runs)")
+                       f"incomplete ({len(finished)} of {PILOT_RUNS} registered runs)")
     return Verdict(f"pilot, {epochs} epochs", text,
                    "go on" if gain >= PILOT_GAIN else "raise the budget")
 
@@ -234,17 +255,18 @@ def slope_text(s: OptimumSlope, of: str) -> str:
             f"single-run sd {100 * s.sigma:.2f} points, {s.dof} dof{edges})")
 
 
-def claim1(per_run: pd.DataFrame) -> Verdict:
+def claim1(per_run: pd.DataFrame, amended: bool = False) -> Verdict:
     """SGD+L2 coupled and SGDW separable, by the located optimum's slope against log2 alpha."""
     runs = _usable(per_run)
     readings, parts = {}, []
     for decay, name in (("l2", "SGD+L2"), ("decoupled", "SGDW")):
         r = runs[(runs["optimizer"] == "sgd") & (runs["decay"] == decay) & (runs["lam"] > 0)]
-        if r.empty:  # the registered panel has no finished run yet
-            readings[name] = f"incomplete (0 of {CLAIM1_RUNS} registered runs)"
-            parts.append(f"{name}: no finished run yet")
+        scored = _scored(r, amended)
+        if scored.empty:  # the registered panel has no finished (or, under A1, trained) run
+            readings[name] = f"incomplete ({len(r)} of {CLAIM1_RUNS} registered runs)"
+            parts.append(f"{name}: no {'trained' if len(r) else 'finished'} run yet")
             continue
-        s = optimum_slope(xyz(r, "lr"))
+        s = optimum_slope(xyz(scored, "lr"))
         readings[name] = coupling_reading(s)
         parts.append(f"{name}: {slope_text(s, 'alpha')}, reads {readings[name]}")
         if len(r) < CLAIM1_RUNS:
@@ -262,6 +284,24 @@ def claim1(per_run: pd.DataFrame) -> Verdict:
         verdict = "not decided"
     return Verdict("1", "; ".join(parts) + " [coupled: interval inside (-1.5, -0.5); "
                    "separable: inside (-0.5, 0.5)]", verdict)
+
+
+def extensions(per_run: pd.DataFrame, seeds: int = 2) -> list[tuple[str, float, float]]:
+    """Claim 1's registered edge extensions still to run: (decay, alpha, lambda_norm) one
+    octave beyond the edge of each complete SGD column (every lambda at `seeds` finished
+    runs) whose seed-mean validation argmin is on that edge, while it has had fewer than
+    EXTENSIONS. Decided on the registered seed means (A1 does not change it)."""
+    runs = _usable(per_run)
+    runs = runs[(runs["optimizer"] == "sgd") & (runs["lam"] > 0)]
+    out = []
+    for (decay, lr), col in runs.groupby(["decay", "lr"], sort=True):
+        means = col.groupby("lam")["val_error"].agg(["mean", "count"]).sort_index()
+        if (means["count"] < seeds).any() or len(means) >= COLUMN + EXTENSIONS:
+            continue
+        i = int(np.argmin(means["mean"].to_numpy()))
+        if i in (0, len(means) - 1):
+            out.append((str(decay), float(lr), float(means.index[i]) * (0.5 if i == 0 else 2.0)))
+    return out
 
 
 METHODS = (("adam", "none"), ("adam", "decoupled"), ("adam", "l2"), ("sgd", "decoupled"))
@@ -296,10 +336,10 @@ def _diff_text(name: str, p: Paired) -> str:
     return f"{name} {100 * p.mean:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}] points (n={p.n})"
 
 
-def claims23(per_run: pd.DataFrame) -> tuple[Verdict, Verdict]:
+def claims23(per_run: pd.DataFrame, amended: bool = False) -> tuple[Verdict, Verdict]:
     """Claim 2 (AdamW gains over lambda = 0, Adam+L2 is equivalent to it) and claim 3 (AdamW
     non-inferior to SGDW within 10%), paired by seed over the chosen cells' FULL_SEEDS seeds."""
-    runs = _usable(per_run)
+    runs = _scored(_usable(per_run), amended)
     chosen = {m: _chosen(runs, *m) for m in METHODS}
     short = [f"{o}/{d}" for (o, d), c in chosen.items() if c is None or len(c) < FULL_SEEDS]
     if short:
@@ -329,13 +369,14 @@ def claims23(per_run: pd.DataFrame) -> tuple[Verdict, Verdict]:
     return Verdict("2", text2, v2), Verdict("3", text3, v3)
 
 
-def claim4(per_run: pd.DataFrame) -> Verdict:
+def claim4(per_run: pd.DataFrame, amended: bool = False) -> Verdict:
     """The best lambda_norm against the budget: the slope of log2 lambda_norm* on log2 T."""
     runs = _usable(per_run)
     r = runs[(runs["optimizer"] == "adam") & (runs["decay"] == "decoupled") & (runs["lam"] > 0)]
-    if r["epochs"].nunique() < 2:
+    scored = _scored(r, amended)
+    if scored["epochs"].nunique() < 2:
         return Verdict("4", "needs AdamW cells at two or more budgets", "not testable here")
-    s = optimum_slope(xyz(r, "epochs"))
+    s = optimum_slope(xyz(scored, "epochs"))
     reading = transfer_reading(s)
     if len(r) < CLAIM4_RUNS:
         return Verdict("4", f"so far: {slope_text(s, 'T')}, reads {reading}",
@@ -349,13 +390,31 @@ def claim4(per_run: pd.DataFrame) -> Verdict:
                    verdict)
 
 
-def verdicts(study: str, per_run: pd.DataFrame) -> list[Verdict] | None:
-    """The registered verdicts of `study` (`frames.finals` of its runs); None for a study the
-    registration does not cover (its report applies harness.analysis.claims instead)."""
+def verdicts(study: str, per_run: pd.DataFrame, amended: bool = False) -> list[Verdict] | None:
+    """The registered verdicts of `study` (`frames.finals` of its runs), or with amendment A1
+    (`amended`: the claim reads "<claim>, amended A1"); None for a study the registration does
+    not cover (its report applies harness.analysis.claims instead)."""
     if study == "pilot_cpu":
-        return pilot(per_run)
-    if study == "claims_cpu":
-        return [claim1(per_run), *claims23(per_run)]
-    if study == "budgets_cpu":
-        return [claim4(per_run)]
-    return None
+        found = pilot(per_run, amended)
+    elif study == "claims_cpu":
+        found = [claim1(per_run, amended), *claims23(per_run, amended)]
+    elif study == "budgets_cpu":
+        found = [claim4(per_run, amended)]
+    else:
+        return None
+    return [Verdict(f"{v.claim}, amended A1", v.measured, v.verdict) for v in found] \
+        if amended else found
+
+
+def untrained_text(per_run: pd.DataFrame) -> str:
+    """The runs A1 leaves out, grouped by method, alpha and seed ("" when there are none)."""
+    out = per_run[untrained(per_run)]
+    groups = out.groupby(["optimizer", "decay", "lr", "epochs", "seed"], sort=True)
+    return "; ".join(f"{o}/{d} alpha 2^{math.log2(lr):g}, {int(e)} epochs, seed {s}: {len(g)} "
+                     f"run(s), validation error {_span(100 * g['val_error'])}%"
+                     for (o, d, lr, e, s), g in groups)
+
+
+def _span(values: pd.Series) -> str:
+    low, high = f"{values.min():.1f}", f"{values.max():.1f}"
+    return low if low == high else f"{low}-{high}"

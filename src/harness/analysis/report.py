@@ -230,11 +230,19 @@ def _claims(name: str, table: pd.DataFrame, per_run: pd.DataFrame) -> str:
     runs (harness.analysis.registered), else by harness.analysis.claims."""
     found = registered.verdicts(name, per_run)
     if found is not None:
+        left_out = registered.untrained_text(per_run)
+        if left_out:
+            found += registered.verdicts(name, per_run, amended=True)
         rows = [{"claim": v.claim, "measured here": v.measured, "verdict": f"**{v.verdict}**"}
                 for v in found]
+        amendment = (f"\n\nRows \"amended A1\" apply REPRODUCTION.md's amendment A1, written "
+                     "after the rules above: a run whose final validation error is at or above "
+                     f"{100 * frames.USABLE:.0f}% of chance did not train and is left out. It "
+                     f"leaves out: {left_out}.") if left_out else ""
         return ("## The paper's claims, by the registered rules\n\nThe statistics and criteria "
                 "of REPRODUCTION.md (\"Pre-registered: the four-claim study\"), committed "
-                "before these runs; a verdict needs all of its registered runs.\n\n" + _md(rows))
+                "before these runs; a verdict needs all of its registered runs." + amendment
+                + "\n\n" + _md(rows))
     rows = [{"claim": c.name, "paper": c.paper_statement, "measured here": c.measured,
              "verdict": f"**{c.verdict}**"} for c in claims.claims(table, per_run)]
     return "## The paper's claims\n\n" + _md(rows)
