@@ -145,6 +145,12 @@ def test_claim1_is_supported_by_a_coupled_l2_and_a_separable_sgdw_and_contradict
     assert l2_only.verdict == "SGDW incomplete (0 of 30 registered runs)", l2_only
     assert "SGDW: no finished run yet" in l2_only.measured
     assert reg.claim1(_claim1_runs(-1.0, -0.5, rng)).verdict in ("not decided", "contradicted")
+    column = (runs.decay == "l2") & (runs.lr == 2.0 ** -5)  # optimum 2^-1, grid 2^-3 .. 2^1
+    moved = pd.DataFrame([_run("sgd", "l2", 2.0 ** -5, 2.0 ** y, s, 0.2) for y in (-5, -4)
+                          for s in (0, 1)])                   # 2^-5 .. 2^-1: 30 runs still
+    edge = pd.concat([runs[~(column & (runs.lam > 0.5))], moved])
+    assert reg.extensions(edge) == [("l2", 2.0 ** -5, 1.0)]
+    assert reg.claim1(edge).verdict == "SGD+L2 incomplete (edge extension pending at alpha 2^-5)"
 
 
 def _adam_runs(seeds: int, w_gain: float, l2_gain: float, rng) -> pd.DataFrame:

@@ -259,6 +259,7 @@ def claim1(per_run: pd.DataFrame, amended: bool = False) -> Verdict:
     """SGD+L2 coupled and SGDW separable, by the located optimum's slope against log2 alpha."""
     runs = _usable(per_run)
     readings, parts = {}, []
+    pending = extensions(per_run)
     for decay, name in (("l2", "SGD+L2"), ("decoupled", "SGDW")):
         r = runs[(runs["optimizer"] == "sgd") & (runs["decay"] == decay) & (runs["lam"] > 0)]
         scored = _scored(r, amended)
@@ -271,6 +272,8 @@ def claim1(per_run: pd.DataFrame, amended: bool = False) -> Verdict:
         parts.append(f"{name}: {slope_text(s, 'alpha')}, reads {readings[name]}")
         if len(r) < CLAIM1_RUNS:
             readings[name] = f"incomplete ({len(r)} of {CLAIM1_RUNS} registered runs)"
+        elif alphas := [f"2^{math.log2(lr):g}" for d, lr, _ in pending if d == decay]:
+            readings[name] = f"incomplete (edge extension pending at alpha {', '.join(alphas)})"
     incomplete = [f"{n} {v}" for n, v in readings.items() if v.startswith("incomplete")]
     if incomplete:
         verdict = "; ".join(incomplete)

@@ -231,8 +231,9 @@ def _claims(name: str, table: pd.DataFrame, per_run: pd.DataFrame) -> str:
     found = registered.verdicts(name, per_run)
     if found is not None:
         left_out = registered.untrained_text(per_run)
-        if left_out:
-            found += registered.verdicts(name, per_run, amended=True)
+        if left_out:  # each registered verdict, then the same claim under A1
+            amended = registered.verdicts(name, per_run, amended=True)
+            found = [v for pair in zip(found, amended, strict=True) for v in pair]
         rows = [{"claim": v.claim, "measured here": v.measured, "verdict": f"**{v.verdict}**"}
                 for v in found]
         amendment = (f"\n\nRows \"amended A1\" apply REPRODUCTION.md's amendment A1, written "
