@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.analysis import claims, frames, stats, units
+from harness.analysis import claims, figures, frames, stats, units
 from tests import planted
 
 A8 = [2.0**k for k in range(-10, -2)]   # 8 alphas / lambdas
@@ -105,13 +105,31 @@ def test_frontier_margin_uses_the_noise_near_each_columns_best():
                        for seed, sign in enumerate((-1, 1))]
     table, per_run = in_memory(dfs)
     overall, near = stats.noise(per_run), stats.noise(per_run, near=stats.MARGIN)
-    assert overall.sigma > 0.03 and overall.cells == 64
+    assert overall.sigma > 0.03  # the runs at chance (6 cells here) are no seed noise
+    assert overall.cells == (table["n_at_chance"] == 0).sum() == 58
     assert near.sigma == pytest.approx(math.sqrt(2) * 0.001) and near.cells < 64
     assert "within 2 pts of their α column's best" in near.text()
     fit = stats.panel_fits(table, per_run)
     assert fit.noise == near and fit.margin == stats.MARGIN
     assert fit.frontier.determined and abs(fit.frontier.estimate + 1) < 0.1, fit.frontier
     assert stats.frontier_margin(overall.sigma) > 0.09  # the overall σ would have hidden it
+
+
+def test_a_seed_at_chance_is_counted_and_kept_out_of_the_noise_and_the_colour_scale():
+    """A completed run that never left chance (as seed 1 at lr 0.5 in claims_cpu) is no seed
+    noise: the cell counts it (`n_at_chance`), the noise leaves it out, and the heatmap draws
+    the cell above its colour scale instead of stretching the scale to 50%."""
+    dfs = [planted.cell_frame(e, lr=0.1, lam=lam, seed=i, val=e)
+           for lam, errors in ((0.01, (0.110, 0.114)), (0.02, (0.105, 0.899)))
+           for i, e in enumerate(errors)]
+    table, per_run = in_memory(dfs)
+    assert frames.at_chance(per_run).tolist() == [False, False, False, True]
+    assert table.set_index("lam")["n_at_chance"].to_dict() == {0.01: 0, 0.02: 1}
+    assert not table["diverged"].any()  # completed, finite: not a divergence
+    noise = stats.noise(per_run)
+    assert noise.dof == 1 and noise.sigma == pytest.approx(0.004 / math.sqrt(2), rel=1e-3)
+    colours = figures.scale(table)
+    assert colours.outliers == 1 and colours.norm.vmax < 15  # 50.2% is not on the scale
 
 
 def test_optimum_off_the_grid_is_undetermined_and_prints_no_slope():

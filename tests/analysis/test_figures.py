@@ -271,7 +271,7 @@ def test_colour_scale_covers_the_values_shown(rendered) -> None:
     norm, bar = _scale(figs["heatmaps"])
     assert worst > 30 and norm.vmax >= worst - 0.05
     label = bar.ax.get_ylabel()
-    assert bar.extend == "max" and "1 diverged or near-chance cell" in label and \
+    assert bar.extend == "max" and "1 cell with a seed at chance or diverged" in label and \
         "clipped" in label
     cmap = figs["heatmaps"].axes[0].collections[0].get_cmap()
     assert not np.allclose(cmap.get_over(), cmap(1.0))  # clipped is not the top colour

@@ -137,6 +137,11 @@ def test_claim1_is_supported_by_a_coupled_l2_and_a_separable_sgdw_and_contradict
     v = reg.claim1(_claim1_runs(-1.0, 0.0, rng))
     assert v.verdict == "supported", v.measured
     assert "SGD+L2: slope -1.0" in v.measured and "reads coupled" in v.measured
+    # the second reading: each column's error passes its best + 2 points at c + sqrt(2)
+    assert re.search(r"reads coupled; damage frontier \(validation error \+2 points\) "
+                     r"-(0\.9\d|1\.0\d) \[", v.measured), v.measured
+    assert re.search(r"reads separable; damage frontier \(validation error \+2 points\) "
+                     r"[+-]0\.0\d \[", v.measured), v.measured
     assert reg.claim1(_claim1_runs(0.0, -1.0, rng)).verdict == "contradicted"
     runs = _claim1_runs(-1.0, 0.0, rng)
     partial = reg.claim1(runs[~((runs.decay == "l2") & (runs.seed == 1))])

@@ -111,10 +111,10 @@ def wrap(text: str, width_in: float, points: float = 10) -> str:
 @dataclasses.dataclass(frozen=True)
 class Scale:
     """The one colour scale of a figure. ``norm`` covers every value shown but the
-    ``outliers`` (diverged or near-chance cells: drawn in the OVER colour, their value
-    printed); where the values have a long tail (damaged cells far above the basin), it is
-    linear in two pieces: half the colours up to the 75th percentile (``knee``), half above,
-    so that both the basin and the damage stay readable."""
+    ``outliers`` (cells with a seed that diverged or stayed at chance: drawn in the OVER
+    colour, their value printed); where the values have a long tail (damaged cells far above
+    the basin), it is linear in two pieces: half the colours up to the 75th percentile
+    (``knee``), half above, so that both the basin and the damage stay readable."""
 
     norm: Normalize
     outliers: int
@@ -128,8 +128,8 @@ class Scale:
         """The colour bar's second line: what is clipped, or ''."""
         if not self.outliers:
             return ""
-        return (f"▲ pink: {self.outliers} diverged or near-chance cell"
-                f"{'s' * (self.outliers > 1)} > {self.norm.vmax:.1f}%, clipped")
+        return (f"▲ pink: {self.outliers} cell{'s' * (self.outliers > 1)} with a seed at "
+                f"chance or diverged (> {self.norm.vmax:.1f}%), clipped")
 
     def colorbar(self, fig: Figure, axes) -> None:
         bar = fig.colorbar(ScalarMappable(norm=self.norm, cmap=self.cmap), ax=axes,
@@ -150,12 +150,13 @@ class Scale:
 
 
 def scale(table: pd.DataFrame) -> Scale:
-    """From the best error to the worst that is not an outlier (a diverged cell, or one near
-    chance: >= frames.USABLE x chance); two linear pieces when the values above the 75th
-    percentile span more than twice the range below it."""
+    """From the best error to the worst that is not an outlier (a cell with a seed that
+    diverged or stayed at chance, `frames.at_chance`, or a mean near chance: >= frames.USABLE
+    x chance); two linear pieces when the values above the 75th percentile span more than
+    twice the range below it."""
     ok = frames.ranked(table)
     err = 100 * ok["test_error"].to_numpy(float)
-    normal = ~ok["diverged"].to_numpy(bool) & (err < 100 * frames.USABLE * ok["chance"])
+    normal = (ok["n_at_chance"].to_numpy() == 0) & (err < 100 * frames.USABLE * ok["chance"])
     shown = err[normal] if normal.any() else err
     lo, hi = float(shown.min()), float(shown.max())
     hi = max(hi, lo + 1.0)

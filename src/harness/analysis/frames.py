@@ -40,7 +40,8 @@ CONFIG = ("study", "dataset", "model", "optimizer", "decay", "schedule", "epochs
 UNKNOWN_WHEN_FAILED = ("n_train", "num_classes")  # null on a cell that failed before data
 PANEL_EXTRA = ("schedule", "epochs", "model", "dataset")  # in panel keys when they vary
 ORDER = {"optimizer": OPTIMIZERS, "decay": DECAY_MODES, "schedule": SCHEDULES}
-USABLE = 0.9  # a cell enters a fit if its error < USABLE * chance
+USABLE = 0.9  # a cell enters a fit if its error < USABLE * chance; a run at or above it
+              # did not train (`at_chance`)
 
 
 def fmt_value(x: float) -> str:
@@ -181,6 +182,13 @@ def _run_summary(run: pd.DataFrame) -> dict:
             "error_message": str(last["error_message"])}
 
 
+def at_chance(runs: pd.DataFrame) -> pd.Series:
+    """The runs (rows of `finals`) that did not train: final validation error (test error
+    where none is recorded) at or above USABLE x chance. A diverged run counts at chance."""
+    err = runs["val_error"].where(np.isfinite(runs["val_error"]), runs["test_error"])
+    return ~runs["failed"] & (err >= USABLE * runs["chance"])
+
+
 def _aggregate(cell: pd.DataFrame) -> dict:
     """Seeds of one cell -> mean/std of final errors over the seeds that did not fail."""
     ok = cell[~cell["failed"]]
@@ -192,7 +200,8 @@ def _aggregate(cell: pd.DataFrame) -> dict:
             "status": status, "test_error": float(ok["test_error"].mean()) if len(ok) else np.nan,
             "test_error_std": float(ok["test_error"].std(ddof=1)) if len(ok) > 1 else np.nan,
             "val_error": float(ok["val_error"].mean()) if len(ok) else np.nan,
-            "seeds": len(ok), "n_diverged": n_div, "n_failed": int(cell["failed"].sum()),
+            "seeds": len(ok), "n_diverged": n_div, "n_at_chance": int(at_chance(ok).sum()),
+            "n_failed": int(cell["failed"].sum()),
             "diverged": n_div > 0, "failed": ok.empty, "chance": float(cell["chance"].max()),
             "final_epoch": int(cell["final_epoch"].max()),
             "run_ids": ";".join(sorted(cell["run_id"])), "error_message": messages[0] if

@@ -64,15 +64,16 @@ def _layout(table: pd.DataFrame) -> dict[str, tuple[int, int]]:
 
 
 def _marks(ax, x: float, y: float, row, norm: Normalize, top: bool, best: bool, size: float):
-    """Value (or 'div'/'fail'), contrast colour, top-10 circle, hatch for diverged, and the
-    number of seeds in the upper right corner of a cell with more than one."""
+    """Value (or 'div'/'fail'), contrast colour, top-10 circle, hatch where a seed diverged or
+    stayed at chance, and the number of seeds in the upper right corner of a cell with more
+    than one."""
     if row.failed:
         ax.text(x, y, "fail", ha="center", va="center", fontsize=size, color="0.3")
         return
     value = 100 * row.test_error
     r, g, b, _ = colormaps[CMAP](norm(value)) if value <= norm.vmax else (1, 1, 1, 1)
     ink = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
-    if row.diverged:
+    if row.n_at_chance:
         ax.add_patch(Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False, hatch="///",
                                edgecolor="0.35", linewidth=0))
     text = "div" if row.n_diverged == row.seeds else f"{value:.1f}"
@@ -232,15 +233,17 @@ def _heatmap_caption(table: pd.DataFrame, colours: Scale, panels: list[str]) -> 
                + (f", linear in two pieces: half the colours up to {colours.knee:.1f}% (the "
                   f"{KNEE}th percentile, a white line on the colour bar), half above it"
                   if colours.knee is not None else "")
-               + (f"; {colours.outliers} diverged or near-chance cell(s) are drawn in pink "
-                  "above the scale, their value printed." if colours.outliers else "."))
+               + (f"; {colours.outliers} cell(s) with a seed that diverged or stayed at "
+                  "chance are drawn in pink above the scale, their value printed."
+                  if colours.outliers else "."))
     return (f"{names.values(table['study'])}: {_heatmap_title(table).replace(chr(10), '; ')}. "
             "Each panel is one method over the grid of learning rate "
             f"α and weight decay λ; the number in a cell is its final {ERROR_LABEL}, {seeds}; a "
             "small number in a cell's corner is its seeds where more than one. σ is the "
             "seed-to-seed sd of a cell, pooled over the panel's cells with 2+ seeds (near each "
             f"column's best where stated). Circled: the panel's top 10 by {on}; bold: the "
-            "chosen cell; hatched: diverged (counted at chance); grey: failed. Dashed red: the "
+            "chosen cell; hatched: a seed diverged (counted at chance) or did not train (its final "
+            "error at or above 90% of chance); grey: failed. Dashed red: the "
             "fitted basin ridge (where determined); orange bars: the damage frontier, the λ "
             "where a column's error first exceeds its best by the margin; dotted: its "
             "least-squares fit (where determined)." + clipped + "\n\n"
@@ -293,6 +296,7 @@ def plot_coordinates(table: pd.DataFrame, out: Path) -> list[Path] | None:
         caption += (" A panel with normalized decay is drawn in λ_norm, for which the same "
                     "identity holds (both units scale by √(b/(B·T))).")
     if colours.outliers:
-        caption += (f" {colours.outliers} diverged or near-chance cell(s) above "
-                    f"{colours.norm.vmax:.1f}% are drawn in pink above the colour scale.")
+        caption += (f" {colours.outliers} cell(s) with a seed that diverged or stayed at "
+                    f"chance, above {colours.norm.vmax:.1f}%, are drawn in pink above the "
+                    "colour scale.")
     return save(fig, out, "coordinates", caption)

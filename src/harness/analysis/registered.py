@@ -35,7 +35,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from harness.analysis.frames import USABLE
+from harness.analysis import stats
+from harness.analysis.frames import at_chance
 
 REPLICATES = 2000
 NEIGHBOURS = 2           # grid points on each side of the argmin in the local fit
@@ -175,6 +176,7 @@ def paired(a: pd.Series, b: pd.Series) -> Paired:
 PILOT_GAIN = 0.01        # the pilot: the best decay must beat lambda = 0 by 1 point on validation
 PILOT_RUNS = 14          # its registered runs per budget: 7 cells x 2 seeds
 CLAIM1_RUNS = 30         # per method: 3 alpha columns x 5 lambdas x 2 seeds (before extensions)
+FRONTIER = 0.02          # claim 1's second reading: validation error 2 points over a column's best
 COLUMN = 5               # claim 1: the lambdas of a registered alpha column
 EXTENSIONS = 3           # claim 1: an edge argmin extends its column by one octave, at most 3x
 CLAIM4_RUNS = 42         # AdamW: 3 budgets x 7 lambdas x 2 seeds
@@ -195,9 +197,9 @@ def _usable(per_run: pd.DataFrame) -> pd.DataFrame:
 
 
 def untrained(per_run: pd.DataFrame) -> pd.Series:
-    """A1: the runs that did not train, final validation error >= USABLE x chance (a diverged
-    run counts at chance)."""
-    return ~per_run["failed"] & (per_run["val_error"] >= USABLE * per_run["chance"])
+    """A1: the runs that did not train (`frames.at_chance`: final validation error >= USABLE x
+    chance; a diverged run counts at chance)."""
+    return at_chance(per_run)
 
 
 def _scored(runs: pd.DataFrame, amended: bool) -> pd.DataFrame:
@@ -269,7 +271,8 @@ def claim1(per_run: pd.DataFrame, amended: bool = False) -> Verdict:
             continue
         s = optimum_slope(xyz(scored, "lr"))
         readings[name] = coupling_reading(s)
-        parts.append(f"{name}: {slope_text(s, 'alpha')}, reads {readings[name]}")
+        parts.append(f"{name}: {slope_text(s, 'alpha')}, reads {readings[name]}; "
+                     f"{frontier_text(scored)}")
         if len(r) < CLAIM1_RUNS:
             readings[name] = f"incomplete ({len(r)} of {CLAIM1_RUNS} registered runs)"
         elif alphas := [f"2^{math.log2(lr):g}" for d, lr, _ in pending if d == decay]:
@@ -305,6 +308,16 @@ def extensions(per_run: pd.DataFrame, seeds: int = 2) -> list[tuple[str, float, 
         if i in (0, len(means) - 1):
             out.append((str(decay), float(lr), float(means.index[i]) * (0.5 if i == 0 else 2.0)))
     return out
+
+
+def frontier_text(runs: pd.DataFrame) -> str:
+    """Claim 1's second reading, with no verdict of its own: the damage frontier's slope on the
+    seed-mean validation error, margin FRONTIER (stats.frontier_slope)."""
+    cells = runs.groupby(["lr", "lam"]).agg(
+        val_error=("val_error", "mean"), test_error=("test_error", "mean"),
+        chance=("chance", "max"), failed=("failed", "all")).reset_index()
+    s = stats.frontier_slope(cells, FRONTIER, by="val_error")
+    return f"damage frontier (validation error +{100 * FRONTIER:g} points) {s.text()}"
 
 
 METHODS = (("adam", "none"), ("adam", "decoupled"), ("adam", "l2"), ("sgd", "decoupled"))

@@ -191,6 +191,11 @@ def _problems(table: pd.DataFrame, problems: list[str]) -> str:
     n_div = int(table["diverged"].sum())
     if n_div:
         issues.append(f"{n_div} cell(s) with a diverged seed, counted at chance level")
+    n_flat = int(((table["n_at_chance"] > 0) & ~table["diverged"]).sum())
+    if n_flat:
+        issues.append(f"{n_flat} cell(s) with a seed that did not train (final error at or "
+                      f"above {100 * frames.USABLE:.0f}% of chance, status completed): "
+                      "hatched, outside the colour scale and the seed noise")
     body = "\n".join(f"- {i}" for i in issues) or "none"
     return "## Problems\n\n" + (head + "\n\n" if head else "") + body
 

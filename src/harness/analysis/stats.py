@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from harness.analysis.frames import USABLE, ranked, signed
+from harness.analysis.frames import USABLE, at_chance, ranked, signed
 
 WIDTH = 1.0          # interval width above which a slope is undetermined: |(-1) - 0|
 CLOSE = 0.2          # a determined slope within 0.2 of 0 (-1) reads separable (coupled)
@@ -87,10 +87,12 @@ def _ridge(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[float, np.ndarr
 
 
 def basin_window(cells: pd.DataFrame) -> pd.DataFrame:
-    """The cells near the minimum: usable cells (lambda > 0, not failed or diverged, error <
-    0.9 x chance) in the lower half of the panel's errors, at least MIN_CELLS of them."""
+    """The cells near the minimum: usable cells (lambda > 0, not failed, no seed diverged or at
+    chance, error < 0.9 x chance) in the lower half of the panel's errors, at least MIN_CELLS
+    of them."""
     ok = ranked(cells)
-    ok = ok[(ok["lam"] > 0) & ~ok["diverged"] & (ok["test_error"] < USABLE * ok["chance"])]
+    ok = ok[(ok["lam"] > 0) & (ok["n_at_chance"] == 0)
+            & (ok["test_error"] < USABLE * ok["chance"])]
     keep = max(MIN_CELLS, int(math.ceil(len(ok) / 2)))
     return ok.sort_values("test_error", kind="stable").head(keep)
 
@@ -113,8 +115,8 @@ def basin_slope(cells: pd.DataFrame, runs: pd.DataFrame) -> Slope:
     if window["lr"].nunique() < 3 or window["lam"].nunique() < 3:
         return Slope(math.nan, math.nan, math.nan, n, method,
                      "the basin spans fewer than 3 α or 3 λ values")
-    pts = runs[~runs["failed"] & ~runs["diverged"]].merge(window[["lr", "lam"]],
-                                                          on=["lr", "lam"])
+    pts = runs[~runs["failed"] & ~at_chance(runs)].merge(window[["lr", "lam"]],
+                                                         on=["lr", "lam"])
     x, y, z = _xyz(pts)
     x0, y0 = x.mean(), y.mean()  # centring: the slope is unchanged, the fit better posed
     est, coef = _ridge(x - x0, y - y0, z)
@@ -160,10 +162,11 @@ def frontier_margin(sigma: float) -> float:
     return max(MARGIN, NOISE_MARGIN * sigma) if math.isfinite(sigma) else MARGIN
 
 
-def _frontier(col: pd.DataFrame, margin: float) -> float:
-    """log2 lambda where the column's error first exceeds its best + margin, above the best
-    lambda (linear interpolation between the two cells around the crossing); NaN if never."""
-    y, z = np.log2(col["lam"].to_numpy(float)), col["test_error"].to_numpy(float)
+def _frontier(col: pd.DataFrame, margin: float, by: str = "test_error") -> float:
+    """log2 lambda where the column's error `by` first exceeds its best + margin, above the
+    best lambda (linear interpolation between the two cells around the crossing); NaN if
+    never."""
+    y, z = np.log2(col["lam"].to_numpy(float)), col[by].to_numpy(float)
     i = int(np.argmin(z))
     limit = z[i] + margin
     for j in range(i + 1, len(z)):
@@ -172,29 +175,30 @@ def _frontier(col: pd.DataFrame, margin: float) -> float:
     return math.nan
 
 
-def frontier_points(cells: pd.DataFrame, margin: float) -> tuple[list[tuple[float, float]], int]:
-    """The damage frontier of one panel: (log2 alpha, log2 lambda_f) for each alpha column
-    where it lies inside the lambda grid, and the number of columns where it lies above it.
-    Columns with one lambda or no usable cell (all near chance) have no frontier."""
+def frontier_points(cells: pd.DataFrame, margin: float,
+                    by: str = "test_error") -> tuple[list[tuple[float, float]], int]:
+    """The damage frontier of one panel on the error `by`: (log2 alpha, log2 lambda_f) for
+    each alpha column where it lies inside the lambda grid, and the number of columns where it
+    lies above it. Columns with one lambda or no usable cell (all near chance) have none."""
     ok = ranked(cells)
     ok = ok[ok["lam"] > 0]
     points, censored = [], 0
     for lr, col in ok.groupby("lr"):
         col = col.sort_values("lam")
-        if len(col) < 2 or col["test_error"].min() >= USABLE * col["chance"].max():
+        if len(col) < 2 or col[by].min() >= USABLE * col["chance"].max():
             continue
-        yf = _frontier(col, margin)
+        yf = _frontier(col, margin, by)
         censored += math.isnan(yf)
         if not math.isnan(yf):
             points.append((math.log2(lr), yf))
     return points, censored
 
 
-def frontier_slope(cells: pd.DataFrame, margin: float) -> Slope:
+def frontier_slope(cells: pd.DataFrame, margin: float, by: str = "test_error") -> Slope:
     """Slope of the damage frontier log2 lambda_f(alpha) on log2 alpha, least squares with a
     t interval. It shows the coupling even where decay never helps: a coupled update is
     damaged where alpha*lambda is large (slope -1), a separable one where lambda is (0)."""
-    return _fit_frontier(*frontier_points(cells, margin), margin)
+    return _fit_frontier(*frontier_points(cells, margin, by), margin)
 
 
 def _fit_frontier(points: list[tuple[float, float]], censored: int, margin: float) -> Slope:
@@ -248,7 +252,7 @@ def noise(runs: pd.DataFrame, near: float | None = None) -> Noise:
     seed-mean in their (panel, α) column. Seed noise is not uniform: where decay damages
     training the seeds part by several points (a near-chance cell by tens), while the damage
     frontier is decided against the noise of the cells near each column's best."""
-    ok = runs[~runs["failed"] & ~runs["diverged"] & np.isfinite(runs["test_error"])]
+    ok = runs[~at_chance(runs) & ~runs["failed"] & np.isfinite(runs["test_error"])]
     if near is not None:
         mean = ok.groupby(["panel", "lr", "lam"])["test_error"].transform("mean")
         best = mean.groupby([ok["panel"], ok["lr"]]).transform("min")
