@@ -5,10 +5,12 @@
 #   pilot24   the same at 24 epochs: the 12-epoch pilot fell short of its rule (REPRODUCTION.md)
 #   claim1    claims_cpu: SGD+L2 and SGDW, three alpha columns of five lambda_norm each, seeds
 #             0 and 1, each column centred on the pilot's optimum (C_L2, C_W below)
-#   extend    claims_cpu: claim 1's registered edge extensions, one octave beyond a column's
-#             edge argmin (seeds 0 and 1), repeated until every column is bracketed or has been
-#             extended three times (harness.analysis.registered.extensions)
-#   claims23  claims_cpu: Adam lambda = 0, AdamW and Adam+L2 over three alphas, seed 0
+#   extend    claims_cpu: the registered edge extensions, one grid step beyond an edge argmin,
+#             repeated until every lambda grid is bracketed or has been extended three times:
+#             claim 1's columns (seeds 0 and 1; harness.analysis.registered.extensions), and
+#             once claims23 has run, the decayed Adam panels' (seed 0; extensions23)
+#   claims23  claims_cpu: Adam lambda = 0, AdamW and Adam+L2 over three alphas, seed 0; then
+#             extend again
 #   seeds     claims_cpu: the cells claim 2 and 3 chose on validation, seeds 0-4 (SEEDS5 below)
 #   budgets   experiments/budgets_cpu.yaml: AdamW at 4, 12 and 36 epochs, 2 seeds (claim 4)
 #   report    the reports of every stage's study
@@ -74,6 +76,8 @@ runs, _ = frames.load_runs(sys.argv[1])
 if runs.empty:
     sys.exit(f"claims_study: no runs in {sys.argv[1]} yet; run the stages claim1 and claims23 first")
 per_run = frames.finals(runs)
+if registered.extensions(per_run) or registered.extensions23(per_run):
+    sys.exit("claims_study: edge extensions are pending; run the stage extend first")
 per_run = per_run[~per_run["failed"]]
 for optimizer, decay in registered.METHODS:
     picked = registered.choose(per_run, optimizer, decay)
@@ -86,16 +90,20 @@ for optimizer, decay in registered.METHODS:
 PYTHON
 }
 
-extended() {  # one sweep per claim-1 column still to extend: its next lambda at seeds 0 and 1
+extended() {  # one sweep per lambda grid still to extend: its next lambda, at the claim's seeds
   "$PY" - "$RESULTS/claims_cpu" <<'PYTHON'
 import sys
 from harness.analysis import frames, registered
 runs, _ = frames.load_runs(sys.argv[1])
 if runs.empty:
     sys.exit(f"claims_study: no runs in {sys.argv[1]} yet; run the stage claim1 first")
-for decay, lr, lam in registered.extensions(frames.finals(runs)):
-    panel = f"sgd_{decay}"
-    print(f"panel={panel} grid.{panel}.lr=[{lr!r}] grid.{panel}.weight_decay=[{lam!r}] seed=0,1")
+per_run = frames.finals(runs)
+for optimizer, seeds, cells in (("sgd", "0,1", registered.extensions(per_run)),
+                                ("adam", "0", registered.extensions23(per_run))):
+    for decay, lr, lam in cells:
+        panel = f"{optimizer}_{decay}"
+        print(f"panel={panel} grid.{panel}.lr=[{lr!r}] grid.{panel}.weight_decay=[{lam!r}] "
+              f"seed={seeds}")
 PYTHON
 }
 

@@ -181,8 +181,7 @@ def test_claims_2_and_3_pair_the_chosen_cells_over_five_seeds():
     two, _ = reg.claims23(_adam_runs(5, 0.02, 0.02, rng))  # L2 gains as much: not equivalent
     assert two.verdict == "contradicted", two
     two, three = reg.claims23(_adam_runs(3, 0.02, 0.0, rng))
-    assert two.verdict == three.verdict == "not testable here" and "fewer than 5" in \
-        two.measured
+    assert two.verdict == three.verdict == "incomplete" and "fewer than 5" in two.measured
     _, three = reg.claims23(_adam_runs(5, 0.0, 0.0, rng).assign(
         test_error=lambda d: np.where(d.optimizer == "sgd", d.test_error - 0.04,
                                       d.test_error)))
@@ -234,3 +233,27 @@ def test_claim1_extends_a_complete_column_whose_argmin_is_on_its_edge():
     extended = list(range(-8, 0))                              # three extensions done
     assert reg.extensions(pd.DataFrame(column(extended, 3))) == []
     assert reg.extensions(pd.DataFrame(column(extended[:-1], 3))) == [("l2", 0.5, 0.5)]
+
+
+def test_claims_2_and_3_extend_an_edge_lambda_and_report_an_edge_alpha():
+    """The common edge rule on each decayed Adam panel's lambdas (seed 0, one grid step, at most
+    three times); an alpha on the grid's edge is reported beside the verdict, not extended."""
+    def grid(decay, lams, best_lr, best_lam):
+        return [_run("adam", decay, 2.0 ** a, 2.0 ** y, 0,
+                     0.12 + 0.01 * abs(a - best_lr) + 0.01 * abs(y - best_lam))
+                for a in (-11, -9, -7) for y in lams]
+    w, l2 = list(range(-6, -1)), [-5, -3, -1, 1]
+    inside = pd.DataFrame(grid("decoupled", w, -9, -4) + grid("l2", l2, -9, -3))
+    assert reg.extensions23(inside) == []
+    edge = pd.DataFrame(grid("decoupled", w, -9, -1) + grid("l2", l2, -9, 3))
+    assert reg.extensions23(edge) == [("decoupled", 2.0 ** -9, 2.0 ** -1),
+                                      ("l2", 2.0 ** -9, 2.0 ** 3)]  # L2's step: 2 octaves
+    two, three = reg.claims23(edge)
+    assert two.verdict == three.verdict == "incomplete (edge extension pending)", two
+    assert "beyond it: adam/decoupled alpha 2^-9, lambda_norm 2^-1" in two.measured
+    done = pd.DataFrame(grid("decoupled", range(-6, 2), -9, 5) + grid("l2", l2, -9, -3))
+    assert reg.extensions23(done) == []  # three extensions: not bracketed, not testable
+    assert reg.claims23(done)[0].verdict == "not testable here"
+    assert reg.extensions23(edge.iloc[1:]) == [("l2", 2.0 ** -9, 2.0 ** 3)]  # grid unfinished
+    at_edge = pd.DataFrame(grid("decoupled", w, -7, -4))
+    assert reg.alpha_edges(at_edge) == "adam/decoupled at 2^-7"
