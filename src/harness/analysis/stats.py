@@ -251,7 +251,9 @@ def noise(runs: pd.DataFrame, near: float | None = None) -> Noise:
     ``near``: pool only the cells whose seed-mean error is within ``near`` of the best
     seed-mean in their (panel, α) column. Seed noise is not uniform: where decay damages
     training the seeds part by several points (a near-chance cell by tens), while the damage
-    frontier is decided against the noise of the cells near each column's best."""
+    frontier is decided against the noise of the cells near each column's best. A run that
+    diverged or never left chance (`frames.at_chance`) is a failure to train, not seed noise,
+    and is left out."""
     ok = runs[~at_chance(runs) & ~runs["failed"] & np.isfinite(runs["test_error"])]
     if near is not None:
         mean = ok.groupby(["panel", "lr", "lam"])["test_error"].transform("mean")
