@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.analysis import claims, figures, frames, stats, units
+from harness.analysis import claims, curves, figures, frames, stats, units
 from tests import planted
 
 A8 = [2.0**k for k in range(-10, -2)]   # 8 alphas / lambdas
@@ -130,6 +130,22 @@ def test_a_seed_at_chance_is_counted_and_kept_out_of_the_noise_and_the_colour_sc
     assert noise.dof == 1 and noise.sigma == pytest.approx(0.004 / math.sqrt(2), rel=1e-3)
     colours = figures.scale(table)
     assert colours.outliers == 1 and colours.norm.vmax < 15  # 50.2% is not on the scale
+
+
+def test_decay_curves_draw_a_run_at_chance_as_a_cross_not_in_the_mean(tmp_path, monkeypatch):
+    dfs = [planted.cell_frame(e, lr=0.1, lam=lam, seed=i, val=e)
+           for lam, errors in ((0.01, (0.110, 0.114)), (0.02, (0.105, 0.899)))
+           for i, e in enumerate(errors)]
+    table, per_run = in_memory(dfs)
+    drawn = []
+    save = curves.save
+    monkeypatch.setattr(curves, "save", lambda fig, *a: drawn.append(fig) or save(fig, *a))
+    png = curves.plot_decay_curves(per_run, table, tmp_path)[0]
+    caption = figures.caption_of(png)
+    assert "A cross on the top edge: one of 1 runs that did not train" in caption
+    [ax] = [a for a in drawn[0].axes if a.get_title()]
+    means = [y for line in ax.get_lines() for y in line.get_ydata()]
+    assert max(means) < 12 and ax.get_ylim()[1] < 20  # the 10.5% seed alone, not 50.2%
 
 
 def test_optimum_off_the_grid_is_undetermined_and_prints_no_slope():

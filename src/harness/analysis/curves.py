@@ -71,12 +71,15 @@ def plot_decay_curves(per_run: pd.DataFrame, table: pd.DataFrame, out: Path) -> 
     """Claim 2's picture: final test error against λ, one axis per (optimizer, α), every decay
     mode of that optimizer on it (its own λ unit: L2 in the gradient, decoupled per step), the
     seed mean ± 1 sd (seaborn.lineplot) over a dot per seed, and λ = 0 as a band (mean ± 1
-    sd over its seeds). None when no optimizer has decayed cells at 1..MAX_CURVE_ALPHAS α
-    (a heatmap then shows more) or the study varies schedule, epochs, model or dataset."""
+    sd over its seeds). A run that did not train (`frames.at_chance`) is a cross on the top
+    edge, not part of a mean: one seed at chance would drag a cell's mean to 50%. None when
+    no optimizer has decayed cells at 1..MAX_CURVE_ALPHAS α (a heatmap then shows more) or
+    the study varies schedule, epochs, model or dataset."""
     runs = per_run[np.isfinite(per_run["test_error"].astype(float))]
     runs = runs.assign(test_pct=100 * runs["test_error"].astype(float),
                        method=[names.method(o, d) for o, d in zip(runs["optimizer"],
-                                                                  runs["decay"], strict=True)])
+                                                                  runs["decay"], strict=True)],
+                       flat=frames.at_chance(runs))
     extra = [k for k in frames.panel_keys(runs) if k not in ("optimizer", "decay")]
     if extra:  # schedules or budgets side by side: the heatmaps and transfer figure show them
         return None
@@ -85,15 +88,21 @@ def plot_decay_curves(per_run: pd.DataFrame, table: pd.DataFrame, out: Path) -> 
                for lr in sorted(g.loc[g["lam"] > 0, "lr"].unique())]
     if not axes_of:
         return None
-    width = max(6.0, 5.2 * len(axes_of))
-    fig = Figure(figsize=(width, 4.8), layout="constrained")
+    rows = list(dict.fromkeys(opt for opt, _ in axes_of))  # one row per optimizer
+    cols = max(sum(opt == row for opt, _ in axes_of) for row in rows)
+    fig = Figure(figsize=(max(6.0, 5.2 * cols), 0.8 + 4.0 * len(rows)), layout="constrained")
     methods = list(dict.fromkeys(m for m, d in zip(runs["method"], runs["decay"], strict=True)
                                  if d != "none"))
     palette = dict(zip(methods, sns.color_palette("tab10", len(methods)), strict=True))
-    zeros = []
-    axes = fig.subplots(1, len(axes_of), squeeze=False)[0]
+    zeros, n_flat = [], 0
+    grid = fig.subplots(len(rows), cols, squeeze=False)
+    axes = [grid[rows.index(opt), sum(o == opt for o, _ in axes_of[:i])]
+            for i, (opt, _) in enumerate(axes_of)]
+    for ax in set(grid.flat) - set(axes):
+        ax.set_axis_off()
     for ax, (opt, lr) in zip(axes, axes_of, strict=True):
         here = runs[(runs["optimizer"] == opt) & (runs["lr"] == lr)]
+        flat, here = here[here["flat"]], here[~here["flat"]]
         zero = here[here["lam"] == 0]["test_pct"]
         if len(zero):
             mean, sd = zero.mean(), zero.std(ddof=1) if len(zero) > 1 else 0.0
@@ -109,6 +118,14 @@ def plot_decay_curves(per_run: pd.DataFrame, table: pd.DataFrame, out: Path) -> 
                      err_kws={"capsize": 3})
         ax.set_xscale("log", base=2)
         _clip_high(ax, decayed, here["test_pct"].min())
+        if len(flat):  # on the top edge, outside the axis' data
+            n_flat += len(flat)
+            top = ax.get_ylim()[1]
+            ax.set_ylim(top=top)
+            ax.scatter(flat["lam"].where(flat["lam"] > 0, decayed["lam"].min()),
+                       np.full(len(flat), top), marker="x", s=40, clip_on=False, zorder=5,
+                       color=[palette.get(m, "0.35") for m in flat["method"]],
+                       label="did not train (at chance)")
         ax.set(xlabel=lam_label(table) + " (each method in its own unit)", ylabel=ERROR_LABEL,
                title=f"{names.optimizer(opt)} at α = {tick_label(lr)}")
         ax.grid(alpha=0.3)
@@ -122,7 +139,10 @@ def plot_decay_curves(per_run: pd.DataFrame, table: pd.DataFrame, out: Path) -> 
         "with ±1 sd bars, dots = the seeds, dashed line and grey band = no decay (λ = 0, mean "
         "± 1 sd over its seeds); each method's λ in its own unit (L2: added to the gradient; "
         "decoupled: per step). The y axis stops 8 points above the best run; a mean above it "
-        "is written at the top edge with an arrow. " + "; ".join(zeros) + "."))
+        "is written at the top edge with an arrow. "
+        + (f"A cross on the top edge: one of {n_flat} runs that did not train (final error at "
+           f"or above {100 * frames.USABLE:.0f}% of chance), left out of the means. "
+           if n_flat else "") + "; ".join(zeros) + "."))
 
 
 def _clip_high(ax, decayed: pd.DataFrame, low: float, span: float = 8.0) -> None:
