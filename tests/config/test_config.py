@@ -8,6 +8,7 @@ import functools
 import io
 import math
 
+import pandas as pd
 import pytest
 
 from harness.cli import checks, run
@@ -217,6 +218,25 @@ def test_committed_studies_keep_their_run_ids(study):
         assert ids & committed, sorted(committed)[:5]
         return
     assert ids and ids <= committed, sorted(ids - committed)[:5]
+
+
+@pytest.mark.parametrize("study", sorted(IN_PROGRESS & set(COMMITTED)))
+def test_every_committed_run_of_a_study_in_progress_recomposes_to_its_run_id(study):
+    """A study in progress trains part of its sweep at a time, and some cells (claim 1's edge
+    extensions) lie outside its default grid: each committed run is recomposed from the grid
+    its record names, as scripts/claims_study.sh passes it, and keeps its run_id."""
+    cols = ["run_id", "optimizer", "decay", "lr", "weight_decay_norm", "epochs", "seed"]
+    records = pd.concat([pd.read_parquet(p, columns=cols).tail(1) for p in
+                         (ROOT / "results" / study / "runs").glob("*.parquet")])
+    composed = set()
+    for (opt, decay, lr, epochs), g in records.groupby(["optimizer", "decay", "lr", "epochs"]):
+        panel = f"{opt}_{decay}"
+        lams = ",".join(repr(float(w)) for w in sorted(set(g["weight_decay_norm"])))
+        composed |= {c.run_id for c in run.cells_of(
+            [f"+experiment={study}", f"panel={panel}", f"grid.{panel}.lr=[{lr!r}]",
+             f"train.epochs={epochs}", f"seed={','.join(str(s) for s in sorted(set(g.seed)))}",
+             *([f"grid.{panel}.weight_decay=[{lams}]"] if decay != "none" else [])])}
+    assert set(records["run_id"]) <= composed, sorted(set(records["run_id"]) - composed)[:5]
 
 
 def test_an_option_added_later_keeps_ids_at_its_old_value_and_moves_them_otherwise():
