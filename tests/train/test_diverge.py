@@ -41,6 +41,7 @@ def test_a_cell_blown_up_by_its_last_step_is_diverged_and_not_ranked(tmp_path):
     assert not math.isfinite(df["param_norm"].iloc[0])
     report = harness_cli(["report", "default"], tmp_path)
     assert report.returncode == 0, report.stderr
+    assert "Warning" not in report.stderr, report.stderr  # no empty seaborn plot either
     cells = pd.read_csv(tmp_path / "results" / "default" / "report" / "cells.csv")
     assert list(cells["status"]) == ["diverged"] and bool(cells["diverged"].iloc[0])
     assert cells["test_error"].iloc[0] == cells["chance"].iloc[0]  # chance, not a result

@@ -44,7 +44,9 @@ def plot_learning_curves(runs: pd.DataFrame, table: pd.DataFrame, out: Path) -> 
     common = {"x": "epoch", "hue": "cell", "errorbar": "sd", "marker": "o", "markersize": 4,
               "palette": palette}
     sns.lineplot(data=data, y="train_loss", ax=loss_ax, legend=False, **common)
-    sns.lineplot(data=data.dropna(subset=["test_pct"]), y="test_pct", ax=err_ax, **common)
+    finite = data.dropna(subset=["test_pct"])
+    if len(finite):  # none when every chosen cell diverged
+        sns.lineplot(data=finite, y="test_pct", ax=err_ax, **common)
     loss_ax.set_yscale("log")
     loss_ax.set(xlabel="epoch", ylabel="train loss (cross-entropy, log scale)",
                 title="Training loss")
@@ -102,6 +104,7 @@ def plot_decay_curves(per_run: pd.DataFrame, table: pd.DataFrame, out: Path) -> 
         ax.set_axis_off()
     for ax, (opt, lr) in zip(axes, axes_of, strict=True):
         here = runs[(runs["optimizer"] == opt) & (runs["lr"] == lr)]
+        left = here.loc[here["lam"] > 0, "lam"].min()  # where a flat lambda = 0 run is drawn
         flat, here = here[here["flat"]], here[~here["flat"]]
         zero = here[here["lam"] == 0]["test_pct"]
         if len(zero):
@@ -113,16 +116,19 @@ def plot_decay_curves(per_run: pd.DataFrame, table: pd.DataFrame, out: Path) -> 
         decayed = here[here["lam"] > 0]
         for method, g in decayed.groupby("method", sort=False):
             ax.scatter(g["lam"], g["test_pct"], s=14, alpha=0.45, color=palette[method])
-        sns.lineplot(data=decayed, x="lam", y="test_pct", hue="method", palette=palette,
-                     errorbar="sd", err_style="bars", marker="o", markersize=6, ax=ax,
-                     err_kws={"capsize": 3})
+        if len(decayed):
+            sns.lineplot(data=decayed, x="lam", y="test_pct", hue="method", palette=palette,
+                         errorbar="sd", err_style="bars", marker="o", markersize=6, ax=ax,
+                         err_kws={"capsize": 3})
+            _clip_high(ax, decayed, here["test_pct"].min())
+        elif not len(here):  # nothing here trained: the whole error range, crosses on top
+            ax.set_ylim(0.0, 100.0)
         ax.set_xscale("log", base=2)
-        _clip_high(ax, decayed, here["test_pct"].min())
         if len(flat):  # on the top edge, outside the axis' data
             n_flat += len(flat)
             top = ax.get_ylim()[1]
             ax.set_ylim(top=top)
-            ax.scatter(flat["lam"].where(flat["lam"] > 0, decayed["lam"].min()),
+            ax.scatter(flat["lam"].where(flat["lam"] > 0, left),
                        np.full(len(flat), top), marker="x", s=40, clip_on=False, zorder=5,
                        color=[palette.get(m, "0.35") for m in flat["method"]],
                        label="did not train (at chance)")
