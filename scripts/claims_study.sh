@@ -11,7 +11,10 @@
 #             once claims23 has run, the decayed Adam panels' (seed 0; extensions23)
 #   claims23  claims_cpu: Adam lambda = 0, AdamW and Adam+L2 over three alphas, seed 0; then
 #             extend again
-#   seeds     claims_cpu: the cells claim 2 and 3 chose on validation, seeds 0-4 (SEEDS5 below)
+#   alpha     claims_cpu, amendment A2 (REPRODUCTION.md): Adam alpha columns beyond an edge
+#             choice, seed 0, until bracketed or three steps (registered.alpha_extensions)
+#   seeds     claims_cpu: the cells claims 2 and 3 chose on validation (as registered, and on
+#             A2's wider grid once it is done), seeds 0-4
 #   budgets   experiments/budgets_cpu.yaml: AdamW at 4, 12 and 36 epochs, 2 seeds (claim 4)
 #   report    the reports of every stage's study
 # Each stage is a list of sweeps; two single-thread workers (run.worker=0,1, one per core) each
@@ -25,7 +28,7 @@ mkdir -p outputs
 PY=${PY:-.venv/bin/python}
 RESULTS=${RESULTS:-results}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-STAGE=${1:?usage: scripts/claims_study.sh pilot|pilot24|claim1|extend|claims23|seeds|budgets|report}
+STAGE=${1:?usage: scripts/claims_study.sh pilot|pilot24|claim1|extend|claims23|alpha|seeds|budgets|report}
 shift
 EXTRA=("$@")
 
@@ -78,15 +81,36 @@ if runs.empty:
 per_run = frames.finals(runs)
 if registered.extensions(per_run) or registered.extensions23(per_run):
     sys.exit("claims_study: edge extensions are pending; run the stage extend first")
-per_run = per_run[~per_run["failed"]]
-for optimizer, decay in registered.METHODS:
-    picked = registered.choose(per_run, optimizer, decay)
-    if picked is None:
-        sys.exit(f"claims_study: no {optimizer}/{decay} cells yet; run the stages before")
-    lr, lam = picked
-    panel = f"{optimizer}_{decay}"
+grids = [registered.grid23(per_run, a2=False)]  # as registered, then with A2's alphas
+if not registered.alpha_extensions(per_run) and not grids[0].equals(per_run):
+    grids.append(per_run)
+lines = []
+for grid in grids:
+    grid = grid[~grid["failed"]]
+    for optimizer, decay in registered.METHODS:
+        picked = registered.choose(grid, optimizer, decay)
+        if picked is None:
+            sys.exit(f"claims_study: no {optimizer}/{decay} cells yet; run the stages before")
+        lr, lam = picked
+        panel = f"{optimizer}_{decay}"
+        wd = f" grid.{panel}.weight_decay=[{lam!r}]" if decay != "none" else ""
+        lines.append(f"panel={panel} grid.{panel}.lr=[{lr!r}]{wd} seed=0,1,2,3,4")
+print("\n".join(dict.fromkeys(lines)))
+PYTHON
+}
+
+widened() {  # A2: the Adam alpha columns beyond an edge choice still to run, at seed 0
+  "$PY" - "$RESULTS/claims_cpu" <<'PYTHON'
+import sys
+from harness.analysis import frames, registered
+runs, _ = frames.load_runs(sys.argv[1])
+per_run = frames.finals(runs)
+if registered.extensions23(per_run):
+    sys.exit("claims_study: edge extensions are pending; run the stage extend first")
+for decay, lr, lam in registered.alpha_extensions(per_run):
+    panel = f"adam_{decay}"
     wd = f" grid.{panel}.weight_decay=[{lam!r}]" if decay != "none" else ""
-    print(f"panel={panel} grid.{panel}.lr=[{lr!r}]{wd} seed=0,1,2,3,4")
+    print(f"panel={panel} grid.{panel}.lr=[{lr!r}]{wd} seed=0")
 PYTHON
 }
 
@@ -118,6 +142,10 @@ case "$STAGE" in
       echo "$sweeps" | stage claims_cpu -extend
     done ;;
   claims23) echo "panel=adam_none,adam_decoupled,adam_l2 seed=0" | stage claims_cpu -claims23 ;;
+  alpha)  # amendment A2 (REPRODUCTION.md): loops until every edge alpha is bracketed or spent
+    while sweeps=$(widened) || exit 1; [ -n "$sweeps" ]; do
+      echo "$sweeps" | stage claims_cpu -alpha
+    done ;;
   seeds) sweeps=$(chosen) && echo "$sweeps" | stage claims_cpu -seeds ;;
   budgets) echo - | stage budgets_cpu "" ;;
   report)

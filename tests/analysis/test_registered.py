@@ -257,3 +257,65 @@ def test_claims_2_and_3_extend_an_edge_lambda_and_report_an_edge_alpha():
     assert reg.extensions23(edge.iloc[1:]) == [("l2", 2.0 ** -9, 2.0 ** 3)]  # grid unfinished
     at_edge = pd.DataFrame(grid("decoupled", w, -7, -4))
     assert reg.alpha_edges(at_edge) == "adam/decoupled at 2^-7"
+
+
+def _study23(best_none: int, seeds5=None, rng=None) -> pd.DataFrame:
+    """Claims 2-3's seed-0 grid (Adam alphas 2^-11, 2^-9, 2^-7; AdamW lambdas 2^-6 .. 2^-2,
+    Adam+L2 2^-5 .. 2^1) with Adam lambda = 0 best at alpha 2^best_none, SGDW's cell from
+    claim 1 (seeds 0, 1), and `seeds5`: {(decay, log2 alpha, log2 lambda): [test errors]} to
+    bring chosen cells to 5 seeds."""
+    rows = [_run("adam", "none", 2.0 ** a, 0.0, 0, 0.13 + 0.01 * abs(a - best_none))
+            for a in (-11, -9, -7, -5, -3, -1) if a <= max(best_none, -7)]
+    rows += [_run("adam", "decoupled", 2.0 ** a, 2.0 ** y, 0, 0.11 + 0.01 * abs(a + 9)
+                  + 0.01 * abs(y + 4)) for a in (-11, -9, -7) for y in range(-6, -1)]
+    rows += [_run("adam", "l2", 2.0 ** a, 2.0 ** y, 0, 0.13 + 0.01 * abs(a + 9)
+                  + 0.01 * abs(y + 3)) for a in (-11, -9, -7) for y in (-5, -3, -1, 1)]
+    rows += [_run("sgd", "decoupled", 2.0 ** -5, 0.25, s, 0.11) for s in (0, 1)]
+    for (decay, a, y), errors in (seeds5 or {}).items():
+        opt = "sgd" if decay == "sgdw" else "adam"
+        rows += [_run(opt, "decoupled" if decay == "sgdw" else decay, 2.0 ** a,
+                      0.0 if y is None else 2.0 ** y, s, e) for s, e in enumerate(errors)
+                 if (s, e) != (0, None)]
+    return pd.DataFrame(rows)
+
+
+def test_a_chosen_cell_stays_chosen_when_its_later_seeds_do_worse():
+    """Cells are chosen on their choosing seeds (Adam: seed 0; SGDW: seeds 0 and 1): seeds 1-4
+    of AdamW's cell average far above the next-best cell's seed 0, and the choice stays."""
+    worse = [None, 0.15, 0.15, 0.15, 0.15]
+    runs = _study23(-7, {("decoupled", -9, -4): worse})
+    assert reg.choose(runs, "adam", "decoupled") == (2.0 ** -9, 2.0 ** -4)
+    full = {("none", -7, None): [None] + [0.13] * 4, ("decoupled", -9, -4): worse,
+            ("l2", -9, -3): [None] + [0.13] * 4, ("sgdw", -5, -2): [None, None, 0.11, 0.11,
+                                                                     0.11]}
+    two, three = reg.claims23(_study23(-7, full))
+    assert "fewer than" not in two.measured and two.verdict != "incomplete", two
+
+
+def test_amendment_a2_widens_an_edge_alpha_and_leaves_the_registered_reading_alone():
+    """A2: Adam lambda = 0 chosen at the largest alpha gains a column 4x beyond it (seed 0),
+    then another while it stays on the edge, at most three; the registered verdict never
+    reads the runs at those alphas."""
+    runs = _study23(-7)   # lambda = 0 best at the registered edge 2^-7
+    assert reg.alpha_extensions(runs) == [("none", 2.0 ** -5, 0.0)]
+    wider = _study23(-3)  # its optimum lies two steps beyond: 2^-5 and 2^-3 at seed 0 so far
+    assert reg.alpha_extensions(wider) == [("none", 2.0 ** -1, 0.0)]
+    assert reg.claims23(wider, amended=True, a2=True)[0].verdict == \
+        "incomplete (A2 extension pending)"
+    bracketed = _study23(-3).pipe(lambda d: pd.concat(
+        [d, pd.DataFrame([_run("adam", "none", 2.0 ** -1, 0.0, 0, 0.15)])]))
+    assert reg.alpha_extensions(bracketed) == []
+    three = _study23(-1)  # 2^-5, 2^-3, 2^-1 done and still on the edge: not bracketed
+    assert reg.alpha_extensions(three) == []
+    assert reg.claims23(three, amended=True, a2=True)[0].verdict == "not testable here"
+    # the registered reading ignores A2's columns: its choice stays at 2^-7
+    full = {("none", -7, None): [None] + [0.13] * 4, ("decoupled", -9, -4): [None] + [0.11] * 4,
+            ("l2", -9, -3): [None] + [0.13] * 4, ("sgdw", -5, -2): [None, None] + [0.11] * 3}
+    registered = reg.claims23(_study23(-3, full))[0]
+    assert "lambda = 0 alpha 0.007812" in registered.measured, registered
+    two_a2 = reg.claims23(_study23(-3, full).pipe(lambda d: pd.concat(
+        [d, pd.DataFrame([_run("adam", "none", 2.0 ** -1, 0.0, 0, 0.15)])])), True, True)[0]
+    assert two_a2.verdict == "incomplete" and "adam/none" in two_a2.measured, two_a2
+    [a2_row, _] = reg.verdicts_a2("claims_cpu", _study23(-3, full))
+    assert a2_row.claim == "2, amended A1+A2"
+    assert reg.verdicts_a2("claims_cpu", _study23(-7, full)) == []

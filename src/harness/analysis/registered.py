@@ -24,6 +24,12 @@ Amendment A1 (REPRODUCTION.md, committed after the rules above, when seed 1 sat 
 alpha 2^-1): a run whose final validation error is at or above USABLE x chance did not train.
 `verdicts(..., amended=True)` leaves such runs out of every statistic; the registered verdicts
 (`amended=False`) stay as they were and come first in the report.
+
+Amendment A2 (REPRODUCTION.md, committed after the grid of claims 2 and 3 had been seen, before
+any run it adds): an Adam method whose cell chosen on seed 0 lies on the edge of the alpha grid
+gains alpha columns beyond it by the common edge rule (x4 a step, at most EXTENSIONS, seed 0,
+the registered lambdas). `verdicts(..., a2=True)` reads claims 2 and 3 on that wider grid, A1
+applied; the registered reading keeps to ALPHAS23.
 """
 
 from __future__ import annotations
@@ -311,15 +317,24 @@ def extensions(per_run: pd.DataFrame, seeds: int = 2) -> list[tuple[str, float, 
 
 
 GRID23 = {"decoupled": (3, 5), "l2": (3, 4)}  # claims 2, 3: registered alphas and lambdas
+ALPHAS23 = (2.0 ** -11, 2.0 ** -9, 2.0 ** -7)  # claims 2, 3: the registered Adam alphas
+ALPHA_STEP = 4.0                               # A2: one step of that alpha grid
 
 
-def extensions23(per_run: pd.DataFrame) -> list[tuple[str, float, float]]:
+def grid23(per_run: pd.DataFrame, a2: bool) -> pd.DataFrame:
+    """The runs claims 2 and 3 read: as registered, Adam at ALPHAS23 only (lambda extensions
+    included); under A2, every alpha."""
+    return per_run if a2 else per_run[(per_run["optimizer"] != "adam")
+                                      | per_run["lr"].isin(ALPHAS23)]
+
+
+def extensions23(per_run: pd.DataFrame, a2: bool = False) -> list[tuple[str, float, float]]:
     """Claims 2 and 3's edge extensions still to run (REPRODUCTION.md: the common rule on the
     lambdas of each decayed Adam panel): (decay, alpha, lambda_norm) at seed 0. Once the
     panel's registered grid is finished, the lambdas at the alpha of its cell with the lowest
     validation error gain one grid step beyond their edge when that cell lies on it, while
-    they have had fewer than EXTENSIONS."""
-    return [cell for cell, exhausted in _edges23(per_run) if not exhausted]
+    they have had fewer than EXTENSIONS. `a2`: on A2's alphas too."""
+    return [cell for cell, exhausted in _edges23(grid23(per_run, a2)) if not exhausted]
 
 
 def _edges23(per_run: pd.DataFrame) -> list[tuple[tuple[str, float, float], bool]]:
@@ -352,12 +367,64 @@ def frontier_text(runs: pd.DataFrame) -> str:
     return f"damage frontier (validation error +{100 * FRONTIER:g} points) {s.text()}"
 
 
+def _alpha_edges23(per_run: pd.DataFrame) -> tuple[list[tuple[str, float, float]], list[str]]:
+    """A2: the (decay, alpha, lambda_norm) runs still to make at seed 0, and the Adam methods
+    whose alpha is not bracketed after EXTENSIONS steps. First every A2 column gets the
+    registered lambdas (those at every alpha of ALPHAS23), then the common lambda edge rule
+    at the chosen alpha (`extensions23(a2=True)`), then a chosen cell at the smallest or
+    largest alpha gains the next column beyond it."""
+    runs = _usable(per_run)
+    runs = runs[(runs["optimizer"] == "adam") & (runs["seed"] == 0)]
+    todo, exhausted = [], []
+    for decay in ("none", *GRID23):
+        r = runs[runs["decay"] == decay]
+        r = r[r["lam"] > 0] if decay != "none" else r
+        columns = {lr: set(g["lam"]) for lr, g in r.groupby("lr")}
+        if any(a not in columns for a in ALPHAS23):
+            continue  # the registered grid first
+        required = sorted(set.intersection(*(columns[a] for a in ALPHAS23)))
+        todo += [(decay, float(lr), float(lam)) for lr in sorted(columns) if lr not in ALPHAS23
+                 for lam in required if lam not in columns[lr]]
+    if todo:
+        return todo, exhausted
+    todo = extensions23(per_run, a2=True)
+    if todo:
+        return todo, exhausted
+    for decay in ("none", *GRID23):
+        picked = choose(runs, "adam", decay)
+        if picked is None:
+            continue
+        r = runs[runs["decay"] == decay]
+        alphas = sorted(set(r.loc[r["lam"] > 0, "lr"] if decay != "none" else r["lr"]))
+        if picked[0] not in (alphas[0], alphas[-1]):
+            continue
+        up = picked[0] == alphas[-1]
+        if sum((a > max(ALPHAS23)) if up else (a < min(ALPHAS23)) for a in alphas) >= EXTENSIONS:
+            exhausted.append(f"adam/{decay}")
+            continue
+        lr = alphas[-1] * ALPHA_STEP if up else alphas[0] / ALPHA_STEP
+        lams = [0.0] if decay == "none" else sorted(
+            set.intersection(*(set(r.loc[(r["lr"] == a) & (r["lam"] > 0), "lam"])
+                               for a in ALPHAS23)))
+        todo += [(decay, float(lr), float(lam)) for lam in lams]
+    return todo, exhausted
+
+
+def alpha_extensions(per_run: pd.DataFrame) -> list[tuple[str, float, float]]:
+    """A2's runs still to make: (decay, alpha, lambda_norm) at seed 0 (`_alpha_edges23`)."""
+    return _alpha_edges23(per_run)[0]
+
+
 METHODS = (("adam", "none"), ("adam", "decoupled"), ("adam", "l2"), ("sgd", "decoupled"))
+CHOOSING_SEEDS = {"adam": (0,), "sgd": (0, 1)}  # the seeds a method's cell is chosen on
 
 
 def choose(runs: pd.DataFrame, optimizer: str, decay: str) -> tuple[float, float] | None:
-    """(alpha, lambda_norm) of the method's cell with the lowest seed-mean validation error."""
-    r = runs[(runs["optimizer"] == optimizer) & (runs["decay"] == decay)]
+    """(alpha, lambda_norm) of the method's cell with the lowest mean validation error over
+    its CHOOSING_SEEDS: claims 2 and 3 choose Adam's cells on seed 0, SGDW's on seeds 0 and 1
+    (claim 1's grid); the seeds a chosen cell gains later never move the choice."""
+    r = runs[(runs["optimizer"] == optimizer) & (runs["decay"] == decay)
+             & runs["seed"].isin(CHOOSING_SEEDS[optimizer])]
     r = r[r["lam"] > 0] if decay != "none" else r
     if r.empty:
         return None
@@ -384,9 +451,19 @@ def _diff_text(name: str, p: Paired) -> str:
     return f"{name} {100 * p.mean:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}] points (n={p.n})"
 
 
-def claims23(per_run: pd.DataFrame, amended: bool = False) -> tuple[Verdict, Verdict]:
+def claims23(per_run: pd.DataFrame, amended: bool = False,
+             a2: bool = False) -> tuple[Verdict, Verdict]:
     """Claim 2 (AdamW gains over lambda = 0, Adam+L2 is equivalent to it) and claim 3 (AdamW
-    non-inferior to SGDW within 10%), paired by seed over the chosen cells' FULL_SEEDS seeds."""
+    non-inferior to SGDW within 10%), paired by seed over the chosen cells' FULL_SEEDS seeds;
+    on the registered alphas, or with A2's (`a2`)."""
+    if a2:
+        todo, exhausted = _alpha_edges23(per_run)
+        if todo or exhausted:
+            why = (f"A2: alpha not bracketed after {EXTENSIONS} steps: {', '.join(exhausted)}"
+                   if exhausted else f"A2: {len(todo)} run(s) at seed 0 still to make")
+            verdict = "not testable here" if exhausted else "incomplete (A2 extension pending)"
+            return Verdict("2", why, verdict), Verdict("3", why, verdict)
+    per_run = grid23(per_run, a2)
     runs = _scored(_usable(per_run), amended)
     edges = _edges23(per_run)
     if edges:
@@ -478,6 +555,16 @@ def verdicts(study: str, per_run: pd.DataFrame, amended: bool = False) -> list[V
         return None
     return [Verdict(f"{v.claim}, amended A1", v.measured, v.verdict) for v in found] \
         if amended else found
+
+
+def verdicts_a2(study: str, per_run: pd.DataFrame) -> list[Verdict]:
+    """Claims 2 and 3 under amendments A1 and A2 ("<claim>, amended A1+A2"), once A2 has
+    added a run; [] otherwise and for other studies."""
+    if study != "claims_cpu" or not (
+            (per_run["optimizer"] == "adam") & ~per_run["lr"].isin(ALPHAS23)).any():
+        return []
+    return [Verdict(f"{v.claim}, amended A1+A2", v.measured, v.verdict)
+            for v in claims23(per_run, amended=True, a2=True)]
 
 
 def untrained_text(per_run: pd.DataFrame) -> str:

@@ -239,12 +239,27 @@ def _claims(name: str, table: pd.DataFrame, per_run: pd.DataFrame) -> str:
         if left_out:  # each registered verdict, then the same claim under A1
             amended = registered.verdicts(name, per_run, amended=True)
             found = [v for pair in zip(found, amended, strict=True) for v in pair]
+        wider = {v.claim.split(",")[0]: v for v in registered.verdicts_a2(name, per_run)}
+        ordered = []  # each claim's A1+A2 row after its other rows
+        for i, v in enumerate(found):
+            ordered.append(v)
+            claim = v.claim.split(",")[0]
+            if claim in wider and (i + 1 == len(found)
+                                   or found[i + 1].claim.split(",")[0] != claim):
+                ordered.append(wider[claim])
+        found = ordered
         rows = [{"claim": v.claim, "measured here": v.measured, "verdict": f"**{v.verdict}**"}
                 for v in found]
         amendment = (f"\n\nRows \"amended A1\" apply REPRODUCTION.md's amendment A1, written "
                      "after the rules above: a run whose final validation error is at or above "
                      f"{100 * frames.USABLE:.0f}% of chance did not train and is left out. It "
                      f"leaves out: {left_out}.") if left_out else ""
+        if wider:
+            amendment += ("\n\nRows \"amended A1+A2\" also apply amendment A2, written after "
+                          "the grid of claims 2 and 3 was seen: an Adam method chosen on the "
+                          "edge of the alpha grid gains alpha columns beyond it (seed 0, the "
+                          "registered lambdas, at most three steps of 4x), and its cells are "
+                          "chosen on the wider grid.")
         return ("## The paper's claims, by the registered rules\n\nThe statistics and criteria "
                 "of REPRODUCTION.md (\"Pre-registered: the four-claim study\"), committed "
                 "before these runs; a verdict needs all of its registered runs." + amendment
