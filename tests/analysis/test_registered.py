@@ -319,3 +319,14 @@ def test_amendment_a2_widens_an_edge_alpha_and_leaves_the_registered_reading_alo
     [a2_row, _] = reg.verdicts_a2("claims_cpu", _study23(-3, full))
     assert a2_row.claim == "2, amended A1+A2"
     assert reg.verdicts_a2("claims_cpu", _study23(-7, full)) == []
+
+
+def test_claim1_reads_its_registered_seeds_only():
+    """Claim 3 brings SGDW's chosen cell to seeds 0-4; claim 1's statistic stays on seeds 0
+    and 1, so those later seeds change neither its numbers nor its edge extensions."""
+    runs = _claim1_runs(-1.0, 0.0, np.random.default_rng(4))
+    cell = runs[(runs.decay == "decoupled") & (runs.seed == 0)].iloc[[2]]
+    later = pd.concat([cell.assign(seed=s, val_error=0.5, test_error=0.5) for s in (2, 3, 4)])
+    both = pd.concat([runs, later], ignore_index=True)
+    assert reg.claim1(both) == reg.claim1(runs)
+    assert reg.extensions(both) == reg.extensions(runs)

@@ -182,6 +182,7 @@ def paired(a: pd.Series, b: pd.Series) -> Paired:
 PILOT_GAIN = 0.01        # the pilot: the best decay must beat lambda = 0 by 1 point on validation
 PILOT_RUNS = 14          # its registered runs per budget: 7 cells x 2 seeds
 CLAIM1_RUNS = 30         # per method: 3 alpha columns x 5 lambdas x 2 seeds (before extensions)
+CLAIM1_SEEDS = (0, 1)    # claim 1's seeds (its cells read no later seed a claim-3 cell gained)
 FRONTIER = 0.02          # claim 1's second reading: validation error 2 points over a column's best
 COLUMN = 5               # claim 1: the lambdas of a registered alpha column
 EXTENSIONS = 3           # claim 1: an edge argmin extends its column by one octave, at most 3x
@@ -269,7 +270,8 @@ def claim1(per_run: pd.DataFrame, amended: bool = False) -> Verdict:
     readings, parts = {}, []
     pending = extensions(per_run)
     for decay, name in (("l2", "SGD+L2"), ("decoupled", "SGDW")):
-        r = runs[(runs["optimizer"] == "sgd") & (runs["decay"] == decay) & (runs["lam"] > 0)]
+        r = runs[(runs["optimizer"] == "sgd") & (runs["decay"] == decay) & (runs["lam"] > 0)
+                 & runs["seed"].isin(CLAIM1_SEEDS)]
         scored = _scored(r, amended)
         if scored.empty:  # the registered panel has no finished (or, under A1, trained) run
             readings[name] = f"incomplete ({len(r)} of {CLAIM1_RUNS} registered runs)"
@@ -304,7 +306,7 @@ def extensions(per_run: pd.DataFrame, seeds: int = 2) -> list[tuple[str, float, 
     runs) whose seed-mean validation argmin is on that edge, while it has had fewer than
     EXTENSIONS. Decided on the registered seed means (A1 does not change it)."""
     runs = _usable(per_run)
-    runs = runs[(runs["optimizer"] == "sgd") & (runs["lam"] > 0)]
+    runs = runs[(runs["optimizer"] == "sgd") & (runs["lam"] > 0) & runs["seed"].isin(CLAIM1_SEEDS)]
     out = []
     for (decay, lr), col in runs.groupby(["decay", "lr"], sort=True):
         means = col.groupby("lam")["val_error"].agg(["mean", "count"]).sort_index()
@@ -416,7 +418,7 @@ def alpha_extensions(per_run: pd.DataFrame) -> list[tuple[str, float, float]]:
 
 
 METHODS = (("adam", "none"), ("adam", "decoupled"), ("adam", "l2"), ("sgd", "decoupled"))
-CHOOSING_SEEDS = {"adam": (0,), "sgd": (0, 1)}  # the seeds a method's cell is chosen on
+CHOOSING_SEEDS = {"adam": (0,), "sgd": CLAIM1_SEEDS}  # the seeds a method's cell is chosen on
 
 
 def choose(runs: pd.DataFrame, optimizer: str, decay: str) -> tuple[float, float] | None:
