@@ -8,8 +8,8 @@ their sum is backpropagated (model k's slice of each stacked gradient is the gra
 own loss), and one torch.optim.SGD steps the stacked parameters (fused on CUDA, foreach on a
 CPU). BatchNorm's running statistics are stacked buffers, updated in place per model. One
 optimizer means one lr and one lambda for all K: the recipe has no per-model hyperparameters.
-Modules whose autograd.Function lacks functorch support (Shake-Shake's shake) cannot be
-vmapped; the bench records that row as failed.
+A model that cannot be vmapped (an autograd.Function without functorch support) gets a
+failed row.
 
 conv_microbench: every grouped conv of the packed model (groups = K, K models side by side) at
 the shape the pack trains it, timed forward + backward against the dense conv of the same

@@ -325,3 +325,28 @@ def test_every_conv_gets_channels_last_input(name: str, packs: int) -> None:
     model(x).sum().backward()
     convs = sum(isinstance(m, nn.Conv2d) for m in model.modules())
     assert len(layouts) == convs and all(layouts), f"{layouts.count(False)} of {convs} NCHW"
+
+
+def test_shake_shake_trains_under_vmap_as_the_bench_ensemble_runs_it() -> None:
+    """torch.func.vmap over Shake-Shake (the bench's VmapEnsemble baseline; on the H200 it
+    failed: the shake Function had no setup_context): K = 2 tiny nets step, each model's
+    parameters move, and the mix's gradient rule holds under vmap, per image and model."""
+    from benchmarks.ensemble import VmapEnsemble
+
+    from harness.train.models.shake_shake import ShakeShakeResNet
+
+    torch.manual_seed(0)
+    models = [ShakeShakeResNet(4, 1, 10, 3, 1) for _ in range(2)]
+    ensemble = VmapEnsemble(models, lr=0.1, momentum=0.9, weight_decay=0.0)
+    before = {k: v.clone() for k, v in ensemble.model(1).items()}
+    losses = ensemble.step(torch.randn(8, 3, 16, 16), torch.randint(0, 10, (8,)))
+    assert losses.shape == (2,) and torch.isfinite(losses).all()
+    assert any(not torch.equal(before[k], v) for k, v in ensemble.model(1).items())
+
+    x1, x2 = torch.randn(2, 3, 2, 4, 4), torch.randn(2, 3, 2, 4, 4)
+    alpha, beta = torch.rand(2, 3, 1, 1, 1), torch.rand(2, 3, 1, 1, 1)
+    grads = torch.func.vmap(torch.func.grad(
+        lambda a, b, al, be: ShakeShake.apply(a, b, al, be).sum(), argnums=(0, 1)))(
+        x1, x2, alpha, beta)
+    torch.testing.assert_close(grads[0], beta.expand_as(x1))
+    torch.testing.assert_close(grads[1], (1 - beta).expand_as(x2))

@@ -28,12 +28,20 @@ from harness.train.models.registry import register
 
 
 class ShakeShake(torch.autograd.Function):
-    """out = alpha * x1 + (1 - alpha) * x2; backward: (beta * g, (1 - beta) * g)."""
+    """out = alpha * x1 + (1 - alpha) * x2; backward: (beta * g, (1 - beta) * g).
+
+    forward and setup_context apart, with a generated vmap rule, so torch.func transforms
+    (vmap: the bench's ensemble baseline) take it as they take built-in ops."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, x1, x2, alpha, beta):  # noqa: ANN001, ANN205 (autograd signature)
-        ctx.save_for_backward(beta)
+    def forward(x1, x2, alpha, beta):  # noqa: ANN001, ANN205 (autograd signature)
         return alpha * x1 + (1 - alpha) * x2
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # noqa: ANN001, ANN205
+        ctx.save_for_backward(inputs[3])
 
     @staticmethod
     def backward(ctx, grad):  # noqa: ANN001, ANN205
