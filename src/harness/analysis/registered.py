@@ -28,8 +28,8 @@ alpha 2^-1): a run whose final validation error is at or above USABLE x chance d
 Amendment A2 (REPRODUCTION.md, committed after the grid of claims 2 and 3 had been seen, before
 any run it adds): an Adam method whose cell chosen on seed 0 lies on the edge of the alpha grid
 gains alpha columns beyond it by the common edge rule (x4 a step, at most EXTENSIONS, seed 0,
-the registered lambdas). `verdicts(..., a2=True)` reads claims 2 and 3 on that wider grid, A1
-applied; the registered reading keeps to ALPHAS23.
+the registered lambdas; `alpha_extensions`). `verdicts_a2` reads claims 2 and 3 on that wider
+grid, A1 applied (`claims23(..., a2=True)`); the registered reading keeps to ALPHAS23.
 """
 
 from __future__ import annotations
