@@ -196,6 +196,8 @@ def test_claim4_reads_the_budget_slope_against_its_three_predictions():
                                      epochs=2.0 ** r.x) for r in runs.itertuples()])
         v = reg.claim4(per_run)
         assert v.verdict == verdict, v.measured
+    first = per_run[per_run["epochs"] == per_run["epochs"].min()].head(4)  # a study begun
+    assert reg.claim4(first).verdict == "incomplete (4 of 42 registered runs)"
 
 
 def test_amendment_a1_leaves_out_runs_at_chance_beside_the_registered_verdict():

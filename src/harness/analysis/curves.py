@@ -66,7 +66,7 @@ def plot_learning_curves(runs: pd.DataFrame, table: pd.DataFrame, out: Path) -> 
         "of ±1 sd over seeds; the legend names each cell's method, α, λ and seeds."))
 
 
-MAX_CURVE_ALPHAS = 4  # decay curves for optimizers with at most this many alphas (claims_cpu: Adam has 4)
+MAX_CURVE_ALPHAS = 4  # decay curves for optimizers with at most this many alphas (claims_cpu: 4)
 
 
 def plot_decay_curves(per_run: pd.DataFrame, table: pd.DataFrame, out: Path) -> list[Path] | None:
