@@ -115,3 +115,17 @@ def test_compiled_step_equals_eager_through_a_cell_diverging(device: str) -> Non
     stats = torch._dynamo.utils.counters["stats"]
     assert stats["unique_graphs"] == 1, f"masking a cell built a new graph: {dict(stats)}"
     assert sum(torch._dynamo.utils.counters["recompiles"].values()) == 0
+
+
+def test_packs_trained_one_after_another_in_one_process_each_compile_once():
+    """A sweep worker trains pack after pack in one process (budgets_cpu's workers failed at
+    the ninth: Dynamo counted each new pack's step as a recompile of the same code, and
+    fullgraph=True turns its recompile limit into an error). With the limit at 1, three packs
+    in turn each take compiled steps."""
+    with torch._dynamo.config.patch(recompile_limit=1):
+        for _ in range(3):
+            run = pack_of_two("default")
+            x, y = next(data_mod.train_batches(run.ds, 16, run.generator))
+            for _ in range(3):  # the first step eager (no state yet), then compiled
+                assert torch.isfinite(advance(run, x, y)).all()
+            assert run.compiled is not None and run.compile_s > 0

@@ -136,12 +136,16 @@ def setup(cells: Sequence[Config], ds: data_mod.Dataset, device: torch.device,
 
 
 def _step(run: Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """train_step, through the compiled graph for full batches once the state exists."""
+    """train_step, through the compiled graph for full batches once the state exists. A sweep
+    worker trains pack after pack in one process: each pack's graph replaces the previous
+    one's (`torch.compiler.reset`), as Dynamo would otherwise count every pack as a recompile
+    of the same code and fail the ninth (fullgraph=True)."""
     run.optimizer.zero_grad(set_to_none=True)
     mode = run.cfg.train.compile
     if mode == "false" or run.step == 0 or len(y) != run.cfg.train.batch_size:
         return train_step(run, x, y)
     if run.compiled is None:
+        torch.compiler.reset()  # Inductor's on-disk cache still makes the new compile fast
         options = {} if mode == "default" else {"mode": mode}
         run.compiled = torch.compile(
             lambda x, y: train_step(run, x, y, run.optimizer.apply_prepared),
