@@ -209,3 +209,18 @@ def test_a_registered_study_is_judged_by_its_registered_rules(tmp_path: Path) ->
     assert "| pilot, 3 epochs |" in text and "gain +1.10 points" in text
     assert "**incomplete (4 of 14 registered runs)**" in text  # no verdict before its runs
     assert "## The paper's claims\n" not in text
+
+
+def test_a_panel_whose_every_cell_failed_leaves_the_rest_of_the_report(tmp_path: Path) -> None:
+    """budgets_cpu mid-study: its 36-epoch AdamW cells had all failed (and were to be rerun);
+    the coordinates figure skips that panel instead of failing the whole report."""
+    runs = tmp_path / "mid" / "runs"
+    for lr in (0.01, 0.02):
+        for lam in (1e-4, 1e-3):
+            planted.write(runs, planted.cell_frame(0.2 + lr + lam, lr=lr, lam=lam,
+                                                   optimizer="sgd", decay="decoupled"))
+            planted.write(runs, planted.cell_frame(0.9, lr=lr, lam=lam, optimizer="adam",
+                                                   decay="decoupled", status="failed"))
+    text = report.write_report(tmp_path / "mid").read_text()
+    assert "runs 8: 4 completed, 4 failed" in text, text[:1500]
+    assert (tmp_path / "mid" / "report" / "coordinates.png").exists()

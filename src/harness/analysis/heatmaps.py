@@ -257,7 +257,7 @@ def plot_coordinates(table: pd.DataFrame, out: Path) -> list[Path] | None:
     λ_torch). None if the study has no such panel."""
     subs = [table[table["panel"] == p] for p in frames.panels(table)]
     subs = [s[s["lam"] > 0] for s in subs if s["decay"].iloc[0] in units.DECOUPLED]
-    subs = [s for s in subs if not s.empty]
+    subs = [s for s in subs if not frames.ranked(s).empty]  # a panel of failed cells: none
     if not subs:
         return None
     colours = scale(table)  # the heatmaps' scale; its outliers counted among these cells
