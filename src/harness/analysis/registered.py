@@ -377,25 +377,23 @@ def _alpha_edges23(per_run: pd.DataFrame) -> tuple[list[tuple[str, float, float]
     largest alpha gains the next column beyond it."""
     runs = _usable(per_run)
     runs = runs[(runs["optimizer"] == "adam") & (runs["seed"] == 0)]
-    todo, exhausted = [], []
+    todo, exhausted, required = [], [], {}
     for decay in ("none", *GRID23):
         r = runs[runs["decay"] == decay]
         r = r[r["lam"] > 0] if decay != "none" else r
         columns = {lr: set(g["lam"]) for lr, g in r.groupby("lr")}
         if any(a not in columns for a in ALPHAS23):
             continue  # the registered grid first
-        required = sorted(set.intersection(*(columns[a] for a in ALPHAS23)))
+        required[decay] = sorted(set.intersection(*(columns[a] for a in ALPHAS23)))
         todo += [(decay, float(lr), float(lam)) for lr in sorted(columns) if lr not in ALPHAS23
-                 for lam in required if lam not in columns[lr]]
+                 for lam in required[decay] if lam not in columns[lr]]
     if todo:
         return todo, exhausted
     todo = extensions23(per_run, a2=True)
     if todo:
         return todo, exhausted
-    for decay in ("none", *GRID23):
+    for decay in required:
         picked = choose(runs, "adam", decay)
-        if picked is None:
-            continue
         r = runs[runs["decay"] == decay]
         alphas = sorted(set(r.loc[r["lam"] > 0, "lr"] if decay != "none" else r["lr"]))
         if picked[0] not in (alphas[0], alphas[-1]):
@@ -405,10 +403,7 @@ def _alpha_edges23(per_run: pd.DataFrame) -> tuple[list[tuple[str, float, float]
             exhausted.append(f"adam/{decay}")
             continue
         lr = alphas[-1] * ALPHA_STEP if up else alphas[0] / ALPHA_STEP
-        lams = [0.0] if decay == "none" else sorted(
-            set.intersection(*(set(r.loc[(r["lr"] == a) & (r["lam"] > 0), "lam"])
-                               for a in ALPHAS23)))
-        todo += [(decay, float(lr), float(lam)) for lam in lams]
+        todo += [(decay, float(lr), float(lam)) for lam in required[decay]]
     return todo, exhausted
 
 
