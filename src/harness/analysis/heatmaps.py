@@ -3,7 +3,7 @@ decoupled panel re-plotted in the paper's and PyTorch's lambda (written as PNG +
 
 ``plot_heatmaps``: one ``seaborn.heatmap`` panel per optimizer x decay mode on one shared colour
 scale (``figures.scale``), the method's name (``names``) and noise level in each title; on each
-panel the cell values, the chosen cell, the top 10, diverged and failed cells and the seeds of
+panel the cell values, the best cell, the top 10, diverged and failed cells and the seeds of
 a multi-seed cell (``_marks``), and the basin ridge and damage frontier that
 ``stats.panel_fits`` finds (``_fit_marks``), explained by one legend below the figure and the
 caption. ``plot_coordinates``: the same surface on the same colour scale in the two coordinate
@@ -125,9 +125,10 @@ def heatmap_panel(ax, sub: pd.DataFrame, top: set, norm: Normalize, ylabel: str,
                   title: str, fit: stats.PanelFits | None = None,
                   xlabel: str = "learning rate α (log scale)", cmap=None) -> None:
     """One panel: seaborn heatmap of error (%) over the lambda x alpha grid, low lambda at the
-    bottom, cell values printed, the chosen cell bold, the top 10 circled, the seeds of a
-    multi-seed cell in its corner; with the panel's ``fit``, the basin ridge and the damage
-    frontier drawn on it. An empty label is not drawn (the figure labels its axes once)."""
+    bottom, cell values printed, the best cell by the selection metric bold, the top 10
+    circled, the seeds of a multi-seed cell in its corner; with the panel's ``fit``, the basin
+    ridge and the damage frontier drawn on it. An empty label is not drawn (the figure labels
+    its axes once)."""
     sub = sub[np.isfinite(sub["lr"]) & np.isfinite(sub["lam"])]  # unknown lambda: not drawn
     grid = sub.assign(err=np.where(sub["failed"], np.nan, 100 * sub["test_error"]))
     z = grid.pivot_table(index="lam", columns="lr", values="err", aggfunc="first",
@@ -242,11 +243,12 @@ def _heatmap_caption(table: pd.DataFrame, colours: Scale, panels: list[str]) -> 
             "small number in a cell's corner is its seeds where more than one. σ is the "
             "seed-to-seed sd of a cell, pooled over the panel's cells with 2+ seeds (near each "
             f"column's best where stated). Circled: the panel's top 10 by {on}; bold: the "
-            "chosen cell; hatched: a seed diverged (counted at chance) or did not train (its "
-            f"final error at or above {100 * frames.USABLE:.0f}% of chance); grey: failed. "
-            "Dashed red: the "
-            "fitted basin ridge (where determined); orange bars: the damage frontier, the λ "
-            "where a column's error first exceeds its best by the margin; dotted: its "
+            f"panel's best by {on}, mean over its seeds (a registered study's claims choose "
+            "by their own rule, which the report's claims name); hatched: a seed diverged "
+            "(counted at chance) or did not train (its final error at or above "
+            f"{100 * frames.USABLE:.0f}% of chance); grey: failed. Dashed red: the fitted basin "
+            "ridge (where determined); orange bars: the damage frontier, the λ where a "
+            "column's error first exceeds its best by the margin; dotted: its "
             "least-squares fit (where determined)." + clipped + "\n\n"
             + "\n".join(f"- {line}" for line in panels))
 
