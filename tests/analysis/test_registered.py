@@ -77,9 +77,20 @@ def test_transfer_reading_names_the_one_prediction_inside_the_interval():
     runs = _planted(0.5, 0.001, rng, half_octaves=True)
     s = reg.optimum_slope(runs)
     assert s.low <= 0.5 <= s.high and s.high - s.low < 0.5
-    assert reg.transfer_reading(s) == "+0.5 (raw lambda transfers)"
+    assert reg.transfer_reading(s) == "+0.5 (raw lambda transfers: a fixed EMA timescale in epochs)"
     wide = reg.OptimumSlope(0.2, -0.3, 0.7, ((0, 0), (1, 0)), (), 0.01, 5)
     assert reg.transfer_reading(wide) == "not decided"
+
+
+def test_slope_text_names_budgets_by_their_value_and_alphas_as_powers_of_two():
+    budgets = reg.OptimumSlope(0.59, 0.31, 0.95, tuple((math.log2(t), -3.0) for t in (4, 12, 36)),
+                               (math.log2(36),), 0.0035, 21)
+    text = reg.slope_text(budgets, "T")
+    assert "2^-3.00 at T 4, 2^-3.00 at T 12, 2^-3.00 at T 36;" in text
+    assert text.endswith("argmin on the grid edge at T 36)")
+    alphas = reg.OptimumSlope(-1.0, -1.3, -0.7, ((-5.0, -2.0), (-3.0, -4.0)), (), 0.0033, 30)
+    assert "(optima 2^-2.00 at alpha 2^-5, 2^-4.00 at alpha 2^-3; single-run sd 0.33 points, " \
+        "30 dof)" in reg.slope_text(alphas, "alpha")
 
 
 def test_paired_t_intervals_equivalence_and_non_inferiority():

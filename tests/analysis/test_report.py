@@ -13,7 +13,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.image import imread
 
-from harness.analysis import frames, heatmaps, report, stats
+from harness.analysis import curves, frames, heatmaps, report, stats
 from harness.cli import report as report_cli
 from tests import planted
 
@@ -193,6 +193,45 @@ def test_transfer_figure_for_a_study_over_two_budgets(tmp_path: Path) -> None:
     assert "## Best normalized weight decay per training budget\n\n![transfer](transfer.png)" \
         in text
     assert_real_png(tmp_path / "budgets" / "report" / "transfer.png")
+
+
+def test_transfer_figure_chooses_on_validation_and_draws_lambda_zero_as_a_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At each lambda the alpha is chosen on validation, the ring sits on the budget's
+    validation-best cell (not the test-best one), and the optimizer's lambda = 0 cells are a
+    dashed line per budget on the decayed axis, not an empty axis of their own."""
+    runs = tmp_path / "budgets" / "runs"
+    lams = (2.0**-4, 2.0**-3, 2.0**-2)
+    for epochs in (2, 4):
+        planted.write(runs, planted.cell_frame(0.20 - 0.01 * epochs, val=0.19, lr=2.0**-9,
+                                               lam=0.0, optimizer="adam", decay="none",
+                                               epochs=epochs))
+        for lr, shift in ((2.0**-9, 0.0), (2.0**-8, 0.01)):  # 2^-8: worse on validation
+            for lam, test, val in zip(lams, (0.15, 0.12, 0.14), (0.14, 0.15, 0.13),
+                                      strict=True):  # test's best 2^-3, validation's 2^-2
+                planted.write(runs, planted.cell_frame(
+                    test - shift - 0.01 * epochs, val=val + shift, lr=lr, lam=lam,
+                    optimizer="adam", decay="decoupled", epochs=epochs, normalized=True))
+    drawn: dict[str, Figure] = {}
+    save = curves.save
+    monkeypatch.setattr(curves, "save", lambda fig, out, stem, caption: drawn.setdefault(
+        stem, fig) and save(fig, out, stem, caption))
+    report.write_report(tmp_path / "budgets")
+    (ax,) = drawn["transfer"].axes
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    for epochs in (2, 4):
+        line = lines[f"{epochs} epochs"]
+        # alpha 2^-9 at every lambda (2^-8 is better on test, worse on validation)
+        assert np.allclose(line.get_ydata(), [100 * (t - 0.01 * epochs)
+                                              for t in (0.15, 0.12, 0.14)])
+        ring = next(x for x in ax.get_lines() if x.get_markerfacecolor() == "none"
+                    and x.get_color() == line.get_color() and len(x.get_xdata()) == 1)
+        assert ring.get_xdata()[0] == 2.0**-2  # validation's best, not test's 2^-3
+        zero = [x for x in ax.get_lines() if x.get_linestyle() == "--"
+                and x.get_color() == line.get_color()]
+        assert len(zero) == 1 and np.allclose(zero[0].get_ydata(), 100 * (0.20 - 0.01 * epochs))
+    assert "chosen on validation error" in (tmp_path / "budgets" / "report" /
+                                            "transfer.caption.txt").read_text()
 
 
 def test_a_registered_study_is_judged_by_its_registered_rules(tmp_path: Path) -> None:

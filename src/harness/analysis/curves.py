@@ -168,25 +168,47 @@ def _clip_high(ax, decayed: pd.DataFrame, low: float, span: float = 8.0) -> None
 
 
 def plot_transfer(table: pd.DataFrame, out: Path) -> list[Path]:
-    """Final error vs lambda_norm, one line per epoch budget, one axis per panel sans epochs."""
-    groups = frames.contexts(table, ("epochs",))
+    """Final test error against lambda_norm, one line per epoch budget, one axis per decayed
+    panel sans epochs. At each lambda the point is the cell whose alpha the selection metric
+    chooses (the test set never chooses); ringed: the budget's cell chosen over every lambda;
+    dashed: the best lambda = 0 cell of the same optimizer at that budget, chosen the same way."""
+    metric = frames.selection_metric(table)
+    on = "validation error" if metric == "val_error" else "test error"
+    ranked = frames.ranked(table)
+    groups = [(ctx, g) for ctx, g in frames.contexts(ranked, ("epochs",)) if (g["lam"] > 0).any()]
+    groups = groups or [("", ranked)]  # no decayed cell: one empty axis, as before
     width = max(6.5, 4.2 * len(groups))
     fig = Figure(figsize=(width, 4.4), layout="constrained")
     axes = fig.subplots(1, len(groups), squeeze=False)[0]
+    colours = sns.color_palette(n_colors=max(1, table["epochs"].nunique()))
+    budgets = sorted(table["epochs"].unique())
     for ax, (ctx, g) in zip(axes, groups, strict=True):
-        g = frames.ranked(g)
-        for i, (epochs, e) in enumerate(g[g["lam"] > 0].groupby("epochs")):
-            best = e.groupby("lam")["test_error"].min()  # best over alpha
-            ax.plot(best.index, 100 * best.to_numpy(), marker="os^Dv"[i % 5], markersize=9 - i,
-                    alpha=0.85, label=names.epochs(epochs))
+        for epochs, e in g[g["lam"] > 0].groupby("epochs"):
+            i = budgets.index(epochs)
+            chosen = e.loc[e.groupby("lam")[metric].idxmin()]  # one alpha per lambda
+            ax.plot(chosen["lam"], 100 * chosen["test_error"], marker="os^Dv"[i % 5],
+                    markersize=9 - i, alpha=0.85, color=colours[i], label=names.epochs(epochs))
+            best = chosen.loc[chosen[metric].idxmin()]
+            ax.plot(best["lam"], 100 * best["test_error"], marker="o", markersize=18,
+                    markerfacecolor="none", markeredgecolor=colours[i], markeredgewidth=1.5)
+            zero = ranked[(ranked["optimizer"] == e["optimizer"].iloc[0])
+                          & (ranked["lam"] == 0) & (ranked["epochs"] == epochs)]
+            if len(zero):
+                ax.axhline(100 * zero.loc[zero[metric].idxmin(), "test_error"],
+                           color=colours[i], linestyle="--", linewidth=1, alpha=0.8)
+        ax.plot([], [], "o", markersize=12, markerfacecolor="none", markeredgecolor="0.3",
+                label=f"chosen on {on}")
+        ax.plot([], [], "--", color="0.3", linewidth=1, label="λ = 0 (the budget's colour)")
         ax.set_xscale("log", base=2)
-        ax.set(xlabel=lam_label(table), ylabel=ERROR_LABEL + ", best over α")
+        ax.set(xlabel=lam_label(table), ylabel=ERROR_LABEL)
         ax.set_title(wrap(names.panel(ctx.rstrip(": ")) if ctx else "all cells", 3.8, 10),
                      fontsize=10)
         ax.grid(alpha=0.3)
     legend_below(fig, *legend_entries(axes), ncols=5)
     fig.suptitle("Best weight decay per training budget", fontsize=10)
     return save(fig, out, "transfer", (
-        f"Does the best weight decay transfer across training budgets? Each point is the best "
-        f"final {ERROR_LABEL} over the α grid at one λ; one line per training budget, one axis "
-        "per method."))
+        "Does the best weight decay transfer across training budgets? One line per training "
+        f"budget, one axis per method with weight decay. At each λ the point is the {ERROR_LABEL} "
+        f"of the cell whose α is chosen on {on} (mean over its seeds); ringed: the budget's "
+        f"best cell by {on}; dashed: the same optimizer without weight decay (λ = 0) at that "
+        "budget, in the line's colour, chosen the same way."))

@@ -48,8 +48,11 @@ REPLICATES = 2000
 NEIGHBOURS = 2           # grid points on each side of the argmin in the local fit
 COUPLED = (-1.5, -0.5)   # claim 1: slope intervals inside these read coupled / separable
 SEPARABLE = (-0.5, 0.5)
-TRANSFER = {-0.5: "constant EMA timescale", 0.0: "lambda_norm transfers",
-            0.5: "raw lambda transfers"}  # claim 4: the slope each hypothesis predicts
+# claim 4: the slope each hypothesis predicts. tau = b/(B*lambda_paper) epochs = sqrt(b*T/B) /
+# lambda_norm, so a fixed tau in epochs is a fixed raw lambda (+0.5), and a tau that is a fixed
+# fraction of the run (tau ~ T) is -0.5 (REPRODUCTION.md, claim 4's erratum)
+TRANSFER = {-0.5: "EMA timescale a fixed fraction of the run", 0.0: "lambda_norm transfers",
+            0.5: "raw lambda transfers: a fixed EMA timescale in epochs"}
 
 
 def locate(y: np.ndarray, z: np.ndarray) -> tuple[float, bool]:
@@ -256,9 +259,15 @@ def xyz(runs: pd.DataFrame, x: str, z: str = "val_error") -> pd.DataFrame:
 
 
 def slope_text(s: OptimumSlope, of: str) -> str:
-    optima = ", ".join(f"2^{y:.2f} at {of} 2^{x:g}" for x, y in s.optima)
-    edges = f"; argmin on the grid edge at {of} " + ", ".join(f"2^{x:g}" for x in
-                                                             s.unbracketed) \
+    """The slope, its interval and the located optima; a group coordinate x (log2) as 2^x when
+    every x is a whole power of 2 (alpha columns), else as its value (budgets 4, 12, 36)."""
+    powers = all(float(x).is_integer() for x, _ in s.optima)
+
+    def at(x: float) -> str:
+        return f"2^{x:g}" if powers else f"{2 ** x:.4g}"
+
+    optima = ", ".join(f"2^{y:.2f} at {of} {at(x)}" for x, y in s.optima)
+    edges = f"; argmin on the grid edge at {of} " + ", ".join(at(x) for x in s.unbracketed) \
         if s.unbracketed else ""
     return (f"slope {s.estimate:+.2f} [{s.low:+.2f}, {s.high:+.2f}] (optima {optima}; "
             f"single-run sd {100 * s.sigma:.2f} points, {s.dof} dof{edges})")
@@ -536,8 +545,8 @@ def claim4(per_run: pd.DataFrame, amended: bool = False) -> Verdict:
     if reading == "not testable here":
         verdict = reading
     return Verdict("4", f"{slope_text(s, 'T')}, reads {reading} [predictions: 0 the "
-                   "paper's normalization, +0.5 raw lambda, -0.5 a constant EMA timescale]",
-                   verdict)
+                   "paper's normalization, +0.5 raw lambda, -0.5 an EMA timescale that is a "
+                   "fixed fraction of the run]", verdict)
 
 
 def verdicts(study: str, per_run: pd.DataFrame, amended: bool = False) -> list[Verdict] | None:
