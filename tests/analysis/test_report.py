@@ -224,9 +224,9 @@ def test_transfer_figure_chooses_on_validation_and_draws_lambda_zero_as_a_line(
         # alpha 2^-9 at every lambda (2^-8 is better on test, worse on validation)
         assert np.allclose(line.get_ydata(), [100 * (t - 0.01 * epochs)
                                               for t in (0.15, 0.12, 0.14)])
-        ring = next(x for x in ax.get_lines() if x.get_markerfacecolor() == "none"
-                    and x.get_color() == line.get_color() and len(x.get_xdata()) == 1)
-        assert ring.get_xdata()[0] == 2.0**-2  # validation's best, not test's 2^-3
+        (ring,) = [x for x in ax.get_lines() if x.get_markerfacecolor() == "none"
+                   and x.get_color() == line.get_color() and len(x.get_xdata())]
+        assert list(ring.get_xdata()) == [2.0**-2]  # validation's best, not test's 2^-3
         zero = [x for x in ax.get_lines() if x.get_linestyle() == "--"
                 and x.get_color() == line.get_color()]
         assert len(zero) == 1 and np.allclose(zero[0].get_ydata(), 100 * (0.20 - 0.01 * epochs))

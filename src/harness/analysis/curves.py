@@ -190,13 +190,13 @@ def plot_transfer(table: pd.DataFrame, out: Path) -> list[Path]:
                     markersize=9 - i, alpha=0.85, color=colours[i], label=names.epochs(epochs))
             best = chosen.loc[chosen[metric].idxmin()]
             ax.plot(best["lam"], 100 * best["test_error"], marker="o", markersize=18,
-                    markerfacecolor="none", markeredgecolor=colours[i], markeredgewidth=1.5)
+                    color=colours[i], markerfacecolor="none", markeredgewidth=1.5)
             zero = ranked[(ranked["optimizer"] == e["optimizer"].iloc[0])
                           & (ranked["lam"] == 0) & (ranked["epochs"] == epochs)]
             if len(zero):
                 ax.axhline(100 * zero.loc[zero[metric].idxmin(), "test_error"],
                            color=colours[i], linestyle="--", linewidth=1, alpha=0.8)
-        ax.plot([], [], "o", markersize=12, markerfacecolor="none", markeredgecolor="0.3",
+        ax.plot([], [], "o", markersize=12, color="0.3", markerfacecolor="none",
                 label=f"chosen on {on}")
         ax.plot([], [], "--", color="0.3", linewidth=1, label="λ = 0 (the budget's colour)")
         ax.set_xscale("log", base=2)
