@@ -207,11 +207,10 @@ def _claim_transfer(table: pd.DataFrame, per_run: pd.DataFrame) -> Claim:
         lines.append(f"{ctx}best log2 lambda_norm on log2 epochs: "
                      f"{registered.slope_text(s, 'epochs')}, reads {reading}")
     return Claim(name, statement, "; ".join(lines) + " [criterion: the slope's 95% seed-noise "
-                 "bootstrap interval holds exactly one prediction: 0 (lambda_norm transfers) is "
-                 "supported, +0.5 (raw lambda, a fixed EMA timescale in epochs, transfers) or -0.5 "
-                 "(the EMA timescale a fixed fraction of the run) not supported; none or several, "
-                 "one seed, or an optimum on the grid edge: not "
-                 f"testable; {_selection_note(by)}]", _combine(verdicts))
+                 f"bootstrap interval holds exactly one of {registered.predictions()}: +0.0 is "
+                 "supported, +0.5 or -0.5 not supported; none or several, one seed, or an "
+                 f"optimum on the grid edge: not testable; {_selection_note(by)}]",
+                 _combine(verdicts))
 
 
 def claims(table: pd.DataFrame, per_run: pd.DataFrame) -> list[Claim]:

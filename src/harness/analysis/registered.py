@@ -51,7 +51,8 @@ SEPARABLE = (-0.5, 0.5)
 # claim 4: the slope each hypothesis predicts. tau = b/(B*lambda_paper) epochs = sqrt(b*T/B) /
 # lambda_norm, so a fixed tau in epochs is a fixed raw lambda (+0.5), and a tau that is a fixed
 # fraction of the run (tau ~ T) is -0.5 (REPRODUCTION.md, claim 4's erratum)
-TRANSFER = {-0.5: "EMA timescale a fixed fraction of the run", 0.0: "lambda_norm transfers",
+TRANSFER = {-0.5: "the EMA timescale a fixed fraction of the run",
+            0.0: "lambda_norm transfers: the paper's normalization",
             0.5: "raw lambda transfers: a fixed EMA timescale in epochs"}
 
 
@@ -140,7 +141,17 @@ def transfer_reading(s: OptimumSlope) -> str:
     if not s.testable:
         return "not testable here"
     inside = [p for p in TRANSFER if s.low <= p <= s.high]
-    return f"{inside[0]:+.1f} ({TRANSFER[inside[0]]})" if len(inside) == 1 else "not decided"
+    return prediction(inside[0]) if len(inside) == 1 else "not decided"
+
+
+def prediction(slope: float) -> str:
+    """One of claim 4's predictions as the reports name it: "+0.5 (raw lambda transfers: ...)"."""
+    return f"{slope:+.1f} ({TRANSFER[slope]})"
+
+
+def predictions() -> str:
+    """All of claim 4's predictions, the paper's (0) first."""
+    return ", ".join(prediction(p) for p in sorted(TRANSFER, key=lambda p: (abs(p), -p)))
 
 
 @dataclass(frozen=True)
@@ -544,9 +555,8 @@ def claim4(per_run: pd.DataFrame, amended: bool = False) -> Verdict:
                reading in ("not decided", "not testable here") else "contradicted")
     if reading == "not testable here":
         verdict = reading
-    return Verdict("4", f"{slope_text(s, 'T')}, reads {reading} [predictions: 0 the "
-                   "paper's normalization, +0.5 raw lambda, -0.5 an EMA timescale that is a "
-                   "fixed fraction of the run]", verdict)
+    return Verdict("4", f"{slope_text(s, 'T')}, reads {reading} [predictions: "
+                   f"{predictions()}]", verdict)
 
 
 def verdicts(study: str, per_run: pd.DataFrame, amended: bool = False) -> list[Verdict] | None:
